@@ -1,0 +1,197 @@
+//! SHA-256 of executables, cached by file identity so repeat attestations don't re-read them.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::Metadata;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+
+use sha2::{Digest, Sha256};
+
+/// Entries kept; callers choose which binaries get hashed, so the cache must not grow unbounded.
+pub(crate) const DEFAULT_CAPACITY: usize = 4096;
+const BUF_SIZE: usize = 64 * 1024;
+
+/// Identity of a file's content. Any write changes mtime/ctime, and ctime cannot be set back,
+/// so a replaced or modified file gets a new key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct FileKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+impl FileKey {
+    pub fn from_metadata(m: &Metadata) -> Self {
+        FileKey {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            ctime: m.ctime(),
+            ctime_nsec: m.ctime_nsec(),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+/// Bounded map with FIFO eviction: simple, and an attacker churning binaries can at worst cost
+/// other callers a re-hash.
+pub(crate) struct HashCache {
+    map: HashMap<FileKey, [u8; 32]>,
+    order: VecDeque<FileKey>,
+    capacity: usize,
+    hits: u64,
+    misses: u64,
+}
+
+impl HashCache {
+    pub fn new(capacity: usize) -> Self {
+        HashCache {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    /// Looks up `key`, counting a hit or a miss.
+    pub fn get(&mut self, key: &FileKey) -> Option<[u8; 32]> {
+        let found = self.map.get(key).copied();
+        if found.is_some() {
+            self.hits += 1;
+        } else {
+            self.misses += 1;
+        }
+        found
+    }
+
+    pub fn insert(&mut self, key: FileKey, digest: [u8; 32]) {
+        if self.map.insert(key, digest).is_some() {
+            // Concurrent misses on one file; the key is already queued.
+            return;
+        }
+        self.order.push_back(key);
+        while self.map.len() > self.capacity {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn stats(&self) -> (u64, u64) {
+        (self.hits, self.misses)
+    }
+}
+
+/// Streams `r` through SHA-256 with a fixed buffer. `Ok(None)` if it is longer than `limit`.
+pub(crate) fn sha256_reader(mut r: impl Read, limit: u64) -> io::Result<Option<[u8; 32]>> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; BUF_SIZE];
+    let mut total: u64 = 0;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        total = total.saturating_add(n as u64);
+        if total > limit {
+            return Ok(None);
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(Some(hasher.finalize().into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn key(ino: u64) -> FileKey {
+        FileKey {
+            dev: 1,
+            ino,
+            size: 10,
+            mtime: 5,
+            mtime_nsec: 6,
+            ctime: 7,
+            ctime_nsec: 8,
+        }
+    }
+
+    #[test]
+    fn counts_hits_and_misses() {
+        let mut c = HashCache::new(8);
+        assert_eq!(c.get(&key(1)), None);
+        c.insert(key(1), [7; 32]);
+        assert_eq!(c.get(&key(1)), Some([7; 32]));
+        assert_eq!(c.stats(), (1, 1));
+    }
+
+    #[test]
+    fn any_field_change_is_a_new_key() {
+        let mut c = HashCache::new(8);
+        let k = key(1);
+        c.insert(k, [7; 32]);
+        for changed in [
+            FileKey { dev: 2, ..k },
+            FileKey { size: 11, ..k },
+            FileKey { mtime_nsec: 0, ..k },
+            FileKey { ctime: 0, ..k },
+            FileKey { ctime_nsec: 0, ..k },
+        ] {
+            assert_eq!(c.get(&changed), None);
+        }
+    }
+
+    #[test]
+    fn bounded_with_fifo_eviction() {
+        let mut c = HashCache::new(3);
+        for i in 0..10 {
+            c.insert(key(i), [i as u8; 32]);
+            assert!(c.len() <= 3);
+        }
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.get(&key(6)), None);
+        assert_eq!(c.get(&key(9)), Some([9; 32]));
+        // Re-inserting an existing key must not queue it twice.
+        c.insert(key(9), [9; 32]);
+        assert_eq!(c.order.len(), 3);
+    }
+
+    #[test]
+    fn sha256_streams_and_limits() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        // Larger than the buffer so the loop runs more than once.
+        let data: Vec<u8> = (0..(3 * BUF_SIZE + 17)).map(|i| (i % 251) as u8).collect();
+        f.write_all(&data).unwrap();
+        let expected: [u8; 32] = Sha256::digest(&data).into();
+        let got = sha256_reader(std::fs::File::open(f.path()).unwrap(), u64::MAX).unwrap();
+        assert_eq!(got, Some(expected));
+        let capped = sha256_reader(std::fs::File::open(f.path()).unwrap(), 1000).unwrap();
+        assert_eq!(capped, None);
+        assert_eq!(
+            sha256_reader(&b""[..], 0).unwrap(),
+            Some(Sha256::digest(b"").into())
+        );
+    }
+}

@@ -1,0 +1,384 @@
+use super::*;
+use std::collections::BTreeSet;
+use std::fs;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+fn sha256_hex(path: &Path) -> String {
+    hex::encode(Sha256::digest(fs::read(path).unwrap()))
+}
+
+fn values(sels: &[Selector], kind: &str, prefix: &str) -> Vec<String> {
+    sels.iter()
+        .filter(|s| s.kind == kind)
+        .filter_map(|s| s.value.strip_prefix(prefix).map(str::to_owned))
+        .collect()
+}
+
+fn one(sels: &[Selector], kind: &str, prefix: &str) -> String {
+    let v = values(sels, kind, prefix);
+    assert_eq!(v.len(), 1, "expected one {kind}:{prefix} in {sels:?}");
+    v.into_iter().next().unwrap()
+}
+
+fn spawn_retrying(cmd: impl Fn() -> Command) -> Child {
+    // ETXTBSY: another test thread may have forked while a freshly written binary was open.
+    for _ in 0..50 {
+        match cmd().spawn() {
+            Ok(c) => return c,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("spawn: {e}"),
+        }
+    }
+    panic!("spawn kept failing with ETXTBSY");
+}
+
+#[test]
+fn attest_self() {
+    let a = UnixAttestor::new();
+    let sels = a.attest(std::process::id() as i32).unwrap();
+
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
+    assert_eq!(one(&sels, "unix", "uid:"), uid.to_string());
+    assert_eq!(one(&sels, "unix", "gid:"), gid.to_string());
+    let user = User::from_uid(Uid::from_raw(uid)).unwrap().map(|u| u.name);
+    assert_eq!(
+        values(&sels, "unix", "user:"),
+        user.into_iter().collect::<Vec<_>>()
+    );
+    let group = Group::from_gid(Gid::from_raw(gid)).unwrap().map(|g| g.name);
+    assert_eq!(
+        values(&sels, "unix", "group:"),
+        group.into_iter().collect::<Vec<_>>()
+    );
+
+    let want_groups: BTreeSet<String> = nix::unistd::getgroups()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_raw().to_string())
+        .collect();
+    let got_groups: BTreeSet<String> = values(&sels, "unix", "supplementary_gid:")
+        .into_iter()
+        .collect();
+    assert_eq!(got_groups, want_groups);
+
+    let exe = std::env::current_exe().unwrap();
+    assert_eq!(one(&sels, "unix", "path:"), exe.to_str().unwrap());
+    assert_eq!(one(&sels, "unix", "sha256:"), sha256_hex(&exe));
+
+    let cg = one(&sels, "cgroup", "path:");
+    assert!(cg.starts_with('/'), "{cg}");
+    // uid, gid, path, sha256, cgroup, plus the optional and per-group ones; nothing else.
+    assert_eq!(
+        sels.len(),
+        5 + values(&sels, "unix", "user:").len()
+            + values(&sels, "unix", "group:").len()
+            + want_groups.len()
+    );
+}
+
+#[test]
+fn second_attest_hits_cache() {
+    let a = UnixAttestor::default();
+    let pid = std::process::id() as i32;
+    let first = a.attest(pid).unwrap();
+    assert_eq!(a.cache_stats(), (0, 1));
+    let second = a.attest(pid).unwrap();
+    assert_eq!(a.cache_stats(), (1, 1));
+    assert_eq!(first, second);
+}
+
+#[test]
+fn cache_hit_does_not_read_file() {
+    let a = UnixAttestor::new();
+    let f = tempfile::NamedTempFile::new().unwrap();
+    fs::write(f.path(), b"real content").unwrap();
+    let file = File::open(f.path()).unwrap();
+    let key = FileKey::from_metadata(&file.metadata().unwrap());
+    a.cache().insert(key, [0xab; 32]);
+    assert_eq!(a.exe_digest(&file, f.path()).unwrap(), Some([0xab; 32]));
+    assert_eq!(a.cache_stats(), (1, 0));
+
+    // A miss hashes the content and caches it.
+    let g = tempfile::NamedTempFile::new().unwrap();
+    fs::write(g.path(), b"other").unwrap();
+    let file = File::open(g.path()).unwrap();
+    let want: [u8; 32] = Sha256::digest(b"other").into();
+    assert_eq!(a.exe_digest(&file, g.path()).unwrap(), Some(want));
+    assert_eq!(a.exe_digest(&file, g.path()).unwrap(), Some(want));
+    assert_eq!(a.cache_stats(), (2, 1));
+}
+
+#[test]
+fn child_then_gone() {
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = child.id() as i32;
+    let a = UnixAttestor::new();
+    // Until exec completes the child still runs the test binary; wait for it to become sleep.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sels = loop {
+        let sels = a.attest(pid).unwrap();
+        if one(&sels, "unix", "path:") != std::env::current_exe().unwrap().to_str().unwrap() {
+            break sels;
+        }
+        assert!(Instant::now() < deadline, "child never exec'd");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let path = one(&sels, "unix", "path:");
+    assert!(path.contains("sleep") || path.contains("coreutils") || path.contains("busybox"));
+    assert_eq!(one(&sels, "unix", "sha256:"), sha256_hex(Path::new(&path)));
+    assert_eq!(
+        one(&sels, "unix", "uid:"),
+        nix::unistd::getuid().as_raw().to_string()
+    );
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(matches!(a.attest(pid), Err(UnixError::ProcessGone)));
+}
+
+#[test]
+fn zombie_is_gone() {
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = child.id() as i32;
+    child.kill().unwrap();
+    let a = UnixAttestor::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        if proc::parse_stat(&stat).unwrap().exited() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "child never became a zombie");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(matches!(a.attest(pid), Err(UnixError::ProcessGone)));
+    child.wait().unwrap();
+}
+
+#[test]
+fn deleted_executable_is_hashed_through_proc() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("mysleep");
+    fs::copy("/bin/sleep", &copy).unwrap();
+    let want = sha256_hex(&copy);
+    let mut child = spawn_retrying(|| {
+        let mut c = Command::new(&copy);
+        c.arg("30");
+        c
+    });
+    let pid = child.id() as i32;
+    // Make sure the child has exec'd before the file goes away.
+    let a = UnixAttestor::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while one(&a.attest(pid).unwrap(), "unix", "path:") != copy.to_str().unwrap() {
+        assert!(Instant::now() < deadline, "child never exec'd");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    fs::remove_file(&copy).unwrap();
+    // Something else at the same path must not be what gets hashed.
+    fs::write(&copy, b"impostor").unwrap();
+
+    let sels = a.attest(pid).unwrap();
+    assert_eq!(
+        one(&sels, "unix", "path:"),
+        format!("{} (deleted)", copy.display())
+    );
+    assert_eq!(one(&sels, "unix", "sha256:"), want);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn invalid_pid() {
+    let a = UnixAttestor::new();
+    assert!(matches!(a.attest(0), Err(UnixError::InvalidPid(0))));
+    assert!(matches!(a.attest(-1), Err(UnixError::InvalidPid(-1))));
+}
+
+// A fake proc root: <root>/<pid>/{stat,status,cgroup,exe}.
+struct FakeProc {
+    root: tempfile::TempDir,
+    pid: i32,
+}
+
+const FAKE_PID: i32 = 4242;
+
+fn stat_line(state: char, start: u64) -> String {
+    format!(
+        "{FAKE_PID} (a b) c)) {state} 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0 0 0 0\n"
+    )
+}
+
+fn status_text(uid: u32) -> String {
+    format!("Name:\ta b\nUid:\t{uid}\t0\t0\t0\nGid:\t2001\t0\t0\t0\nGroups:\t7 9\n")
+}
+
+impl FakeProc {
+    fn new(exe_target: &Path) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let fp = FakeProc {
+            root,
+            pid: FAKE_PID,
+        };
+        fs::create_dir(fp.dir()).unwrap();
+        fp.write("stat", &stat_line('S', 1000));
+        fp.write("status", &status_text(1001));
+        fp.write("cgroup", "1:name=systemd:/system.slice/x.service\n0::/\n");
+        std::os::unix::fs::symlink(exe_target, fp.dir().join("exe")).unwrap();
+        fp
+    }
+    fn dir(&self) -> PathBuf {
+        self.root.path().join(self.pid.to_string())
+    }
+    fn write(&self, name: &str, text: &str) {
+        fs::write(self.dir().join(name), text).unwrap();
+    }
+    fn attestor(&self) -> UnixAttestor {
+        UnixAttestor::with_proc_root(self.root.path().to_path_buf())
+    }
+}
+
+fn fake_exe(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, b"#!fake binary\n").unwrap();
+    p
+}
+
+#[test]
+fn fake_proc_full_selector_list() {
+    let bin = tempfile::tempdir().unwrap();
+    let exe = fake_exe(bin.path(), "prog");
+    let fp = FakeProc::new(&exe);
+    let sels = fp.attestor().attest(fp.pid).unwrap();
+
+    let mut want = vec![Selector::new("unix", "uid:1001")];
+    if let Some(u) = User::from_uid(Uid::from_raw(1001)).unwrap() {
+        want.push(Selector::new("unix", format!("user:{}", u.name)));
+    }
+    want.push(Selector::new("unix", "gid:2001"));
+    if let Some(g) = Group::from_gid(Gid::from_raw(2001)).unwrap() {
+        want.push(Selector::new("unix", format!("group:{}", g.name)));
+    }
+    want.push(Selector::new("unix", "supplementary_gid:7"));
+    want.push(Selector::new("unix", "supplementary_gid:9"));
+    want.push(Selector::new("unix", format!("path:{}", exe.display())));
+    want.push(Selector::new(
+        "unix",
+        format!("sha256:{}", sha256_hex(&exe)),
+    ));
+    want.push(Selector::new("cgroup", "path:/system.slice/x.service"));
+    assert_eq!(sels, want);
+}
+
+#[test]
+fn fake_proc_odd_exe_path_is_left_out() {
+    let bin = tempfile::tempdir().unwrap();
+    let exe = fake_exe(bin.path(), "evil\nname");
+    let fp = FakeProc::new(&exe);
+    let sels = fp.attestor().attest(fp.pid).unwrap();
+    assert!(values(&sels, "unix", "path:").is_empty(), "{sels:?}");
+    assert_eq!(one(&sels, "unix", "sha256:"), sha256_hex(&exe));
+}
+
+#[test]
+fn fake_proc_missing_exe_of_live_process_is_io_error() {
+    let bin = tempfile::tempdir().unwrap();
+    let fp = FakeProc::new(&bin.path().join("does-not-exist"));
+    match fp.attestor().attest(fp.pid) {
+        Err(UnixError::Io { path, .. }) => assert!(path.ends_with("exe"), "{path:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn fake_proc_oversized_file() {
+    let bin = tempfile::tempdir().unwrap();
+    let fp = FakeProc::new(&fake_exe(bin.path(), "prog"));
+    fp.write("cgroup", &"0::/x\n".repeat(20_000));
+    assert!(matches!(
+        fp.attestor().attest(fp.pid),
+        Err(UnixError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn fake_proc_recheck() {
+    let bin = tempfile::tempdir().unwrap();
+    let fp = FakeProc::new(&fake_exe(bin.path(), "prog"));
+    let a = fp.attestor();
+    let status = proc::parse_status(&status_text(1001)).unwrap();
+    a.recheck(fp.pid, 1000, &status).unwrap();
+
+    // Another process now has the pid.
+    fp.write("stat", &stat_line('S', 2000));
+    assert!(matches!(
+        a.recheck(fp.pid, 1000, &status),
+        Err(UnixError::PidReused)
+    ));
+
+    fp.write("stat", &stat_line('Z', 1000));
+    assert!(matches!(
+        a.recheck(fp.pid, 1000, &status),
+        Err(UnixError::ProcessGone)
+    ));
+
+    fp.write("stat", &stat_line('S', 1000));
+    fp.write("status", &status_text(0));
+    assert!(matches!(
+        a.recheck(fp.pid, 1000, &status),
+        Err(UnixError::CredentialsChanged)
+    ));
+
+    fs::remove_dir_all(fp.dir()).unwrap();
+    assert!(matches!(
+        a.recheck(fp.pid, 1000, &status),
+        Err(UnixError::ProcessGone)
+    ));
+    assert!(matches!(a.attest(fp.pid), Err(UnixError::ProcessGone)));
+}
+
+#[test]
+fn fake_proc_classify_not_found() {
+    let bin = tempfile::tempdir().unwrap();
+    let fp = FakeProc::new(&fake_exe(bin.path(), "prog"));
+    let a = fp.attestor();
+    let nf = || UnixError::Io {
+        path: PathBuf::from("x"),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    };
+    // Started at a different time: the pid was reused.
+    assert!(matches!(
+        a.classify(fp.pid, 999, nf()),
+        UnixError::PidReused
+    ));
+    // Same live process: the error stands (a kernel thread has no exe).
+    assert!(matches!(
+        a.classify(fp.pid, 1000, nf()),
+        UnixError::Io { .. }
+    ));
+    // Other errors are never reinterpreted.
+    let denied = UnixError::Io {
+        path: PathBuf::from("x"),
+        source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+    };
+    assert!(matches!(
+        a.classify(fp.pid, 999, denied),
+        UnixError::Io { .. }
+    ));
+    fp.write("stat", &stat_line('Z', 1000));
+    assert!(matches!(
+        a.classify(fp.pid, 1000, nf()),
+        UnixError::ProcessGone
+    ));
+    fs::remove_dir_all(fp.dir()).unwrap();
+    assert!(matches!(
+        a.classify(fp.pid, 1000, nf()),
+        UnixError::ProcessGone
+    ));
+}

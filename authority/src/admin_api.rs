@@ -1,0 +1,168 @@
+//! The local admin API (`tessera.authority.v1.Admin`) on a Unix socket.
+
+use crate::authority::Authority;
+use crate::datastore::{AuditFilter, Entry, NewEntry};
+use crate::error::ApiError;
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_attestors::node::join_token;
+use tessera_common::{unix_now, Selector};
+use tessera_proto::authority as pb;
+use tessera_proto::authority::admin_server::Admin;
+use tonic::{Request, Response, Status};
+
+pub struct AdminApi(pub Arc<Authority>);
+
+pub fn entry_to_pb(e: Entry) -> pb::Entry {
+    pb::Entry {
+        id: e.id,
+        spiffe_id: e.spiffe_id,
+        parent_id: e.parent_id,
+        selectors: e.selectors.into_iter().map(Into::into).collect(),
+        x509_ttl: e.x509_ttl.unwrap_or(0),
+        jwt_ttl: e.jwt_ttl.unwrap_or(0),
+        dns_names: e.dns_names,
+        hint: e.hint,
+        admin: e.admin,
+        expires_at: e.expires_at.unwrap_or(0),
+        revision: e.revision,
+        created_at: e.created_at,
+    }
+}
+
+fn selectors(v: &[pb::Selector]) -> Vec<Selector> {
+    v.iter().map(Selector::from).collect()
+}
+
+/// Only root and the authority's own user may use the admin socket; the socket
+/// mode says the same, this holds even if someone loosens it.
+pub fn check_peer(req: Request<()>) -> Result<Request<()>, Status> {
+    let uid = req
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+        .and_then(|i| i.peer_cred)
+        .map(|c| c.uid());
+    let me = nix::unistd::geteuid().as_raw();
+    match uid {
+        Some(u) if u == 0 || u == me => Ok(req),
+        _ => Err(Status::permission_denied("the admin API is for root and the authority's user only")),
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminApi {
+    async fn create_entry(&self, req: Request<pb::Entry>) -> Result<Response<pb::Entry>, Status> {
+        let a = &self.0;
+        let e = req.into_inner();
+        a.validate_entry(&e)?;
+        let created = a
+            .datastore
+            .create_entry(NewEntry {
+                spiffe_id: e.spiffe_id,
+                parent_id: e.parent_id,
+                selectors: selectors(&e.selectors),
+                x509_ttl: (e.x509_ttl > 0).then_some(e.x509_ttl),
+                jwt_ttl: (e.jwt_ttl > 0).then_some(e.jwt_ttl),
+                dns_names: e.dns_names,
+                hint: e.hint,
+                admin: e.admin,
+                expires_at: (e.expires_at > 0).then_some(e.expires_at),
+            })
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(entry_id = %created.id, spiffe_id = %created.spiffe_id, "entry created");
+        Ok(Response::new(entry_to_pb(created)))
+    }
+
+    async fn list_entries(&self, _: Request<pb::ListEntriesRequest>) -> Result<Response<pb::ListEntriesResponse>, Status> {
+        let entries = self.0.datastore.list_entries().await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListEntriesResponse { entries: entries.into_iter().map(entry_to_pb).collect() }))
+    }
+
+    async fn get_entry(&self, req: Request<pb::EntryId>) -> Result<Response<pb::Entry>, Status> {
+        let id = &req.get_ref().id;
+        match self.0.datastore.get_entry(id).await.map_err(ApiError::from)? {
+            Some(e) => Ok(Response::new(entry_to_pb(e))),
+            None => Err(ApiError::NotFound(format!("entry {id:?} does not exist")).into()),
+        }
+    }
+
+    async fn delete_entry(&self, req: Request<pb::EntryId>) -> Result<Response<pb::Empty>, Status> {
+        let id = &req.get_ref().id;
+        if !self.0.datastore.delete_entry(id).await.map_err(ApiError::from)? {
+            return Err(ApiError::NotFound(format!("entry {id:?} does not exist")).into());
+        }
+        tracing::info!(entry_id = %id, "entry deleted");
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn generate_token(&self, req: Request<pb::GenerateTokenRequest>) -> Result<Response<pb::GenerateTokenResponse>, Status> {
+        let a = &self.0;
+        let ttl = match req.get_ref().ttl {
+            0 => a.config.join_token_ttl,
+            t if t > 0 => Duration::from_secs(t as u64),
+            _ => return Err(ApiError::InvalidArgument("ttl: must be positive".into()).into()),
+        };
+        let token = join_token::generate();
+        let expires_at = unix_now() + ttl.as_secs() as i64;
+        a.datastore.create_join_token(&token, expires_at).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::GenerateTokenResponse { token, expires_at }))
+    }
+
+    async fn list_agents(&self, _: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let agents = self.0.datastore.list_agents().await.map_err(ApiError::from)?;
+        let agents = agents
+            .into_iter()
+            .map(|a| pb::Agent {
+                id: a.id,
+                attestation_method: a.method,
+                selectors: a.selectors.into_iter().map(Into::into).collect(),
+                serial: a.serial,
+                expires_at: a.expires_at,
+                attested_at: a.attested_at,
+                evicted: a.evicted,
+            })
+            .collect();
+        Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+
+    async fn evict_agent(&self, req: Request<pb::AgentId>) -> Result<Response<pb::Empty>, Status> {
+        let id = &req.get_ref().id;
+        if !self.0.datastore.evict_agent(id).await.map_err(ApiError::from)? {
+            return Err(ApiError::NotFound(format!("agent {id:?} is not known")).into());
+        }
+        tracing::warn!(agent_id = %id, "agent evicted");
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn get_bundle(&self, _: Request<pb::GetBundleRequest>) -> Result<Response<pb::Bundle>, Status> {
+        Ok(Response::new(self.0.bundle()))
+    }
+
+    async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let r = req.into_inner();
+        let filter = AuditFilter {
+            spiffe_id: (!r.spiffe_id.is_empty()).then_some(r.spiffe_id),
+            agent_id: (!r.agent_id.is_empty()).then_some(r.agent_id),
+            limit: (r.limit > 0).then_some(r.limit),
+        };
+        let events = self.0.datastore.list_audit(&filter).await.map_err(ApiError::from)?;
+        let events = events
+            .into_iter()
+            .map(|e| pb::AuditEvent {
+                id: e.id.unwrap_or(0),
+                time: e.time,
+                kind: e.kind,
+                agent_id: e.agent_id,
+                node_selectors: e.node_selectors.into_iter().map(Into::into).collect(),
+                entry_id: e.entry_id,
+                spiffe_id: e.spiffe_id,
+                serial: e.serial,
+                expires_at: e.expires_at,
+                audience: e.audience,
+                detail: e.detail,
+            })
+            .collect();
+        Ok(Response::new(pb::ListAuditResponse { events }))
+    }
+}

@@ -1,0 +1,157 @@
+//! The authority's state and the rules that do not depend on the transport:
+//! who an agent is, which entries it may sign for, the bundle.
+
+use crate::attestation::NodeVerifier;
+use crate::ca::{authority_id, Ca};
+use crate::config::Config;
+use crate::datastore::{AgentRecord, Datastore, Entry};
+use crate::error::ApiError;
+use std::sync::Arc;
+use tessera_common::jwt::{JwtBundle, JwtSigner};
+use tessera_common::selector::all_present;
+use tessera_common::{unix_now, x509, Selector, SpiffeId};
+use tessera_proto::authority as pb;
+
+pub struct Authority {
+    pub config: Config,
+    pub datastore: Datastore,
+    pub ca: Ca,
+    pub jwt: JwtSigner,
+    pub verifiers: Vec<Arc<dyn NodeVerifier>>,
+}
+
+impl Authority {
+    pub fn verifier(&self, method: &str) -> Option<Arc<dyn NodeVerifier>> {
+        self.verifiers.iter().find(|v| v.method() == method).cloned()
+    }
+
+    pub fn bundle(&self) -> pb::Bundle {
+        let jwks = JwtBundle::from_keys(vec![self.jwt.public_jwk()]).map(|b| b.to_jwks_json()).unwrap_or_default();
+        pb::Bundle {
+            trust_domain: self.config.trust_domain.name().to_string(),
+            x509_authorities: x509::join_der(self.ca.roots()),
+            jwt_authorities: jwks,
+            sequence: 1,
+        }
+    }
+
+    /// The calling agent, from the client certificate rustls already verified
+    /// against our roots; it must be a live (not evicted) agent of this domain.
+    pub async fn caller_agent<T>(&self, req: &tonic::Request<T>) -> Result<AgentRecord, ApiError> {
+        let certs = req
+            .peer_certs()
+            .ok_or_else(|| ApiError::Unauthenticated("an agent SVID (client certificate) is required".into()))?;
+        let leaf = certs.first().ok_or_else(|| ApiError::Unauthenticated("empty client certificate chain".into()))?;
+        let id = x509::spiffe_id_of(leaf).map_err(|e| ApiError::Unauthenticated(format!("client certificate: {e}")))?;
+        if id.trust_domain() != self.config.trust_domain || !id.path().starts_with("/tessera/agent/") {
+            return Err(ApiError::PermissionDenied(format!("{id} is not an agent of this trust domain")));
+        }
+        let agent = self
+            .datastore
+            .get_agent(id.as_str())
+            .await?
+            .ok_or_else(|| ApiError::PermissionDenied(format!("{id} is not a known agent")))?;
+        if agent.evicted {
+            return Err(ApiError::PermissionDenied(format!("{id} has been evicted")));
+        }
+        Ok(agent)
+    }
+
+    /// Entries the agent may sign for: those parented to it, and those parented
+    /// to a node alias whose selectors all hold for the agent.
+    pub async fn authorized_entries(&self, agent: &AgentRecord) -> Result<Vec<Entry>, ApiError> {
+        let now = unix_now();
+        let all = self.datastore.list_entries().await?;
+        Ok(authorized(&all, agent, &self.alias_parent(), now))
+    }
+
+    fn alias_parent(&self) -> String {
+        authority_id(&self.config.trust_domain).map(|i| i.to_string()).unwrap_or_default()
+    }
+
+    pub fn validate_entry(&self, e: &pb::Entry) -> Result<(), ApiError> {
+        let bad = |m: String| Err(ApiError::InvalidArgument(m));
+        let id = SpiffeId::parse_workload(&e.spiffe_id).map_err(|err| ApiError::InvalidArgument(format!("spiffe_id: {err}")))?;
+        let parent = SpiffeId::parse_workload(&e.parent_id).map_err(|err| ApiError::InvalidArgument(format!("parent_id: {err}")))?;
+        if id.trust_domain() != self.config.trust_domain {
+            return bad(format!("spiffe_id: {id} is not in trust domain {}", self.config.trust_domain));
+        }
+        if parent.trust_domain() != self.config.trust_domain {
+            return bad(format!("parent_id: {parent} is not in trust domain {}", self.config.trust_domain));
+        }
+        if e.selectors.is_empty() {
+            return bad("selectors: at least one selector is required".into());
+        }
+        for s in &e.selectors {
+            Selector::parse(&format!("{}:{}", s.r#type, s.value)).map_err(|err| ApiError::InvalidArgument(format!("selector: {err}")))?;
+        }
+        if e.x509_ttl < 0 || e.jwt_ttl < 0 {
+            return bad("ttl: must not be negative".into());
+        }
+        for d in &e.dns_names {
+            if d.is_empty() || d.len() > 253 || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.*".contains(&b)) {
+                return bad(format!("dns_names: {d:?} is not a DNS name"));
+            }
+        }
+        if e.hint.len() > 256 {
+            return bad("hint: longer than 256 bytes".into());
+        }
+        Ok(())
+    }
+}
+
+fn authorized(all: &[Entry], agent: &AgentRecord, alias_parent: &str, now: i64) -> Vec<Entry> {
+    let live = |e: &&Entry| e.expires_at.is_none_or(|t| t > now);
+    let mut parents = vec![agent.id.clone()];
+    parents.extend(
+        all.iter()
+            .filter(live)
+            .filter(|e| e.parent_id == alias_parent && all_present(&e.selectors, &agent.selectors))
+            .map(|e| e.spiffe_id.clone()),
+    );
+    all.iter().filter(live).filter(|e| parents.contains(&e.parent_id)).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, parent: &str, spiffe: &str, sel: &[&str]) -> Entry {
+        Entry {
+            id: id.into(),
+            spiffe_id: spiffe.into(),
+            parent_id: parent.into(),
+            selectors: sel.iter().map(|s| Selector::parse(s).unwrap()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn agent_gets_own_and_matching_alias_entries_only() {
+        let alias = "spiffe://td/tessera/authority";
+        let agent = AgentRecord {
+            id: "spiffe://td/tessera/agent/a".into(),
+            selectors: vec![Selector::parse("tpm:secure_boot:enabled").unwrap()],
+            ..Default::default()
+        };
+        let all = vec![
+            entry("1", "spiffe://td/tessera/agent/a", "spiffe://td/w1", &["unix:uid:0"]),
+            entry("2", "spiffe://td/tessera/agent/b", "spiffe://td/w2", &["unix:uid:0"]),
+            entry("3", alias, "spiffe://td/sb-hosts", &["tpm:secure_boot:enabled"]),
+            entry("4", "spiffe://td/sb-hosts", "spiffe://td/w4", &["unix:uid:0"]),
+            entry("5", alias, "spiffe://td/other", &["tpm:secure_boot:disabled"]),
+            entry("6", "spiffe://td/other", "spiffe://td/w6", &["unix:uid:0"]),
+        ];
+        let ids: Vec<_> = authorized(&all, &agent, alias, 0).into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec!["1", "4"]);
+    }
+
+    #[test]
+    fn expired_entries_are_not_authorized() {
+        let agent = AgentRecord { id: "spiffe://td/tessera/agent/a".into(), ..Default::default() };
+        let mut e = entry("1", "spiffe://td/tessera/agent/a", "spiffe://td/w1", &["unix:uid:0"]);
+        e.expires_at = Some(100);
+        assert_eq!(authorized(&[e.clone()], &agent, "x", 50).len(), 1);
+        assert!(authorized(&[e], &agent, "x", 100).is_empty());
+    }
+}

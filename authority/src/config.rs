@@ -1,0 +1,165 @@
+//! The authority's TOML configuration.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tessera_common::{duration, TrustDomain};
+
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/tessera/authority-admin.sock";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    trust_domain: String,
+    listen_address: String,
+    admin_socket_path: Option<PathBuf>,
+    data_dir: PathBuf,
+    database_url: Option<String>,
+    #[serde(default, with = "duration::serde_opt")]
+    default_x509_ttl: Option<Duration>,
+    #[serde(default, with = "duration::serde_opt")]
+    default_jwt_ttl: Option<Duration>,
+    #[serde(default, with = "duration::serde_opt")]
+    agent_ttl: Option<Duration>,
+    #[serde(default, with = "duration::serde_opt")]
+    join_token_ttl: Option<Duration>,
+    #[serde(default, with = "duration::serde_opt")]
+    ca_ttl: Option<Duration>,
+    /// Extra DNS names / IPs for the authority's TLS certificate.
+    #[serde(default)]
+    server_names: Vec<String>,
+    #[serde(default)]
+    ca: Option<UpstreamCa>,
+    #[serde(default)]
+    log: LogConfig,
+}
+
+/// Operator-supplied CA: the authority signs as an intermediate under it.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamCa {
+    /// PEM: the CA certificate the authority signs with, then its parents.
+    pub cert_file: PathBuf,
+    /// PEM PKCS#8 private key of that certificate.
+    pub key_file: PathBuf,
+    /// PEM roots to publish in the bundle; defaults to the last certificate of `cert_file`.
+    pub bundle_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: Option<String>,
+    #[serde(default)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub trust_domain: TrustDomain,
+    pub listen_address: std::net::SocketAddr,
+    pub admin_socket_path: PathBuf,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub default_x509_ttl: Duration,
+    pub default_jwt_ttl: Duration,
+    pub agent_ttl: Duration,
+    pub join_token_ttl: Duration,
+    pub ca_ttl: Duration,
+    pub server_names: Vec<String>,
+    pub ca: Option<UpstreamCa>,
+    pub log: LogConfig,
+}
+
+/// A config problem: one line naming the field and the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {msg}")]
+pub struct ConfigError {
+    path: String,
+    msg: String,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let err = |msg: String| ConfigError { path: path.display().to_string(), msg };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        Self::parse(&text).map_err(err)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let raw: Raw = toml::from_str(text).map_err(|e| one_line(&e))?;
+        let trust_domain = TrustDomain::new(&raw.trust_domain).map_err(|e| format!("trust_domain: {e}"))?;
+        let listen_address = raw
+            .listen_address
+            .parse()
+            .map_err(|_| format!("listen_address: {:?} is not host:port with an IP address", raw.listen_address))?;
+        if !raw.data_dir.is_absolute() {
+            return Err(format!("data_dir: {:?} must be an absolute path", raw.data_dir));
+        }
+        let database_url = match raw.database_url {
+            Some(u) if u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://") => u,
+            Some(u) => return Err(format!("database_url: {u:?} must start with sqlite: or postgres://")),
+            None => format!("sqlite://{}?mode=rwc", raw.data_dir.join("datastore.sqlite3").display()),
+        };
+        let hour = Duration::from_secs(3600);
+        let cfg = Config {
+            trust_domain,
+            listen_address,
+            admin_socket_path: raw.admin_socket_path.unwrap_or_else(|| DEFAULT_ADMIN_SOCKET.into()),
+            data_dir: raw.data_dir,
+            database_url,
+            default_x509_ttl: raw.default_x509_ttl.unwrap_or(hour),
+            default_jwt_ttl: raw.default_jwt_ttl.unwrap_or(Duration::from_secs(300)),
+            agent_ttl: raw.agent_ttl.unwrap_or(hour),
+            join_token_ttl: raw.join_token_ttl.unwrap_or(Duration::from_secs(600)),
+            ca_ttl: raw.ca_ttl.unwrap_or(Duration::from_secs(365 * 24 * 3600)),
+            server_names: raw.server_names,
+            ca: raw.ca,
+            log: raw.log,
+        };
+        for (field, ttl) in [("default_x509_ttl", cfg.default_x509_ttl), ("default_jwt_ttl", cfg.default_jwt_ttl), ("agent_ttl", cfg.agent_ttl)] {
+            if ttl >= cfg.ca_ttl {
+                return Err(format!("{field}: must be shorter than ca_ttl"));
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// toml errors span several lines with a source excerpt; keep the message.
+pub fn one_line(e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => format!("{msg} (at byte {})", span.start),
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    const MIN: &str = "trust_domain = \"example.org\"\nlisten_address = \"127.0.0.1:8081\"\ndata_dir = \"/var/lib/tessera\"\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MIN).unwrap();
+        assert_eq!(c.default_x509_ttl.as_secs(), 3600);
+        assert_eq!(c.default_jwt_ttl.as_secs(), 300);
+        assert!(c.database_url.starts_with("sqlite:///var/lib/tessera/"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let bad_td = MIN.replace("example.org", "Example.org");
+        assert!(Config::parse(&bad_td).unwrap_err().starts_with("trust_domain:"));
+        let bad_addr = MIN.replace("127.0.0.1:8081", "localhost");
+        assert!(Config::parse(&bad_addr).unwrap_err().starts_with("listen_address:"));
+        let unknown = format!("{MIN}colour = \"blue\"\n");
+        assert!(Config::parse(&unknown).unwrap_err().contains("colour"));
+        let ttl = format!("{MIN}default_x509_ttl = \"soon\"\n");
+        assert!(Config::parse(&ttl).unwrap_err().contains("soon"));
+        let relative = MIN.replace("/var/lib/tessera", "data");
+        assert!(Config::parse(&relative).unwrap_err().starts_with("data_dir:"));
+    }
+}

@@ -1,0 +1,97 @@
+//! The audit trail: append-only issuance and attestation events.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Transaction};
+
+use super::rows::{self, RowReader};
+use super::{
+    AuditEvent, AuditFilter, Datastore, DatastoreError, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT,
+};
+
+impl Datastore {
+    /// Stores a batch of events in one transaction (`id` is ignored).
+    pub async fn record_audit(&self, events: &[AuditEvent]) -> Result<(), DatastoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for e in events {
+            insert(&mut tx, e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Matching events, newest first, at most `f.limit` (default 1000, max 10000).
+    pub async fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>, DatastoreError> {
+        let mut sql = String::from(
+            "SELECT id, event_time, kind, agent_id, node_selectors, entry_id, spiffe_id, \
+             serial, expires_at, audience, detail FROM audit",
+        );
+        let mut conds = Vec::new();
+        let mut binds: Vec<&str> = Vec::new();
+        for (col, value) in [("spiffe_id", &f.spiffe_id), ("agent_id", &f.agent_id)] {
+            if let Some(v) = value {
+                binds.push(v);
+                conds.push(format!("{col} = ${}", binds.len()));
+            }
+        }
+        if !conds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conds.join(" AND "));
+        }
+        sql.push_str(&format!(
+            " ORDER BY event_time DESC, id DESC LIMIT ${}",
+            binds.len() + 1
+        ));
+        let limit = f.limit.unwrap_or(AUDIT_DEFAULT_LIMIT).min(AUDIT_MAX_LIMIT);
+        let mut query = sqlx::query(&sql);
+        for b in binds {
+            query = query.bind(b);
+        }
+        let rows = query.bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        rows.iter().map(event_from_row).collect()
+    }
+}
+
+pub(super) async fn insert(
+    tx: &mut Transaction<'_, Any>,
+    e: &AuditEvent,
+) -> Result<(), DatastoreError> {
+    sqlx::query(
+        "INSERT INTO audit (event_time, kind, agent_id, node_selectors, entry_id, spiffe_id, \
+         serial, expires_at, audience, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(e.time)
+    .bind(&e.kind)
+    .bind(&e.agent_id)
+    .bind(rows::selectors_json(&e.node_selectors)?)
+    .bind(&e.entry_id)
+    .bind(&e.spiffe_id)
+    .bind(&e.serial)
+    .bind(e.expires_at)
+    .bind(rows::strings_json(&e.audience)?)
+    .bind(&e.detail)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn event_from_row(row: &AnyRow) -> Result<AuditEvent, DatastoreError> {
+    let id = RowReader { row, what: "audit row".into() }.i64("id")?;
+    let r = RowReader { row, what: format!("audit row {id}") };
+    Ok(AuditEvent {
+        id: Some(id),
+        time: r.i64("event_time")?,
+        kind: r.string("kind")?,
+        agent_id: r.string("agent_id")?,
+        node_selectors: r.selectors("node_selectors")?,
+        entry_id: r.string("entry_id")?,
+        spiffe_id: r.string("spiffe_id")?,
+        serial: r.string("serial")?,
+        expires_at: r.i64("expires_at")?,
+        audience: r.strings("audience")?,
+        detail: r.string("detail")?,
+    })
+}

@@ -1,0 +1,151 @@
+//! Registration entries and the entries change counter.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Transaction};
+
+use super::rows::{self, RowReader};
+use super::{Datastore, DatastoreError, Entry, NewEntry};
+
+const COLUMNS: &str = "id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, dns_names, \
+                       hint, admin, expires_at, revision, created_at";
+
+impl Datastore {
+    /// Stores a new entry. `AlreadyExists` names the entry with the same parent ID,
+    /// SPIFFE ID and selector set (order and repeats ignored).
+    pub async fn create_entry(&self, e: NewEntry) -> Result<Entry, DatastoreError> {
+        let entry = Entry {
+            id: hex::encode(rand::random::<[u8; 16]>()),
+            spiffe_id: e.spiffe_id,
+            parent_id: e.parent_id,
+            selectors: e.selectors,
+            x509_ttl: e.x509_ttl,
+            jwt_ttl: e.jwt_ttl,
+            dns_names: e.dns_names,
+            hint: e.hint,
+            admin: e.admin,
+            expires_at: e.expires_at,
+            revision: 1,
+            created_at: tessera_common::unix_now(),
+        };
+        let key = rows::selectors_key(&entry.selectors)?;
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO entries (id, spiffe_id, parent_id, selectors, selectors_key, x509_ttl, \
+             jwt_ttl, dns_names, hint, admin, expires_at, revision, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(&entry.id)
+        .bind(&entry.spiffe_id)
+        .bind(&entry.parent_id)
+        .bind(rows::selectors_json(&entry.selectors)?)
+        .bind(&key)
+        .bind(entry.x509_ttl)
+        .bind(entry.jwt_ttl)
+        .bind(rows::strings_json(&entry.dns_names)?)
+        .bind(&entry.hint)
+        .bind(i64::from(entry.admin))
+        .bind(entry.expires_at)
+        .bind(entry.revision)
+        .bind(entry.created_at)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(err) if rows::is_unique_violation(&err) => {
+                drop(tx);
+                return Err(self.duplicate_of(&entry, &key).await);
+            }
+            Err(err) => return Err(err.into()),
+        }
+        bump_entries_revision(&mut tx).await?;
+        tx.commit().await?;
+        Ok(entry)
+    }
+
+    async fn duplicate_of(&self, e: &Entry, key: &str) -> DatastoreError {
+        let existing = sqlx::query(
+            "SELECT id FROM entries WHERE parent_id = $1 AND spiffe_id = $2 AND selectors_key = $3",
+        )
+        .bind(&e.parent_id)
+        .bind(&e.spiffe_id)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await;
+        let id = match existing {
+            Ok(Some(row)) => RowReader { row: &row, what: "entries".into() }.string("id").ok(),
+            _ => None,
+        };
+        DatastoreError::AlreadyExists(format!(
+            "entry {} has the same parent ID, SPIFFE ID and selectors",
+            id.as_deref().unwrap_or("(unknown)")
+        ))
+    }
+
+    pub async fn get_entry(&self, id: &str) -> Result<Option<Entry>, DatastoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM entries WHERE id = $1");
+        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(entry_from_row).transpose()
+    }
+
+    /// All entries, oldest first.
+    pub async fn list_entries(&self) -> Result<Vec<Entry>, DatastoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM entries ORDER BY created_at, id");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    /// True if the entry existed.
+    pub async fn delete_entry(&self, id: &str) -> Result<bool, DatastoreError> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM entries WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Ok(false);
+        }
+        bump_entries_revision(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Changes whenever any entry is created or deleted.
+    pub async fn entries_revision(&self) -> Result<i64, DatastoreError> {
+        let row = sqlx::query("SELECT value FROM counters WHERE name = 'entries'")
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| DatastoreError::Corrupt("counters row 'entries' is missing".into()))?;
+        RowReader { row: &row, what: "counters row entries".into() }.i64("value")
+    }
+}
+
+async fn bump_entries_revision(tx: &mut Transaction<'_, Any>) -> Result<(), DatastoreError> {
+    let n = sqlx::query("UPDATE counters SET value = value + 1 WHERE name = 'entries'")
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    if n != 1 {
+        return Err(DatastoreError::Corrupt("counters row 'entries' is missing".into()));
+    }
+    Ok(())
+}
+
+fn entry_from_row(row: &AnyRow) -> Result<Entry, DatastoreError> {
+    let id: String = RowReader { row, what: "entries row".into() }.string("id")?;
+    let r = RowReader { row, what: format!("entries row {id}") };
+    Ok(Entry {
+        spiffe_id: r.string("spiffe_id")?,
+        parent_id: r.string("parent_id")?,
+        selectors: r.selectors("selectors")?,
+        x509_ttl: r.opt_i64("x509_ttl")?,
+        jwt_ttl: r.opt_i64("jwt_ttl")?,
+        dns_names: r.strings("dns_names")?,
+        hint: r.string("hint")?,
+        admin: r.bool("admin")?,
+        expires_at: r.opt_i64("expires_at")?,
+        revision: r.i64("revision")?,
+        created_at: r.i64("created_at")?,
+        id,
+    })
+}

@@ -1,0 +1,133 @@
+//! The authority's datastore: registration entries, join tokens, attested agents and the
+//! audit trail. One code path for SQLite (default) and PostgreSQL via `sqlx::AnyPool`, so
+//! only types the Any driver carries are used: i64 (also for booleans and Unix-second
+//! timestamps) and String (JSON for lists).
+
+mod agents;
+mod audit;
+mod connect;
+mod entries;
+mod migrations;
+mod rows;
+mod tokens;
+#[cfg(test)]
+mod tests;
+
+use sqlx::AnyPool;
+use tessera_common::Selector;
+
+pub use migrations::SCHEMA_VERSION;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DatastoreError {
+    #[error("cannot open the database: {0}")]
+    Open(String),
+    #[error("database schema migration failed: {0}")]
+    Migrate(String),
+    #[error(
+        "the database schema is version {found}, newer than this tessera-authority knows \
+         ({supported}); run a newer tessera-authority"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("database query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("corrupt data in the database: {0}")]
+    Corrupt(String),
+    #[error("join token is unknown or has already been used")]
+    TokenUsed,
+    #[error("join token has expired")]
+    TokenExpired,
+    #[error("agent {0} has been evicted")]
+    Evicted(String),
+}
+
+/// Which engine is behind the pool; only migrations differ between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Handle to the database; cheap to clone (the pool is shared).
+#[derive(Debug, Clone)]
+pub struct Datastore {
+    pool: AnyPool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NewEntry {
+    pub spiffe_id: String,
+    pub parent_id: String,
+    pub selectors: Vec<Selector>,
+    pub x509_ttl: Option<i64>,
+    pub jwt_ttl: Option<i64>,
+    pub dns_names: Vec<String>,
+    pub hint: String,
+    pub admin: bool,
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Entry {
+    pub id: String,
+    pub spiffe_id: String,
+    pub parent_id: String,
+    pub selectors: Vec<Selector>,
+    pub x509_ttl: Option<i64>,
+    pub jwt_ttl: Option<i64>,
+    pub dns_names: Vec<String>,
+    pub hint: String,
+    pub admin: bool,
+    pub expires_at: Option<i64>,
+    pub revision: i64,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AgentRecord {
+    pub id: String,
+    pub method: String,
+    pub selectors: Vec<Selector>,
+    pub serial: String,
+    pub expires_at: i64,
+    pub attested_at: i64,
+    pub evicted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditEvent {
+    /// Assigned by the database; `None` on events not yet stored (ignored when writing).
+    pub id: Option<i64>,
+    pub time: i64,
+    pub kind: String,
+    pub agent_id: String,
+    pub node_selectors: Vec<Selector>,
+    pub entry_id: String,
+    pub spiffe_id: String,
+    pub serial: String,
+    pub expires_at: i64,
+    pub audience: Vec<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditFilter {
+    pub spiffe_id: Option<String>,
+    pub agent_id: Option<String>,
+    /// Default [`AUDIT_DEFAULT_LIMIT`], capped at [`AUDIT_MAX_LIMIT`].
+    pub limit: Option<u32>,
+}
+
+pub const AUDIT_DEFAULT_LIMIT: u32 = 1000;
+pub const AUDIT_MAX_LIMIT: u32 = 10_000;
+
+impl Datastore {
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,94 @@
+//! Column encoding shared by the tables: JSON lists, 0/1 booleans, and reads that turn
+//! bad stored data into `Corrupt` instead of a panic.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use tessera_common::Selector;
+
+use super::DatastoreError;
+
+/// Stored as `{"type": .., "value": ..}` so any selector round-trips without re-parsing.
+#[derive(Serialize, Deserialize)]
+struct StoredSelector {
+    #[serde(rename = "type")]
+    kind: String,
+    value: String,
+}
+
+pub(super) fn selectors_json(selectors: &[Selector]) -> Result<String, DatastoreError> {
+    let stored: Vec<StoredSelector> = selectors
+        .iter()
+        .map(|s| StoredSelector {
+            kind: s.kind.clone(),
+            value: s.value.clone(),
+        })
+        .collect();
+    serde_json::to_string(&stored).map_err(|e| DatastoreError::Corrupt(e.to_string()))
+}
+
+pub(super) fn strings_json(items: &[String]) -> Result<String, DatastoreError> {
+    serde_json::to_string(items).map_err(|e| DatastoreError::Corrupt(e.to_string()))
+}
+
+/// SHA-256 of the sorted, deduplicated selectors: equal for equal selector sets.
+pub(super) fn selectors_key(selectors: &[Selector]) -> Result<String, DatastoreError> {
+    let mut set = selectors.to_vec();
+    set.sort();
+    set.dedup();
+    Ok(hex::encode(Sha256::digest(selectors_json(&set)?)))
+}
+
+pub(super) fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Reads one row of one table; `what` names it in errors ("entries row <id>").
+pub(super) struct RowReader<'a> {
+    pub row: &'a AnyRow,
+    pub what: String,
+}
+
+impl RowReader<'_> {
+    fn corrupt(&self, col: &str, e: impl std::fmt::Display) -> DatastoreError {
+        DatastoreError::Corrupt(format!("{} column {col}: {e}", self.what))
+    }
+
+    pub fn i64(&self, col: &str) -> Result<i64, DatastoreError> {
+        self.row.try_get(col).map_err(|e| self.corrupt(col, e))
+    }
+
+    pub fn opt_i64(&self, col: &str) -> Result<Option<i64>, DatastoreError> {
+        self.row.try_get(col).map_err(|e| self.corrupt(col, e))
+    }
+
+    pub fn string(&self, col: &str) -> Result<String, DatastoreError> {
+        self.row.try_get(col).map_err(|e| self.corrupt(col, e))
+    }
+
+    pub fn bool(&self, col: &str) -> Result<bool, DatastoreError> {
+        match self.i64(col)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            n => Err(self.corrupt(col, format!("{n} is not 0 or 1"))),
+        }
+    }
+
+    pub fn selectors(&self, col: &str) -> Result<Vec<Selector>, DatastoreError> {
+        let stored: Vec<StoredSelector> =
+            serde_json::from_str(&self.string(col)?).map_err(|e| self.corrupt(col, e))?;
+        Ok(stored
+            .into_iter()
+            .map(|s| Selector::new(s.kind, s.value))
+            .collect())
+    }
+
+    pub fn strings(&self, col: &str) -> Result<Vec<String>, DatastoreError> {
+        serde_json::from_str(&self.string(col)?).map_err(|e| self.corrupt(col, e))
+    }
+}
+
+pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}

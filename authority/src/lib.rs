@@ -1,0 +1,14 @@
+//! tessera-authority: CA, registration entries, node attestation verification,
+//! SVID signing and the audit trail.
+
+pub mod admin_api;
+pub mod admin_cli;
+pub mod attestation;
+pub mod authority;
+pub mod ca;
+pub mod config;
+pub mod datastore;
+pub mod error;
+pub mod keys;
+pub mod node_api;
+pub mod server;

@@ -1,0 +1,173 @@
+//! tessera-authority: run the authority, or administer a running one.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tessera_authority::admin_cli::{self, NewEntryArgs};
+use tessera_authority::config::{Config, DEFAULT_ADMIN_SOCKET};
+use tessera_common::duration;
+
+#[derive(Parser)]
+#[command(name = "tessera-authority", version, about = "tessera upstream authority: CA, registration entries, attestation, audit")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct AdminSocket {
+    /// The authority's admin socket.
+    #[arg(long, default_value = DEFAULT_ADMIN_SOCKET, global = true)]
+    admin_socket: PathBuf,
+}
+
+fn dur(s: &str) -> Result<Duration, String> {
+    duration::parse(s)
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the authority.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Registration entries.
+    #[command(subcommand)]
+    Entry(EntryCmd),
+    /// Join tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Attested agents.
+    #[command(subcommand)]
+    Agent(AgentCmd),
+    /// The trust bundle.
+    #[command(subcommand)]
+    Bundle(BundleCmd),
+    /// The audit trail of attestations and issued SVIDs, newest first.
+    Audit {
+        #[arg(long)]
+        spiffe_id: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[command(flatten)]
+        socket: AdminSocket,
+    },
+}
+
+#[derive(Subcommand)]
+enum EntryCmd {
+    /// Create an entry; prints its ID.
+    Create {
+        #[arg(long)]
+        parent_id: String,
+        #[arg(long)]
+        spiffe_id: String,
+        /// TYPE:VALUE, repeatable; all must match.
+        #[arg(long = "selector", required = true)]
+        selectors: Vec<String>,
+        #[arg(long, value_parser = dur)]
+        x509_ttl: Option<Duration>,
+        #[arg(long, value_parser = dur)]
+        jwt_ttl: Option<Duration>,
+        #[arg(long = "dns")]
+        dns: Vec<String>,
+        #[arg(long)]
+        hint: Option<String>,
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        socket: AdminSocket,
+    },
+    List {
+        #[command(flatten)]
+        socket: AdminSocket,
+    },
+    Show {
+        id: String,
+        #[command(flatten)]
+        socket: AdminSocket,
+    },
+    Delete {
+        id: String,
+        #[command(flatten)]
+        socket: AdminSocket,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Generate a single-use join token; prints the token alone.
+    Generate {
+        #[arg(long, value_parser = dur)]
+        ttl: Option<Duration>,
+        #[command(flatten)]
+        socket: AdminSocket,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentCmd {
+    List {
+        #[command(flatten)]
+        socket: AdminSocket,
+    },
+    /// Evict an agent: it loses its identity at its next sync and cannot renew.
+    Evict {
+        id: String,
+        #[command(flatten)]
+        socket: AdminSocket,
+    },
+}
+
+#[derive(Subcommand)]
+enum BundleCmd {
+    Show {
+        #[arg(long, default_value = "pem", value_parser = ["pem", "spiffe"])]
+        format: String,
+        #[command(flatten)]
+        socket: AdminSocket,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Run { config } => {
+                let config = Config::load(&config)?;
+                tessera_common::logging::init(config.log.level.as_deref().unwrap_or("info"), config.log.json);
+                tessera_authority::server::run(config).await
+            }
+            Cmd::Entry(EntryCmd::Create { parent_id, spiffe_id, selectors, x509_ttl, jwt_ttl, dns, hint, admin, socket }) => {
+                let args = NewEntryArgs { parent_id, spiffe_id, selectors, x509_ttl, jwt_ttl, dns, hint, admin };
+                admin_cli::entry_create(&socket.admin_socket, args).await
+            }
+            Cmd::Entry(EntryCmd::List { socket }) => admin_cli::entry_list(&socket.admin_socket).await,
+            Cmd::Entry(EntryCmd::Show { id, socket }) => admin_cli::entry_show(&socket.admin_socket, id).await,
+            Cmd::Entry(EntryCmd::Delete { id, socket }) => admin_cli::entry_delete(&socket.admin_socket, id).await,
+            Cmd::Token(TokenCmd::Generate { ttl, socket }) => admin_cli::token_generate(&socket.admin_socket, ttl).await,
+            Cmd::Agent(AgentCmd::List { socket }) => admin_cli::agent_list(&socket.admin_socket).await,
+            Cmd::Agent(AgentCmd::Evict { id, socket }) => admin_cli::agent_evict(&socket.admin_socket, id).await,
+            Cmd::Bundle(BundleCmd::Show { format, socket }) => admin_cli::bundle_show(&socket.admin_socket, &format).await,
+            Cmd::Audit { spiffe_id, agent, limit, socket } => admin_cli::audit(&socket.admin_socket, spiffe_id, agent, limit).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", tessera_common::error_line(&*e));
+            ExitCode::FAILURE
+        }
+    }
+}

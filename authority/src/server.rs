@@ -1,0 +1,151 @@
+//! `tessera-authority run`: open the datastore and CA, serve agents over TLS
+//! and operators over the admin socket.
+
+use crate::admin_api::{check_peer, AdminApi};
+use crate::attestation::join_token::JoinTokenVerifier;
+use crate::authority::Authority;
+use crate::ca::Ca;
+use crate::config::Config;
+use crate::datastore::Datastore;
+use crate::node_api::NodeApi;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_common::tls::{server_config, RotatingCert};
+use tessera_common::{fsutil, unix_now};
+use tessera_proto::authority::admin_server::AdminServer;
+use tessera_proto::authority::node_server::NodeServer;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+
+/// Lifetime of the authority's own TLS certificate; re-issued at half-life.
+const SERVER_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Longest a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub async fn run(config: Config) -> Result<(), BoxError> {
+    tessera_common::tls::install_default_provider();
+    fsutil::ensure_dir(&config.data_dir, 0o700).map_err(|e| format!("data_dir {}: {e}", config.data_dir.display()))?;
+    let datastore = Datastore::open(&config.database_url).await?;
+    let ca = Ca::load_or_create(&config.data_dir, &config.trust_domain, config.ca.as_ref(), config.ca_ttl, unix_now())?;
+    let jwt = crate::keys::load_or_create_jwt_signer(&config.data_dir)?;
+    let verifiers: Vec<Arc<dyn crate::attestation::NodeVerifier>> = vec![Arc::new(JoinTokenVerifier {
+        datastore: datastore.clone(),
+        trust_domain: config.trust_domain.clone(),
+    })];
+    let authority = Arc::new(Authority { config: config.clone(), datastore, ca, jwt, verifiers });
+
+    let (chain, key) = authority.ca.server_identity(&config.server_names, SERVER_CERT_TTL, unix_now())?;
+    let certs = Arc::new(RotatingCert::new(chain, key)?);
+    let tls = Arc::new(server_config(certs.clone(), authority.ca.roots())?);
+    tokio::spawn(rotate_server_cert(authority.clone(), certs));
+
+    let listener = TcpListener::bind(config.listen_address)
+        .await
+        .map_err(|e| format!("listen_address {}: {e}", config.listen_address))?;
+    let incoming = tls_incoming(listener, tokio_rustls::TlsAcceptor::from(tls));
+    let admin_incoming = admin_listener(&config.admin_socket_path)?;
+
+    let shutdown = shutdown_signal();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let node = tonic::transport::Server::builder()
+        .add_service(NodeServer::new(NodeApi(authority.clone())))
+        .serve_with_incoming_shutdown(incoming, wait_stop(stop_rx.clone()));
+    let admin = tonic::transport::Server::builder()
+        .add_service(AdminServer::with_interceptor(AdminApi(authority.clone()), check_peer))
+        .serve_with_incoming_shutdown(admin_incoming, wait_stop(stop_rx));
+    tracing::info!(listen = %config.listen_address, admin = %config.admin_socket_path.display(), trust_domain = %config.trust_domain, "authority ready");
+    let node = tokio::spawn(node);
+    let admin = tokio::spawn(admin);
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let _ = node.await;
+        let _ = admin.await;
+    })
+    .await;
+    let _ = std::fs::remove_file(&config.admin_socket_path);
+    authority.datastore.close().await;
+    Ok(())
+}
+
+async fn wait_stop(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn rotate_server_cert(authority: Arc<Authority>, certs: Arc<RotatingCert>) {
+    loop {
+        tokio::time::sleep(SERVER_CERT_TTL / 2).await;
+        match authority.ca.server_identity(&authority.config.server_names, SERVER_CERT_TTL, unix_now()) {
+            Ok((chain, key)) => {
+                if let Err(e) = certs.replace(chain, key) {
+                    tracing::error!(error = %e, "cannot load the new server certificate");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot issue the server certificate"),
+        }
+    }
+}
+
+type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// Accepts TCP connections and completes TLS handshakes off the accept loop,
+/// so a slow client cannot hold up others.
+fn tls_incoming(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor) -> ReceiverStream<Result<TlsStream, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+fn admin_listener(path: &std::path::Path) -> Result<UnixListenerStream, BoxError> {
+    if let Some(dir) = path.parent() {
+        fsutil::ensure_dir(dir, 0o755).map_err(|e| format!("admin_socket_path {}: {e}", dir.display()))?;
+    }
+    if path.exists() {
+        // Refuse to steal the socket of a running authority.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!("admin_socket_path {}: another authority is listening there", path.display()).into());
+        }
+        std::fs::remove_file(path).map_err(|e| format!("admin_socket_path {}: {e}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| format!("admin_socket_path {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(UnixListenerStream::new(listener))
+}

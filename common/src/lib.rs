@@ -1,0 +1,30 @@
+//! Types and helpers shared by the tessera agent, authority and attestors.
+
+pub mod duration;
+pub mod fsutil;
+pub mod jwt;
+pub mod logging;
+pub mod selector;
+pub mod spiffe_id;
+pub mod tls;
+pub mod uds;
+pub mod x509;
+
+pub use selector::Selector;
+pub use spiffe_id::{SpiffeId, TrustDomain};
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// One line for an error: a gRPC status shows its message, not its debug form.
+pub fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
+    match e.downcast_ref::<tonic::Status>() {
+        Some(s) => format!("{:?}: {}", s.code(), s.message()),
+        None => e.to_string().replace('\n', " "),
+    }
+}

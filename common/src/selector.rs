@@ -1,0 +1,97 @@
+//! Selectors: `type:value` facts about a node or a workload.
+
+use std::fmt;
+
+/// Longest selector accepted from any source, in bytes.
+pub const MAX_SELECTOR_LEN: usize = 1024;
+
+/// One `type:value` fact. The type never contains `:`; the value may.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Selector {
+    pub kind: String,
+    pub value: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SelectorError {
+    #[error("selector {0:?} is not of the form type:value")]
+    Form(String),
+    #[error("selector is longer than {MAX_SELECTOR_LEN} bytes")]
+    TooLong,
+    #[error("selector {0:?} contains a control character")]
+    Control(String),
+}
+
+impl Selector {
+    pub fn new(kind: impl Into<String>, value: impl Into<String>) -> Self {
+        Selector { kind: kind.into(), value: value.into() }
+    }
+
+    /// Parses `type:value`; the type is everything before the first `:`.
+    pub fn parse(s: &str) -> Result<Self, SelectorError> {
+        if s.len() > MAX_SELECTOR_LEN {
+            return Err(SelectorError::TooLong);
+        }
+        if s.chars().any(char::is_control) {
+            return Err(SelectorError::Control(s.to_string()));
+        }
+        match s.split_once(':') {
+            Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok(Selector::new(k, v)),
+            _ => Err(SelectorError::Form(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind, self.value)
+    }
+}
+
+impl From<Selector> for tessera_proto::authority::Selector {
+    fn from(s: Selector) -> Self {
+        Self { r#type: s.kind, value: s.value }
+    }
+}
+
+impl From<&tessera_proto::authority::Selector> for Selector {
+    fn from(s: &tessera_proto::authority::Selector) -> Self {
+        Selector::new(s.r#type.clone(), s.value.clone())
+    }
+}
+
+/// True when every selector in `required` is among `have` (an entry matches a workload).
+pub fn all_present(required: &[Selector], have: &[Selector]) -> bool {
+    !required.is_empty() && required.iter().all(|r| have.contains(r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_value_with_colons() {
+        let s = Selector::parse("cgroup:path:/system.slice/a.service").unwrap();
+        assert_eq!(s.kind, "cgroup");
+        assert_eq!(s.value, "path:/system.slice/a.service");
+        assert_eq!(s.to_string(), "cgroup:path:/system.slice/a.service");
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        assert!(matches!(Selector::parse("nocolon"), Err(SelectorError::Form(_))));
+        assert!(matches!(Selector::parse(":v"), Err(SelectorError::Form(_))));
+        assert!(matches!(Selector::parse("t:"), Err(SelectorError::Form(_))));
+        assert!(matches!(Selector::parse("t:a\nb"), Err(SelectorError::Control(_))));
+        assert_eq!(Selector::parse(&"a:".repeat(600)), Err(SelectorError::TooLong));
+    }
+
+    #[test]
+    fn matching_requires_all_and_nonempty() {
+        let have = vec![Selector::new("unix", "uid:0"), Selector::new("unix", "gid:0")];
+        assert!(all_present(&[Selector::new("unix", "uid:0")], &have));
+        assert!(!all_present(&[Selector::new("unix", "uid:0"), Selector::new("unix", "uid:1")], &have));
+        assert!(!all_present(&[], &have));
+    }
+}
