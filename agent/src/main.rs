@@ -1,1 +1,147 @@
-fn main() {}
+//! tessera-agent: run the agent, or talk to a running one.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tessera_agent::cli::{self, api, inspect};
+use tessera_agent::config::Config;
+use tessera_agent::run::BoxError;
+
+#[derive(Parser)]
+#[command(
+    name = "tessera-agent",
+    version,
+    about = "tessera node agent: serves SPIFFE identities to local workloads"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// Workload API endpoint, unix:///path (default: SPIFFE_ENDPOINT_SOCKET, else /run/tessera/agent.sock).
+    #[arg(long)]
+    socket: Option<String>,
+    /// The agent's config file, to find its socket.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the agent.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Talk to the Workload API.
+    #[command(subcommand)]
+    Api(ApiCmd),
+    /// Show a process's selectors and the entries they match.
+    Inspect {
+        #[arg(long)]
+        pid: i32,
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Exit 0 if the agent serves the Workload API, 1 otherwise.
+    Healthcheck {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiCmd {
+    #[command(subcommand)]
+    Fetch(FetchCmd),
+    #[command(subcommand)]
+    Validate(ValidateCmd),
+    /// Print every X.509-SVID update as it arrives.
+    Watch {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum FetchCmd {
+    /// Fetch X.509-SVIDs; --write stores svid.N.pem, svid.N.key (0600), bundle.N.pem.
+    X509 {
+        #[arg(long)]
+        write: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Fetch JWT-SVIDs.
+    Jwt {
+        #[arg(long, required = true)]
+        audience: Vec<String>,
+        #[arg(long)]
+        spiffe_id: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum ValidateCmd {
+    /// Validate a JWT-SVID.
+    Jwt {
+        #[arg(long)]
+        audience: String,
+        #[arg(long)]
+        svid: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+async fn dispatch(cmd: Cmd) -> Result<(), BoxError> {
+    let sock = |t: &Target| cli::socket_path(t.socket.as_deref(), t.config.as_deref());
+    match cmd {
+        Cmd::Run { config } => {
+            let config = Config::load(&config)?;
+            tessera_common::logging::init(
+                config.log.level.as_deref().unwrap_or("info"),
+                config.log.json,
+            );
+            tessera_agent::run::run(config).await
+        }
+        Cmd::Api(ApiCmd::Fetch(FetchCmd::X509 { write, target })) => {
+            api::fetch_x509(&sock(&target)?, write.as_deref()).await
+        }
+        Cmd::Api(ApiCmd::Fetch(FetchCmd::Jwt {
+            audience,
+            spiffe_id,
+            target,
+        })) => api::fetch_jwt(&sock(&target)?, audience, spiffe_id).await,
+        Cmd::Api(ApiCmd::Validate(ValidateCmd::Jwt {
+            audience,
+            svid,
+            target,
+        })) => api::validate_jwt(&sock(&target)?, audience, svid).await,
+        Cmd::Api(ApiCmd::Watch { target }) => api::watch(&sock(&target)?).await,
+        Cmd::Inspect { pid, config } => inspect::inspect(pid, &Config::load(&config)?),
+        Cmd::Healthcheck { target } => api::healthcheck(&sock(&target)?).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli.cmd)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", tessera_common::error_line(&*e));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -45,7 +45,9 @@ pub fn check_peer(req: Request<()>) -> Result<Request<()>, Status> {
     let me = nix::unistd::geteuid().as_raw();
     match uid {
         Some(u) if u == 0 || u == me => Ok(req),
-        _ => Err(Status::permission_denied("the admin API is for root and the authority's user only")),
+        _ => Err(Status::permission_denied(
+            "the admin API is for root and the authority's user only",
+        )),
     }
 }
 
@@ -74,14 +76,30 @@ impl Admin for AdminApi {
         Ok(Response::new(entry_to_pb(created)))
     }
 
-    async fn list_entries(&self, _: Request<pb::ListEntriesRequest>) -> Result<Response<pb::ListEntriesResponse>, Status> {
-        let entries = self.0.datastore.list_entries().await.map_err(ApiError::from)?;
-        Ok(Response::new(pb::ListEntriesResponse { entries: entries.into_iter().map(entry_to_pb).collect() }))
+    async fn list_entries(
+        &self,
+        _: Request<pb::ListEntriesRequest>,
+    ) -> Result<Response<pb::ListEntriesResponse>, Status> {
+        let entries = self
+            .0
+            .datastore
+            .list_entries()
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListEntriesResponse {
+            entries: entries.into_iter().map(entry_to_pb).collect(),
+        }))
     }
 
     async fn get_entry(&self, req: Request<pb::EntryId>) -> Result<Response<pb::Entry>, Status> {
         let id = &req.get_ref().id;
-        match self.0.datastore.get_entry(id).await.map_err(ApiError::from)? {
+        match self
+            .0
+            .datastore
+            .get_entry(id)
+            .await
+            .map_err(ApiError::from)?
+        {
             Some(e) => Ok(Response::new(entry_to_pb(e))),
             None => Err(ApiError::NotFound(format!("entry {id:?} does not exist")).into()),
         }
@@ -89,14 +107,23 @@ impl Admin for AdminApi {
 
     async fn delete_entry(&self, req: Request<pb::EntryId>) -> Result<Response<pb::Empty>, Status> {
         let id = &req.get_ref().id;
-        if !self.0.datastore.delete_entry(id).await.map_err(ApiError::from)? {
+        if !self
+            .0
+            .datastore
+            .delete_entry(id)
+            .await
+            .map_err(ApiError::from)?
+        {
             return Err(ApiError::NotFound(format!("entry {id:?} does not exist")).into());
         }
         tracing::info!(entry_id = %id, "entry deleted");
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn generate_token(&self, req: Request<pb::GenerateTokenRequest>) -> Result<Response<pb::GenerateTokenResponse>, Status> {
+    async fn generate_token(
+        &self,
+        req: Request<pb::GenerateTokenRequest>,
+    ) -> Result<Response<pb::GenerateTokenResponse>, Status> {
         let a = &self.0;
         let ttl = match req.get_ref().ttl {
             0 => a.config.join_token_ttl,
@@ -105,12 +132,26 @@ impl Admin for AdminApi {
         };
         let token = join_token::generate();
         let expires_at = unix_now() + ttl.as_secs() as i64;
-        a.datastore.create_join_token(&token, expires_at).await.map_err(ApiError::from)?;
-        Ok(Response::new(pb::GenerateTokenResponse { token, expires_at }))
+        a.datastore
+            .create_join_token(&token, expires_at)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::GenerateTokenResponse {
+            token,
+            expires_at,
+        }))
     }
 
-    async fn list_agents(&self, _: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        let agents = self.0.datastore.list_agents().await.map_err(ApiError::from)?;
+    async fn list_agents(
+        &self,
+        _: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let agents = self
+            .0
+            .datastore
+            .list_agents()
+            .await
+            .map_err(ApiError::from)?;
         let agents = agents
             .into_iter()
             .map(|a| pb::Agent {
@@ -128,25 +169,42 @@ impl Admin for AdminApi {
 
     async fn evict_agent(&self, req: Request<pb::AgentId>) -> Result<Response<pb::Empty>, Status> {
         let id = &req.get_ref().id;
-        if !self.0.datastore.evict_agent(id).await.map_err(ApiError::from)? {
+        if !self
+            .0
+            .datastore
+            .evict_agent(id)
+            .await
+            .map_err(ApiError::from)?
+        {
             return Err(ApiError::NotFound(format!("agent {id:?} is not known")).into());
         }
         tracing::warn!(agent_id = %id, "agent evicted");
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn get_bundle(&self, _: Request<pb::GetBundleRequest>) -> Result<Response<pb::Bundle>, Status> {
+    async fn get_bundle(
+        &self,
+        _: Request<pb::GetBundleRequest>,
+    ) -> Result<Response<pb::Bundle>, Status> {
         Ok(Response::new(self.0.bundle()))
     }
 
-    async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Result<Response<pb::ListAuditResponse>, Status> {
+    async fn list_audit(
+        &self,
+        req: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
         let r = req.into_inner();
         let filter = AuditFilter {
             spiffe_id: (!r.spiffe_id.is_empty()).then_some(r.spiffe_id),
             agent_id: (!r.agent_id.is_empty()).then_some(r.agent_id),
             limit: (r.limit > 0).then_some(r.limit),
         };
-        let events = self.0.datastore.list_audit(&filter).await.map_err(ApiError::from)?;
+        let events = self
+            .0
+            .datastore
+            .list_audit(&filter)
+            .await
+            .map_err(ApiError::from)?;
         let events = events
             .into_iter()
             .map(|e| pb::AuditEvent {

@@ -22,11 +22,16 @@ pub struct Authority {
 
 impl Authority {
     pub fn verifier(&self, method: &str) -> Option<Arc<dyn NodeVerifier>> {
-        self.verifiers.iter().find(|v| v.method() == method).cloned()
+        self.verifiers
+            .iter()
+            .find(|v| v.method() == method)
+            .cloned()
     }
 
     pub fn bundle(&self) -> pb::Bundle {
-        let jwks = JwtBundle::from_keys(vec![self.jwt.public_jwk()]).map(|b| b.to_jwks_json()).unwrap_or_default();
+        let jwks = JwtBundle::from_keys(vec![self.jwt.public_jwk()])
+            .map(|b| b.to_jwks_json())
+            .unwrap_or_default();
         pb::Bundle {
             trust_domain: self.config.trust_domain.name().to_string(),
             x509_authorities: x509::join_der(self.ca.roots()),
@@ -38,13 +43,20 @@ impl Authority {
     /// The calling agent, from the client certificate rustls already verified
     /// against our roots; it must be a live (not evicted) agent of this domain.
     pub async fn caller_agent<T>(&self, req: &tonic::Request<T>) -> Result<AgentRecord, ApiError> {
-        let certs = req
-            .peer_certs()
-            .ok_or_else(|| ApiError::Unauthenticated("an agent SVID (client certificate) is required".into()))?;
-        let leaf = certs.first().ok_or_else(|| ApiError::Unauthenticated("empty client certificate chain".into()))?;
-        let id = x509::spiffe_id_of(leaf).map_err(|e| ApiError::Unauthenticated(format!("client certificate: {e}")))?;
-        if id.trust_domain() != self.config.trust_domain || !id.path().starts_with("/tessera/agent/") {
-            return Err(ApiError::PermissionDenied(format!("{id} is not an agent of this trust domain")));
+        let certs = req.peer_certs().ok_or_else(|| {
+            ApiError::Unauthenticated("an agent SVID (client certificate) is required".into())
+        })?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| ApiError::Unauthenticated("empty client certificate chain".into()))?;
+        let id = x509::spiffe_id_of(leaf)
+            .map_err(|e| ApiError::Unauthenticated(format!("client certificate: {e}")))?;
+        if id.trust_domain() != self.config.trust_domain
+            || !id.path().starts_with("/tessera/agent/")
+        {
+            return Err(ApiError::PermissionDenied(format!(
+                "{id} is not an agent of this trust domain"
+            )));
         }
         let agent = self
             .datastore
@@ -66,30 +78,46 @@ impl Authority {
     }
 
     fn alias_parent(&self) -> String {
-        authority_id(&self.config.trust_domain).map(|i| i.to_string()).unwrap_or_default()
+        authority_id(&self.config.trust_domain)
+            .map(|i| i.to_string())
+            .unwrap_or_default()
     }
 
     pub fn validate_entry(&self, e: &pb::Entry) -> Result<(), ApiError> {
         let bad = |m: String| Err(ApiError::InvalidArgument(m));
-        let id = SpiffeId::parse_workload(&e.spiffe_id).map_err(|err| ApiError::InvalidArgument(format!("spiffe_id: {err}")))?;
-        let parent = SpiffeId::parse_workload(&e.parent_id).map_err(|err| ApiError::InvalidArgument(format!("parent_id: {err}")))?;
+        let id = SpiffeId::parse_workload(&e.spiffe_id)
+            .map_err(|err| ApiError::InvalidArgument(format!("spiffe_id: {err}")))?;
+        let parent = SpiffeId::parse_workload(&e.parent_id)
+            .map_err(|err| ApiError::InvalidArgument(format!("parent_id: {err}")))?;
         if id.trust_domain() != self.config.trust_domain {
-            return bad(format!("spiffe_id: {id} is not in trust domain {}", self.config.trust_domain));
+            return bad(format!(
+                "spiffe_id: {id} is not in trust domain {}",
+                self.config.trust_domain
+            ));
         }
         if parent.trust_domain() != self.config.trust_domain {
-            return bad(format!("parent_id: {parent} is not in trust domain {}", self.config.trust_domain));
+            return bad(format!(
+                "parent_id: {parent} is not in trust domain {}",
+                self.config.trust_domain
+            ));
         }
         if e.selectors.is_empty() {
             return bad("selectors: at least one selector is required".into());
         }
         for s in &e.selectors {
-            Selector::parse(&format!("{}:{}", s.r#type, s.value)).map_err(|err| ApiError::InvalidArgument(format!("selector: {err}")))?;
+            Selector::parse(&format!("{}:{}", s.r#type, s.value))
+                .map_err(|err| ApiError::InvalidArgument(format!("selector: {err}")))?;
         }
         if e.x509_ttl < 0 || e.jwt_ttl < 0 {
             return bad("ttl: must not be negative".into());
         }
         for d in &e.dns_names {
-            if d.is_empty() || d.len() > 253 || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.*".contains(&b)) {
+            if d.is_empty()
+                || d.len() > 253
+                || !d
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.*".contains(&b))
+            {
                 return bad(format!("dns_names: {d:?} is not a DNS name"));
             }
         }
@@ -109,7 +137,11 @@ fn authorized(all: &[Entry], agent: &AgentRecord, alias_parent: &str, now: i64) 
             .filter(|e| e.parent_id == alias_parent && all_present(&e.selectors, &agent.selectors))
             .map(|e| e.spiffe_id.clone()),
     );
-    all.iter().filter(live).filter(|e| parents.contains(&e.parent_id)).cloned().collect()
+    all.iter()
+        .filter(live)
+        .filter(|e| parents.contains(&e.parent_id))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -135,21 +167,57 @@ mod tests {
             ..Default::default()
         };
         let all = vec![
-            entry("1", "spiffe://td/tessera/agent/a", "spiffe://td/w1", &["unix:uid:0"]),
-            entry("2", "spiffe://td/tessera/agent/b", "spiffe://td/w2", &["unix:uid:0"]),
-            entry("3", alias, "spiffe://td/sb-hosts", &["tpm:secure_boot:enabled"]),
-            entry("4", "spiffe://td/sb-hosts", "spiffe://td/w4", &["unix:uid:0"]),
-            entry("5", alias, "spiffe://td/other", &["tpm:secure_boot:disabled"]),
+            entry(
+                "1",
+                "spiffe://td/tessera/agent/a",
+                "spiffe://td/w1",
+                &["unix:uid:0"],
+            ),
+            entry(
+                "2",
+                "spiffe://td/tessera/agent/b",
+                "spiffe://td/w2",
+                &["unix:uid:0"],
+            ),
+            entry(
+                "3",
+                alias,
+                "spiffe://td/sb-hosts",
+                &["tpm:secure_boot:enabled"],
+            ),
+            entry(
+                "4",
+                "spiffe://td/sb-hosts",
+                "spiffe://td/w4",
+                &["unix:uid:0"],
+            ),
+            entry(
+                "5",
+                alias,
+                "spiffe://td/other",
+                &["tpm:secure_boot:disabled"],
+            ),
             entry("6", "spiffe://td/other", "spiffe://td/w6", &["unix:uid:0"]),
         ];
-        let ids: Vec<_> = authorized(&all, &agent, alias, 0).into_iter().map(|e| e.id).collect();
+        let ids: Vec<_> = authorized(&all, &agent, alias, 0)
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
         assert_eq!(ids, vec!["1", "4"]);
     }
 
     #[test]
     fn expired_entries_are_not_authorized() {
-        let agent = AgentRecord { id: "spiffe://td/tessera/agent/a".into(), ..Default::default() };
-        let mut e = entry("1", "spiffe://td/tessera/agent/a", "spiffe://td/w1", &["unix:uid:0"]);
+        let agent = AgentRecord {
+            id: "spiffe://td/tessera/agent/a".into(),
+            ..Default::default()
+        };
+        let mut e = entry(
+            "1",
+            "spiffe://td/tessera/agent/a",
+            "spiffe://td/w1",
+            &["unix:uid:0"],
+        );
         e.expires_at = Some(100);
         assert_eq!(authorized(&[e.clone()], &agent, "x", 50).len(), 1);
         assert!(authorized(&[e], &agent, "x", 100).is_empty());

@@ -3,10 +3,12 @@
 
 use crate::config::UpstreamCa;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
-use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::{
+    CertificateDer, CertificateSigningRequestDer, PrivateKeyDer, PrivatePkcs8KeyDer,
+};
 use std::path::Path;
 use std::time::Duration;
 use tessera_common::x509::{certs_from_pem, certs_to_pem, not_after};
@@ -41,7 +43,10 @@ pub struct Ca {
 }
 
 fn file_err(path: &Path, reason: impl ToString) -> CaError {
-    CaError::File { path: path.display().to_string(), reason: reason.to_string() }
+    CaError::File {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 fn offset(unix: i64) -> Result<OffsetDateTime, CaError> {
@@ -70,41 +75,72 @@ impl Ca {
         }
     }
 
-    fn create_root(cert_path: &Path, key_path: &Path, td: &TrustDomain, ttl: Duration, now: i64) -> Result<(), CaError> {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::Sign(e.to_string()))?;
+    fn create_root(
+        cert_path: &Path,
+        key_path: &Path,
+        td: &TrustDomain,
+        ttl: Duration,
+        now: i64,
+    ) -> Result<(), CaError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| CaError::Sign(e.to_string()))?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "tessera");
         dn.push(DnType::CommonName, format!("tessera root CA {td}"));
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.subject_alt_names = vec![uri_san(&td.id_string())?];
         params.serial_number = Some(random_serial());
         params.not_before = offset(now - BACKDATE)?;
         params.not_after = offset(now + ttl.as_secs() as i64)?;
-        let cert = params.self_signed(&key).map_err(|e| CaError::Sign(e.to_string()))?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| CaError::Sign(e.to_string()))?;
         // Key first: a cert without its key would be unusable on the next start.
-        fsutil::write_atomic(key_path, key.serialize_pem().as_bytes(), 0o600).map_err(|e| file_err(key_path, e))?;
-        fsutil::write_atomic(cert_path, cert.pem().as_bytes(), 0o644).map_err(|e| file_err(cert_path, e))?;
+        fsutil::write_atomic(key_path, key.serialize_pem().as_bytes(), 0o600)
+            .map_err(|e| file_err(key_path, e))?;
+        fsutil::write_atomic(cert_path, cert.pem().as_bytes(), 0o644)
+            .map_err(|e| file_err(cert_path, e))?;
         tracing::info!(path = %cert_path.display(), "created a new root CA");
         Ok(())
     }
 
-    fn from_files(cert_path: &Path, key_path: &Path, bundle: Option<&Path>, td: &TrustDomain) -> Result<Self, CaError> {
+    fn from_files(
+        cert_path: &Path,
+        key_path: &Path,
+        bundle: Option<&Path>,
+        td: &TrustDomain,
+    ) -> Result<Self, CaError> {
         let read = |p: &Path| std::fs::read(p).map_err(|e| file_err(p, e));
         let chain = certs_from_pem(&read(cert_path)?).map_err(|e| file_err(cert_path, e))?;
         let key_pem = String::from_utf8(read(key_path)?).map_err(|e| file_err(key_path, e))?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| file_err(key_path, format!("not a PEM private key: {e}")))?;
+        let key = KeyPair::from_pem(&key_pem)
+            .map_err(|e| file_err(key_path, format!("not a PEM private key: {e}")))?;
         let signing = &chain[0];
         let issuer = Issuer::from_ca_cert_der(signing, key).map_err(|e| file_err(cert_path, e))?;
         let roots = match bundle {
             Some(p) => certs_from_pem(&read(p)?).map_err(|e| file_err(p, e))?,
             None => chain.last().cloned().into_iter().collect(),
         };
-        let intermediates = chain.iter().filter(|c| !roots.contains(c)).cloned().collect();
+        let intermediates = chain
+            .iter()
+            .filter(|c| !roots.contains(c))
+            .cloned()
+            .collect();
         let not_after = not_after(signing).map_err(|e| file_err(cert_path, e))?;
-        Ok(Ca { issuer, intermediates, roots, not_after, trust_domain: td.clone() })
+        Ok(Ca {
+            issuer,
+            intermediates,
+            roots,
+            not_after,
+            trust_domain: td.clone(),
+        })
     }
 
     /// The X.509 authorities to publish in the bundle.
@@ -133,15 +169,21 @@ impl Ca {
         if csr.len() > MAX_CSR_LEN {
             return Err(CaError::Csr(format!("longer than {MAX_CSR_LEN} bytes")));
         }
-        let req = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr))
-            .map_err(|e| CaError::Csr(e.to_string()))?;
+        let req =
+            CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr))
+                .map_err(|e| CaError::Csr(e.to_string()))?;
         let alg = req.public_key.algorithm();
         if alg != &rcgen::PKCS_ECDSA_P256_SHA256 && alg != &rcgen::PKCS_ECDSA_P384_SHA384 {
             return Err(CaError::Csr("key must be ECDSA P-256 or P-384".into()));
         }
         let mut params = self.leaf_params(id, dns_names, ttl, now)?;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        let cert = params.signed_by(&req.public_key, &self.issuer).map_err(|e| CaError::Sign(e.to_string()))?;
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params
+            .signed_by(&req.public_key, &self.issuer)
+            .map_err(|e| CaError::Sign(e.to_string()))?;
         Ok(self.with_intermediates(cert.der().clone()))
     }
 
@@ -152,26 +194,43 @@ impl Ca {
         ttl: Duration,
         now: i64,
     ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), CaError> {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::Sign(e.to_string()))?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| CaError::Sign(e.to_string()))?;
         let id = authority_id(&self.trust_domain)?;
         let mut params = self.leaf_params(&id, &[], ttl, now)?;
         for n in names {
-            params.subject_alt_names.push(match n.parse::<std::net::IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(n.clone().try_into().map_err(|e| CaError::Sign(format!("server name {n:?}: {e}")))?),
-            });
+            params
+                .subject_alt_names
+                .push(match n.parse::<std::net::IpAddr>() {
+                    Ok(ip) => SanType::IpAddress(ip),
+                    Err(_) => SanType::DnsName(
+                        n.clone()
+                            .try_into()
+                            .map_err(|e| CaError::Sign(format!("server name {n:?}: {e}")))?,
+                    ),
+                });
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &self.issuer).map_err(|e| CaError::Sign(e.to_string()))?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| CaError::Sign(e.to_string()))?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         Ok((self.with_intermediates(cert.der().clone()), key))
     }
 
     fn with_intermediates(&self, leaf: CertificateDer<'static>) -> Vec<CertificateDer<'static>> {
-        std::iter::once(leaf).chain(self.intermediates.iter().cloned()).collect()
+        std::iter::once(leaf)
+            .chain(self.intermediates.iter().cloned())
+            .collect()
     }
 
-    fn leaf_params(&self, id: &SpiffeId, dns_names: &[String], ttl: Duration, now: i64) -> Result<CertificateParams, CaError> {
+    fn leaf_params(
+        &self,
+        id: &SpiffeId,
+        dns_names: &[String],
+        ttl: Duration,
+        now: i64,
+    ) -> Result<CertificateParams, CaError> {
         // Never outlive the CA.
         let not_after = (now + ttl.as_secs() as i64).min(self.not_after);
         if not_after <= now {
@@ -185,11 +244,17 @@ impl Ca {
         }
         params.distinguished_name = dn;
         params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment, KeyUsagePurpose::KeyAgreement];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+            KeyUsagePurpose::KeyAgreement,
+        ];
         params.subject_alt_names = vec![uri_san(id.as_str())?];
         for d in dns_names {
             params.subject_alt_names.push(SanType::DnsName(
-                d.clone().try_into().map_err(|e| CaError::Sign(format!("dns name {d:?}: {e}")))?,
+                d.clone()
+                    .try_into()
+                    .map_err(|e| CaError::Sign(format!("dns name {d:?}: {e}")))?,
             ));
         }
         params.serial_number = Some(random_serial());
@@ -202,11 +267,16 @@ impl Ca {
 
 /// The authority's SPIFFE ID, and the parent of node-alias entries.
 pub fn authority_id(td: &TrustDomain) -> Result<SpiffeId, CaError> {
-    td.id("/tessera/authority").map_err(|e| CaError::Sign(e.to_string()))
+    td.id("/tessera/authority")
+        .map_err(|e| CaError::Sign(e.to_string()))
 }
 
 fn uri_san(uri: &str) -> Result<SanType, CaError> {
-    Ok(SanType::URI(uri.to_string().try_into().map_err(|e| CaError::Sign(format!("uri {uri:?}: {e}")))?))
+    Ok(SanType::URI(
+        uri.to_string()
+            .try_into()
+            .map_err(|e| CaError::Sign(format!("uri {uri:?}: {e}")))?,
+    ))
 }
 
 fn random_serial() -> SerialNumber {
@@ -230,7 +300,14 @@ mod tests {
 
     fn ca(dir: &Path) -> Ca {
         let td = TrustDomain::new("example.org").unwrap();
-        Ca::load_or_create(dir, &td, None, Duration::from_secs(7200), tessera_common::unix_now()).unwrap()
+        Ca::load_or_create(
+            dir,
+            &td,
+            None,
+            Duration::from_secs(7200),
+            tessera_common::unix_now(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -240,7 +317,10 @@ mod tests {
         let a = ca(dir.path());
         let b = ca(dir.path());
         assert_eq!(a.roots(), b.roots());
-        let mode = std::fs::metadata(dir.path().join("ca_key.pem")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("ca_key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
@@ -250,15 +330,31 @@ mod tests {
         let ca = ca(dir.path());
         let id: SpiffeId = "spiffe://example.org/web".parse().unwrap();
         let now = tessera_common::unix_now();
-        let chain = ca.sign_svid(&csr(&rcgen::PKCS_ECDSA_P256_SHA256), &id, &[], Duration::from_secs(3600), now).unwrap();
+        let chain = ca
+            .sign_svid(
+                &csr(&rcgen::PKCS_ECDSA_P256_SHA256),
+                &id,
+                &[],
+                Duration::from_secs(3600),
+                now,
+            )
+            .unwrap();
         assert_eq!(chain.len(), 1);
         let (_, cert) = X509Certificate::from_der(&chain[0]).unwrap();
         let bc = cert.basic_constraints().unwrap().unwrap();
         assert!(!bc.value.ca);
         let ku = cert.key_usage().unwrap().unwrap();
-        assert!(ku.critical && ku.value.digital_signature() && !ku.value.key_cert_sign() && !ku.value.crl_sign());
+        assert!(
+            ku.critical
+                && ku.value.digital_signature()
+                && !ku.value.key_cert_sign()
+                && !ku.value.crl_sign()
+        );
         let san = cert.subject_alternative_name().unwrap().unwrap();
-        assert_eq!(san.value.general_names, vec![GeneralName::URI("spiffe://example.org/web")]);
+        assert_eq!(
+            san.value.general_names,
+            vec![GeneralName::URI("spiffe://example.org/web")]
+        );
         let eku = cert.extended_key_usage().unwrap().unwrap();
         assert!(eku.value.server_auth && eku.value.client_auth);
         let (_, root) = X509Certificate::from_der(&ca.roots()[0]).unwrap();
@@ -271,7 +367,15 @@ mod tests {
         let ca = ca(dir.path());
         let id: SpiffeId = "spiffe://example.org/web".parse().unwrap();
         let now = tessera_common::unix_now();
-        let chain = ca.sign_svid(&csr(&rcgen::PKCS_ECDSA_P256_SHA256), &id, &[], Duration::from_secs(100_000), now).unwrap();
+        let chain = ca
+            .sign_svid(
+                &csr(&rcgen::PKCS_ECDSA_P256_SHA256),
+                &id,
+                &[],
+                Duration::from_secs(100_000),
+                now,
+            )
+            .unwrap();
         assert_eq!(not_after(&chain[0]).unwrap(), ca.not_after());
     }
 
@@ -282,12 +386,21 @@ mod tests {
         let id: SpiffeId = "spiffe://example.org/web".parse().unwrap();
         let now = tessera_common::unix_now();
         let ttl = Duration::from_secs(60);
-        assert!(matches!(ca.sign_svid(b"garbage", &id, &[], ttl, now), Err(CaError::Csr(_))));
-        assert!(matches!(ca.sign_svid(&vec![0u8; MAX_CSR_LEN + 1], &id, &[], ttl, now), Err(CaError::Csr(_))));
+        assert!(matches!(
+            ca.sign_svid(b"garbage", &id, &[], ttl, now),
+            Err(CaError::Csr(_))
+        ));
+        assert!(matches!(
+            ca.sign_svid(&vec![0u8; MAX_CSR_LEN + 1], &id, &[], ttl, now),
+            Err(CaError::Csr(_))
+        ));
         let mut tampered = csr(&rcgen::PKCS_ECDSA_P256_SHA256);
         let n = tampered.len();
         tampered[n - 40] ^= 0x55;
         assert!(ca.sign_svid(&tampered, &id, &[], ttl, now).is_err());
-        assert!(matches!(ca.sign_svid(&csr(&rcgen::PKCS_ED25519), &id, &[], ttl, now), Err(CaError::Csr(_))));
+        assert!(matches!(
+            ca.sign_svid(&csr(&rcgen::PKCS_ED25519), &id, &[], ttl, now),
+            Err(CaError::Csr(_))
+        ));
     }
 }

@@ -81,31 +81,55 @@ pub struct ConfigError {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let err = |msg: String| ConfigError { path: path.display().to_string(), msg };
+        let err = |msg: String| ConfigError {
+            path: path.display().to_string(),
+            msg,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
         Self::parse(&text).map_err(err)
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
         let raw: Raw = toml::from_str(text).map_err(|e| one_line(&e))?;
-        let trust_domain = TrustDomain::new(&raw.trust_domain).map_err(|e| format!("trust_domain: {e}"))?;
-        let listen_address = raw
-            .listen_address
-            .parse()
-            .map_err(|_| format!("listen_address: {:?} is not host:port with an IP address", raw.listen_address))?;
+        let trust_domain =
+            TrustDomain::new(&raw.trust_domain).map_err(|e| format!("trust_domain: {e}"))?;
+        let listen_address = raw.listen_address.parse().map_err(|_| {
+            format!(
+                "listen_address: {:?} is not host:port with an IP address",
+                raw.listen_address
+            )
+        })?;
         if !raw.data_dir.is_absolute() {
-            return Err(format!("data_dir: {:?} must be an absolute path", raw.data_dir));
+            return Err(format!(
+                "data_dir: {:?} must be an absolute path",
+                raw.data_dir
+            ));
         }
         let database_url = match raw.database_url {
-            Some(u) if u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://") => u,
-            Some(u) => return Err(format!("database_url: {u:?} must start with sqlite: or postgres://")),
-            None => format!("sqlite://{}?mode=rwc", raw.data_dir.join("datastore.sqlite3").display()),
+            Some(u)
+                if u.starts_with("sqlite:")
+                    || u.starts_with("postgres://")
+                    || u.starts_with("postgresql://") =>
+            {
+                u
+            }
+            Some(u) => {
+                return Err(format!(
+                    "database_url: {u:?} must start with sqlite: or postgres://"
+                ))
+            }
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                raw.data_dir.join("datastore.sqlite3").display()
+            ),
         };
         let hour = Duration::from_secs(3600);
         let cfg = Config {
             trust_domain,
             listen_address,
-            admin_socket_path: raw.admin_socket_path.unwrap_or_else(|| DEFAULT_ADMIN_SOCKET.into()),
+            admin_socket_path: raw
+                .admin_socket_path
+                .unwrap_or_else(|| DEFAULT_ADMIN_SOCKET.into()),
             data_dir: raw.data_dir,
             database_url,
             default_x509_ttl: raw.default_x509_ttl.unwrap_or(hour),
@@ -117,7 +141,11 @@ impl Config {
             ca: raw.ca,
             log: raw.log,
         };
-        for (field, ttl) in [("default_x509_ttl", cfg.default_x509_ttl), ("default_jwt_ttl", cfg.default_jwt_ttl), ("agent_ttl", cfg.agent_ttl)] {
+        for (field, ttl) in [
+            ("default_x509_ttl", cfg.default_x509_ttl),
+            ("default_jwt_ttl", cfg.default_jwt_ttl),
+            ("agent_ttl", cfg.agent_ttl),
+        ] {
             if ttl >= cfg.ca_ttl {
                 return Err(format!("{field}: must be shorter than ca_ttl"));
             }
@@ -152,14 +180,20 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let bad_td = MIN.replace("example.org", "Example.org");
-        assert!(Config::parse(&bad_td).unwrap_err().starts_with("trust_domain:"));
+        assert!(Config::parse(&bad_td)
+            .unwrap_err()
+            .starts_with("trust_domain:"));
         let bad_addr = MIN.replace("127.0.0.1:8081", "localhost");
-        assert!(Config::parse(&bad_addr).unwrap_err().starts_with("listen_address:"));
+        assert!(Config::parse(&bad_addr)
+            .unwrap_err()
+            .starts_with("listen_address:"));
         let unknown = format!("{MIN}colour = \"blue\"\n");
         assert!(Config::parse(&unknown).unwrap_err().contains("colour"));
         let ttl = format!("{MIN}default_x509_ttl = \"soon\"\n");
         assert!(Config::parse(&ttl).unwrap_err().contains("soon"));
         let relative = MIN.replace("/var/lib/tessera", "data");
-        assert!(Config::parse(&relative).unwrap_err().starts_with("data_dir:"));
+        assert!(Config::parse(&relative)
+            .unwrap_err()
+            .starts_with("data_dir:"));
     }
 }

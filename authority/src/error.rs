@@ -39,9 +39,9 @@ impl From<ApiError> for Status {
             ApiError::Attest(AttestError::Datastore(d)) | ApiError::Datastore(d) => match d {
                 DatastoreError::AlreadyExists(_) => Code::AlreadyExists,
                 DatastoreError::NotFound(_) => Code::NotFound,
-                DatastoreError::TokenUsed | DatastoreError::TokenExpired | DatastoreError::Evicted(_) => {
-                    Code::PermissionDenied
-                }
+                DatastoreError::TokenUsed
+                | DatastoreError::TokenExpired
+                | DatastoreError::Evicted(_) => Code::PermissionDenied,
                 _ => Code::Unavailable,
             },
             ApiError::Ca(CaError::Csr(_)) => Code::InvalidArgument,

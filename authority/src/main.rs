@@ -9,7 +9,11 @@ use tessera_authority::config::{Config, DEFAULT_ADMIN_SOCKET};
 use tessera_common::duration;
 
 #[derive(Parser)]
-#[command(name = "tessera-authority", version, about = "tessera upstream authority: CA, registration entries, attestation, audit")]
+#[command(
+    name = "tessera-authority",
+    version,
+    about = "tessera upstream authority: CA, registration entries, attestation, audit"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -146,21 +150,62 @@ fn main() -> ExitCode {
         match cli.cmd {
             Cmd::Run { config } => {
                 let config = Config::load(&config)?;
-                tessera_common::logging::init(config.log.level.as_deref().unwrap_or("info"), config.log.json);
+                tessera_common::logging::init(
+                    config.log.level.as_deref().unwrap_or("info"),
+                    config.log.json,
+                );
                 tessera_authority::server::run(config).await
             }
-            Cmd::Entry(EntryCmd::Create { parent_id, spiffe_id, selectors, x509_ttl, jwt_ttl, dns, hint, admin, socket }) => {
-                let args = NewEntryArgs { parent_id, spiffe_id, selectors, x509_ttl, jwt_ttl, dns, hint, admin };
+            Cmd::Entry(EntryCmd::Create {
+                parent_id,
+                spiffe_id,
+                selectors,
+                x509_ttl,
+                jwt_ttl,
+                dns,
+                hint,
+                admin,
+                socket,
+            }) => {
+                let args = NewEntryArgs {
+                    parent_id,
+                    spiffe_id,
+                    selectors,
+                    x509_ttl,
+                    jwt_ttl,
+                    dns,
+                    hint,
+                    admin,
+                };
                 admin_cli::entry_create(&socket.admin_socket, args).await
             }
-            Cmd::Entry(EntryCmd::List { socket }) => admin_cli::entry_list(&socket.admin_socket).await,
-            Cmd::Entry(EntryCmd::Show { id, socket }) => admin_cli::entry_show(&socket.admin_socket, id).await,
-            Cmd::Entry(EntryCmd::Delete { id, socket }) => admin_cli::entry_delete(&socket.admin_socket, id).await,
-            Cmd::Token(TokenCmd::Generate { ttl, socket }) => admin_cli::token_generate(&socket.admin_socket, ttl).await,
-            Cmd::Agent(AgentCmd::List { socket }) => admin_cli::agent_list(&socket.admin_socket).await,
-            Cmd::Agent(AgentCmd::Evict { id, socket }) => admin_cli::agent_evict(&socket.admin_socket, id).await,
-            Cmd::Bundle(BundleCmd::Show { format, socket }) => admin_cli::bundle_show(&socket.admin_socket, &format).await,
-            Cmd::Audit { spiffe_id, agent, limit, socket } => admin_cli::audit(&socket.admin_socket, spiffe_id, agent, limit).await,
+            Cmd::Entry(EntryCmd::List { socket }) => {
+                admin_cli::entry_list(&socket.admin_socket).await
+            }
+            Cmd::Entry(EntryCmd::Show { id, socket }) => {
+                admin_cli::entry_show(&socket.admin_socket, id).await
+            }
+            Cmd::Entry(EntryCmd::Delete { id, socket }) => {
+                admin_cli::entry_delete(&socket.admin_socket, id).await
+            }
+            Cmd::Token(TokenCmd::Generate { ttl, socket }) => {
+                admin_cli::token_generate(&socket.admin_socket, ttl).await
+            }
+            Cmd::Agent(AgentCmd::List { socket }) => {
+                admin_cli::agent_list(&socket.admin_socket).await
+            }
+            Cmd::Agent(AgentCmd::Evict { id, socket }) => {
+                admin_cli::agent_evict(&socket.admin_socket, id).await
+            }
+            Cmd::Bundle(BundleCmd::Show { format, socket }) => {
+                admin_cli::bundle_show(&socket.admin_socket, &format).await
+            }
+            Cmd::Audit {
+                spiffe_id,
+                agent,
+                limit,
+                socket,
+            } => admin_cli::audit(&socket.admin_socket, spiffe_id, agent, limit).await,
         }
     });
     match result {

@@ -33,32 +33,60 @@ struct StreamChallenger<'a> {
 #[async_trait::async_trait]
 impl Challenger for StreamChallenger<'_> {
     async fn challenge(&mut self, challenge: Vec<u8>) -> Result<Vec<u8>, AttestError> {
-        let msg = pb::AttestResponse { step: Some(pb::attest_response::Step::Challenge(challenge)) };
-        self.outbound.send(Ok(msg)).await.map_err(|_| AttestError::StreamClosed)?;
+        let msg = pb::AttestResponse {
+            step: Some(pb::attest_response::Step::Challenge(challenge)),
+        };
+        self.outbound
+            .send(Ok(msg))
+            .await
+            .map_err(|_| AttestError::StreamClosed)?;
         match tokio::time::timeout(STEP_TIMEOUT, self.inbound.next()).await {
-            Ok(Some(Ok(pb::AttestRequest { step: Some(pb::attest_request::Step::ChallengeResponse(r)) }))) => Ok(r),
-            Ok(Some(Ok(_))) => Err(AttestError::Malformed("expected a challenge response".into())),
+            Ok(Some(Ok(pb::AttestRequest {
+                step: Some(pb::attest_request::Step::ChallengeResponse(r)),
+            }))) => Ok(r),
+            Ok(Some(Ok(_))) => Err(AttestError::Malformed(
+                "expected a challenge response".into(),
+            )),
             Ok(Some(Err(_)) | None) => Err(AttestError::StreamClosed),
-            Err(_) => Err(AttestError::Rejected("no challenge response in time".into())),
+            Err(_) => Err(AttestError::Rejected(
+                "no challenge response in time".into(),
+            )),
         }
     }
 }
 
 impl NodeApi {
-    async fn attest(&self, mut inbound: Streaming<pb::AttestRequest>, tx: &mpsc::Sender<Result<pb::AttestResponse, Status>>) -> Result<pb::AttestResult, ApiError> {
+    async fn attest(
+        &self,
+        mut inbound: Streaming<pb::AttestRequest>,
+        tx: &mpsc::Sender<Result<pb::AttestResponse, Status>>,
+    ) -> Result<pb::AttestResult, ApiError> {
         let a = &self.0;
         let begin = match tokio::time::timeout(STEP_TIMEOUT, inbound.next()).await {
-            Ok(Some(Ok(pb::AttestRequest { step: Some(pb::attest_request::Step::Begin(b)) }))) => b,
-            Ok(Some(Ok(_))) => return Err(ApiError::InvalidArgument("attestation must open with begin".into())),
+            Ok(Some(Ok(pb::AttestRequest {
+                step: Some(pb::attest_request::Step::Begin(b)),
+            }))) => b,
+            Ok(Some(Ok(_))) => {
+                return Err(ApiError::InvalidArgument(
+                    "attestation must open with begin".into(),
+                ))
+            }
             _ => return Err(AttestError::StreamClosed.into()),
         };
-        let verifier = a
-            .verifier(&begin.method)
-            .ok_or_else(|| ApiError::InvalidArgument(format!("method: {:?} is not enabled on this authority", begin.method)))?;
-        let mut challenger = StreamChallenger { inbound: &mut inbound, outbound: tx };
+        let verifier = a.verifier(&begin.method).ok_or_else(|| {
+            ApiError::InvalidArgument(format!(
+                "method: {:?} is not enabled on this authority",
+                begin.method
+            ))
+        })?;
+        let mut challenger = StreamChallenger {
+            inbound: &mut inbound,
+            outbound: tx,
+        };
         let node = verifier.attest(&begin.payload, &mut challenger).await?;
         let now = unix_now();
-        let chain = a.ca.sign_svid(&begin.csr, &node.agent_id, &[], a.config.agent_ttl, now)?;
+        let chain =
+            a.ca.sign_svid(&begin.csr, &node.agent_id, &[], a.config.agent_ttl, now)?;
         let (serial, expires_at) = leaf_facts(&chain)?;
         let agent = AgentRecord {
             id: node.agent_id.to_string(),
@@ -80,7 +108,9 @@ impl NodeApi {
             detail: node.detail.clone(),
             ..Default::default()
         };
-        a.datastore.record_attestation(&agent, &audit, node.consume_token.as_deref()).await?;
+        a.datastore
+            .record_attestation(&agent, &audit, node.consume_token.as_deref())
+            .await?;
         tracing::info!(agent_id = %agent.id, method = %agent.method, "node attested");
         Ok(pb::AttestResult {
             agent_id: agent.id,
@@ -92,27 +122,36 @@ impl NodeApi {
 }
 
 fn leaf_facts(chain: &[rustls_pki_types::CertificateDer<'_>]) -> Result<(String, i64), ApiError> {
-    let leaf = chain.first().ok_or_else(|| ApiError::Internal("empty chain".into()))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| ApiError::Internal("empty chain".into()))?;
     let serial = x509::serial_hex(leaf).map_err(|e| ApiError::Internal(e.to_string()))?;
     let exp = x509::not_after(leaf).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((serial, exp))
 }
 
 fn entry_spiffe_id(e: &crate::datastore::Entry) -> Result<SpiffeId, ApiError> {
-    e.spiffe_id.parse().map_err(|err| ApiError::Internal(format!("entry {}: {err}", e.id)))
+    e.spiffe_id
+        .parse()
+        .map_err(|err| ApiError::Internal(format!("entry {}: {err}", e.id)))
 }
 
 #[tonic::async_trait]
 impl Node for NodeApi {
     type AttestStream = AttestStream;
 
-    async fn attest(&self, req: Request<Streaming<pb::AttestRequest>>) -> Result<Response<AttestStream>, Status> {
+    async fn attest(
+        &self,
+        req: Request<Streaming<pb::AttestRequest>>,
+    ) -> Result<Response<AttestStream>, Status> {
         let (tx, rx) = mpsc::channel(4);
         let this = NodeApi(self.0.clone());
         let inbound = req.into_inner();
         tokio::spawn(async move {
             let msg = match this.attest(inbound, &tx).await {
-                Ok(result) => Ok(pb::AttestResponse { step: Some(pb::attest_response::Step::Result(result)) }),
+                Ok(result) => Ok(pb::AttestResponse {
+                    step: Some(pb::attest_response::Step::Result(result)),
+                }),
                 Err(e) => {
                     tracing::warn!(error = %e, "node attestation failed");
                     Err(Status::from(e))
@@ -123,12 +162,20 @@ impl Node for NodeApi {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn renew_agent(&self, req: Request<pb::RenewAgentRequest>) -> Result<Response<pb::RenewAgentResponse>, Status> {
+    async fn renew_agent(
+        &self,
+        req: Request<pb::RenewAgentRequest>,
+    ) -> Result<Response<pb::RenewAgentResponse>, Status> {
         let a = &self.0;
         let agent = a.caller_agent(&req).await?;
-        let id: SpiffeId = agent.id.parse().map_err(|e| ApiError::Internal(format!("stored agent id: {e}")))?;
+        let id: SpiffeId = agent
+            .id
+            .parse()
+            .map_err(|e| ApiError::Internal(format!("stored agent id: {e}")))?;
         let now = unix_now();
-        let chain = a.ca.sign_svid(&req.get_ref().csr, &id, &[], a.config.agent_ttl, now).map_err(ApiError::from)?;
+        let chain =
+            a.ca.sign_svid(&req.get_ref().csr, &id, &[], a.config.agent_ttl, now)
+                .map_err(ApiError::from)?;
         let (serial, expires_at) = leaf_facts(&chain)?;
         let audit = AuditEvent {
             time: now,
@@ -140,39 +187,64 @@ impl Node for NodeApi {
             expires_at,
             ..Default::default()
         };
-        a.datastore.renew_agent(&agent.id, &serial, expires_at, &audit).await.map_err(ApiError::from)?;
-        Ok(Response::new(pb::RenewAgentResponse { svid_chain: x509::join_der(&chain), bundle: Some(a.bundle()) }))
-    }
-
-    async fn sync_entries(&self, req: Request<pb::SyncEntriesRequest>) -> Result<Response<pb::SyncEntriesResponse>, Status> {
-        let a = &self.0;
-        let agent = a.caller_agent(&req).await?;
-        let entries = a.authorized_entries(&agent).await?;
-        Ok(Response::new(pb::SyncEntriesResponse {
-            entries: entries.into_iter().map(crate::admin_api::entry_to_pb).collect(),
+        a.datastore
+            .renew_agent(&agent.id, &serial, expires_at, &audit)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::RenewAgentResponse {
+            svid_chain: x509::join_der(&chain),
             bundle: Some(a.bundle()),
         }))
     }
 
-    async fn batch_sign_x509(&self, req: Request<pb::BatchSignX509Request>) -> Result<Response<pb::BatchSignX509Response>, Status> {
+    async fn sync_entries(
+        &self,
+        req: Request<pb::SyncEntriesRequest>,
+    ) -> Result<Response<pb::SyncEntriesResponse>, Status> {
+        let a = &self.0;
+        let agent = a.caller_agent(&req).await?;
+        let entries = a.authorized_entries(&agent).await?;
+        Ok(Response::new(pb::SyncEntriesResponse {
+            entries: entries
+                .into_iter()
+                .map(crate::admin_api::entry_to_pb)
+                .collect(),
+            bundle: Some(a.bundle()),
+        }))
+    }
+
+    async fn batch_sign_x509(
+        &self,
+        req: Request<pb::BatchSignX509Request>,
+    ) -> Result<Response<pb::BatchSignX509Response>, Status> {
         let a = &self.0;
         let agent = a.caller_agent(&req).await?;
         let requests = &req.get_ref().requests;
         if requests.len() > MAX_BATCH {
-            return Err(ApiError::InvalidArgument(format!("requests: more than {MAX_BATCH}")).into());
+            return Err(
+                ApiError::InvalidArgument(format!("requests: more than {MAX_BATCH}")).into(),
+            );
         }
         let entries = a.authorized_entries(&agent).await?;
         let now = unix_now();
         let mut svids = Vec::with_capacity(requests.len());
         let mut audit = Vec::with_capacity(requests.len());
         for r in requests {
-            let entry = entries
-                .iter()
-                .find(|e| e.id == r.entry_id)
-                .ok_or_else(|| ApiError::PermissionDenied(format!("entry {:?} is not authorized for {}", r.entry_id, agent.id)))?;
+            let entry = entries.iter().find(|e| e.id == r.entry_id).ok_or_else(|| {
+                ApiError::PermissionDenied(format!(
+                    "entry {:?} is not authorized for {}",
+                    r.entry_id, agent.id
+                ))
+            })?;
             let id = entry_spiffe_id(entry)?;
-            let ttl = entry.x509_ttl.filter(|t| *t > 0).map(|t| Duration::from_secs(t as u64)).unwrap_or(a.config.default_x509_ttl);
-            let chain = a.ca.sign_svid(&r.csr, &id, &entry.dns_names, ttl, now).map_err(ApiError::from)?;
+            let ttl = entry
+                .x509_ttl
+                .filter(|t| *t > 0)
+                .map(|t| Duration::from_secs(t as u64))
+                .unwrap_or(a.config.default_x509_ttl);
+            let chain =
+                a.ca.sign_svid(&r.csr, &id, &entry.dns_names, ttl, now)
+                    .map_err(ApiError::from)?;
             let (serial, expires_at) = leaf_facts(&chain)?;
             audit.push(AuditEvent {
                 time: now,
@@ -185,33 +257,56 @@ impl Node for NodeApi {
                 expires_at,
                 ..Default::default()
             });
-            svids.push(pb::X509Svid { entry_id: entry.id.clone(), svid_chain: x509::join_der(&chain), expires_at });
+            svids.push(pb::X509Svid {
+                entry_id: entry.id.clone(),
+                svid_chain: x509::join_der(&chain),
+                expires_at,
+            });
         }
         // Nothing is handed out that is not in the audit trail.
-        a.datastore.record_audit(&audit).await.map_err(ApiError::from)?;
+        a.datastore
+            .record_audit(&audit)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(pb::BatchSignX509Response { svids }))
     }
 
-    async fn sign_jwt(&self, req: Request<pb::SignJwtRequest>) -> Result<Response<pb::SignJwtResponse>, Status> {
+    async fn sign_jwt(
+        &self,
+        req: Request<pb::SignJwtRequest>,
+    ) -> Result<Response<pb::SignJwtResponse>, Status> {
         let a = &self.0;
         let agent = a.caller_agent(&req).await?;
         let r = req.get_ref();
         if r.audience.is_empty() || r.audience.iter().any(|s| s.is_empty() || s.len() > 1024) {
-            return Err(ApiError::InvalidArgument("audience: at least one non-empty audience is required".into()).into());
+            return Err(ApiError::InvalidArgument(
+                "audience: at least one non-empty audience is required".into(),
+            )
+            .into());
         }
         if r.audience.len() > MAX_AUDIENCES {
-            return Err(ApiError::InvalidArgument(format!("audience: more than {MAX_AUDIENCES}")).into());
+            return Err(
+                ApiError::InvalidArgument(format!("audience: more than {MAX_AUDIENCES}")).into(),
+            );
         }
         let entries = a.authorized_entries(&agent).await?;
-        let entry = entries
-            .iter()
-            .find(|e| e.id == r.entry_id)
-            .ok_or_else(|| ApiError::PermissionDenied(format!("entry {:?} is not authorized for {}", r.entry_id, agent.id)))?;
+        let entry = entries.iter().find(|e| e.id == r.entry_id).ok_or_else(|| {
+            ApiError::PermissionDenied(format!(
+                "entry {:?} is not authorized for {}",
+                r.entry_id, agent.id
+            ))
+        })?;
         let id = entry_spiffe_id(entry)?;
-        let ttl = entry.jwt_ttl.filter(|t| *t > 0).unwrap_or(a.config.default_jwt_ttl.as_secs() as i64);
+        let ttl = entry
+            .jwt_ttl
+            .filter(|t| *t > 0)
+            .unwrap_or(a.config.default_jwt_ttl.as_secs() as i64);
         let now = unix_now();
         let exp = (now + ttl).min(a.ca.not_after());
-        let jwt = a.jwt.sign(&id, &r.audience, now, exp).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let jwt = a
+            .jwt
+            .sign(&id, &r.audience, now, exp)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         let audit = AuditEvent {
             time: now,
             kind: "jwt_svid".into(),
@@ -224,11 +319,20 @@ impl Node for NodeApi {
             audience: r.audience.clone(),
             ..Default::default()
         };
-        a.datastore.record_audit(&[audit]).await.map_err(ApiError::from)?;
-        Ok(Response::new(pb::SignJwtResponse { token: jwt.token, expires_at: jwt.expires_at }))
+        a.datastore
+            .record_audit(&[audit])
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::SignJwtResponse {
+            token: jwt.token,
+            expires_at: jwt.expires_at,
+        }))
     }
 
-    async fn get_bundle(&self, _req: Request<pb::GetBundleRequest>) -> Result<Response<pb::Bundle>, Status> {
+    async fn get_bundle(
+        &self,
+        _req: Request<pb::GetBundleRequest>,
+    ) -> Result<Response<pb::Bundle>, Status> {
         Ok(Response::new(self.0.bundle()))
     }
 }

@@ -27,17 +27,34 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub async fn run(config: Config) -> Result<(), BoxError> {
     tessera_common::tls::install_default_provider();
-    fsutil::ensure_dir(&config.data_dir, 0o700).map_err(|e| format!("data_dir {}: {e}", config.data_dir.display()))?;
+    fsutil::ensure_dir(&config.data_dir, 0o700)
+        .map_err(|e| format!("data_dir {}: {e}", config.data_dir.display()))?;
     let datastore = Datastore::open(&config.database_url).await?;
-    let ca = Ca::load_or_create(&config.data_dir, &config.trust_domain, config.ca.as_ref(), config.ca_ttl, unix_now())?;
+    let ca = Ca::load_or_create(
+        &config.data_dir,
+        &config.trust_domain,
+        config.ca.as_ref(),
+        config.ca_ttl,
+        unix_now(),
+    )?;
     let jwt = crate::keys::load_or_create_jwt_signer(&config.data_dir)?;
-    let verifiers: Vec<Arc<dyn crate::attestation::NodeVerifier>> = vec![Arc::new(JoinTokenVerifier {
-        datastore: datastore.clone(),
-        trust_domain: config.trust_domain.clone(),
-    })];
-    let authority = Arc::new(Authority { config: config.clone(), datastore, ca, jwt, verifiers });
+    let verifiers: Vec<Arc<dyn crate::attestation::NodeVerifier>> =
+        vec![Arc::new(JoinTokenVerifier {
+            datastore: datastore.clone(),
+            trust_domain: config.trust_domain.clone(),
+        })];
+    let authority = Arc::new(Authority {
+        config: config.clone(),
+        datastore,
+        ca,
+        jwt,
+        verifiers,
+    });
 
-    let (chain, key) = authority.ca.server_identity(&config.server_names, SERVER_CERT_TTL, unix_now())?;
+    let (chain, key) =
+        authority
+            .ca
+            .server_identity(&config.server_names, SERVER_CERT_TTL, unix_now())?;
     let certs = Arc::new(RotatingCert::new(chain, key)?);
     let tls = Arc::new(server_config(certs.clone(), authority.ca.roots())?);
     tokio::spawn(rotate_server_cert(authority.clone(), certs));
@@ -54,7 +71,10 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
         .add_service(NodeServer::new(NodeApi(authority.clone())))
         .serve_with_incoming_shutdown(incoming, wait_stop(stop_rx.clone()));
     let admin = tonic::transport::Server::builder()
-        .add_service(AdminServer::with_interceptor(AdminApi(authority.clone()), check_peer))
+        .add_service(AdminServer::with_interceptor(
+            AdminApi(authority.clone()),
+            check_peer,
+        ))
         .serve_with_incoming_shutdown(admin_incoming, wait_stop(stop_rx));
     tracing::info!(listen = %config.listen_address, admin = %config.admin_socket_path.display(), trust_domain = %config.trust_domain, "authority ready");
     let node = tokio::spawn(node);
@@ -91,7 +111,11 @@ async fn shutdown_signal() {
 async fn rotate_server_cert(authority: Arc<Authority>, certs: Arc<RotatingCert>) {
     loop {
         tokio::time::sleep(SERVER_CERT_TTL / 2).await;
-        match authority.ca.server_identity(&authority.config.server_names, SERVER_CERT_TTL, unix_now()) {
+        match authority.ca.server_identity(
+            &authority.config.server_names,
+            SERVER_CERT_TTL,
+            unix_now(),
+        ) {
             Ok((chain, key)) => {
                 if let Err(e) = certs.replace(chain, key) {
                     tracing::error!(error = %e, "cannot load the new server certificate");
@@ -106,7 +130,10 @@ type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
 
 /// Accepts TCP connections and completes TLS handshakes off the accept loop,
 /// so a slow client cannot hold up others.
-fn tls_incoming(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor) -> ReceiverStream<Result<TlsStream, std::io::Error>> {
+fn tls_incoming(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> ReceiverStream<Result<TlsStream, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         loop {
@@ -136,16 +163,23 @@ fn tls_incoming(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor) -> R
 
 fn admin_listener(path: &std::path::Path) -> Result<UnixListenerStream, BoxError> {
     if let Some(dir) = path.parent() {
-        fsutil::ensure_dir(dir, 0o755).map_err(|e| format!("admin_socket_path {}: {e}", dir.display()))?;
+        fsutil::ensure_dir(dir, 0o755)
+            .map_err(|e| format!("admin_socket_path {}: {e}", dir.display()))?;
     }
     if path.exists() {
         // Refuse to steal the socket of a running authority.
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(format!("admin_socket_path {}: another authority is listening there", path.display()).into());
+            return Err(format!(
+                "admin_socket_path {}: another authority is listening there",
+                path.display()
+            )
+            .into());
         }
-        std::fs::remove_file(path).map_err(|e| format!("admin_socket_path {}: {e}", path.display()))?;
+        std::fs::remove_file(path)
+            .map_err(|e| format!("admin_socket_path {}: {e}", path.display()))?;
     }
-    let listener = UnixListener::bind(path).map_err(|e| format!("admin_socket_path {}: {e}", path.display()))?;
+    let listener = UnixListener::bind(path)
+        .map_err(|e| format!("admin_socket_path {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(UnixListenerStream::new(listener))
 }

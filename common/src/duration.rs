@@ -4,7 +4,8 @@ use std::time::Duration;
 
 /// Parses a human duration; zero is refused, since every TTL must be positive.
 pub fn parse(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration ({e}); use e.g. 90s, 5m, 1h"))?;
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}); use e.g. 90s, 5m, 1h"))?;
     if d.is_zero() {
         return Err(format!("{s:?} is zero; a duration must be positive"));
     }
@@ -18,7 +19,8 @@ pub mod serde_opt {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| super::parse(&s).map_err(serde::de::Error::custom)).transpose()
+        s.map(|s| super::parse(&s).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 

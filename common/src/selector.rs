@@ -25,7 +25,10 @@ pub enum SelectorError {
 
 impl Selector {
     pub fn new(kind: impl Into<String>, value: impl Into<String>) -> Self {
-        Selector { kind: kind.into(), value: value.into() }
+        Selector {
+            kind: kind.into(),
+            value: value.into(),
+        }
     }
 
     /// Parses `type:value`; the type is everything before the first `:`.
@@ -51,7 +54,10 @@ impl fmt::Display for Selector {
 
 impl From<Selector> for tessera_proto::authority::Selector {
     fn from(s: Selector) -> Self {
-        Self { r#type: s.kind, value: s.value }
+        Self {
+            r#type: s.kind,
+            value: s.value,
+        }
     }
 }
 
@@ -80,18 +86,36 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        assert!(matches!(Selector::parse("nocolon"), Err(SelectorError::Form(_))));
+        assert!(matches!(
+            Selector::parse("nocolon"),
+            Err(SelectorError::Form(_))
+        ));
         assert!(matches!(Selector::parse(":v"), Err(SelectorError::Form(_))));
         assert!(matches!(Selector::parse("t:"), Err(SelectorError::Form(_))));
-        assert!(matches!(Selector::parse("t:a\nb"), Err(SelectorError::Control(_))));
-        assert_eq!(Selector::parse(&"a:".repeat(600)), Err(SelectorError::TooLong));
+        assert!(matches!(
+            Selector::parse("t:a\nb"),
+            Err(SelectorError::Control(_))
+        ));
+        assert_eq!(
+            Selector::parse(&"a:".repeat(600)),
+            Err(SelectorError::TooLong)
+        );
     }
 
     #[test]
     fn matching_requires_all_and_nonempty() {
-        let have = vec![Selector::new("unix", "uid:0"), Selector::new("unix", "gid:0")];
+        let have = vec![
+            Selector::new("unix", "uid:0"),
+            Selector::new("unix", "gid:0"),
+        ];
         assert!(all_present(&[Selector::new("unix", "uid:0")], &have));
-        assert!(!all_present(&[Selector::new("unix", "uid:0"), Selector::new("unix", "uid:1")], &have));
+        assert!(!all_present(
+            &[
+                Selector::new("unix", "uid:0"),
+                Selector::new("unix", "uid:1")
+            ],
+            &have
+        ));
         assert!(!all_present(&[], &have));
     }
 }

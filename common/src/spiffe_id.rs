@@ -38,7 +38,9 @@ impl TrustDomain {
             return Err(SpiffeIdError::MissingTrustDomain);
         }
         if name.len() > MAX_TD_LEN
-            || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
         {
             return Err(SpiffeIdError::TrustDomainChars);
         }
@@ -118,12 +120,18 @@ impl FromStr for SpiffeId {
                 if seg.is_empty() || seg == "." || seg == ".." {
                     return Err(SpiffeIdError::PathSegment);
                 }
-                if !seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
+                if !seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+                {
                     return Err(SpiffeIdError::PathChars);
                 }
             }
         }
-        Ok(SpiffeId { full: s.to_string(), td_len: td.len() })
+        Ok(SpiffeId {
+            full: s.to_string(),
+            td_len: td.len(),
+        })
     }
 }
 
@@ -144,7 +152,10 @@ mod tests {
         assert_eq!(id.path(), "/ns/prod/web");
         let td: SpiffeId = "spiffe://example.org".parse().unwrap();
         assert_eq!(td.path(), "");
-        assert_eq!(SpiffeId::parse_workload("spiffe://example.org"), Err(SpiffeIdError::NoPath));
+        assert_eq!(
+            SpiffeId::parse_workload("spiffe://example.org"),
+            Err(SpiffeIdError::NoPath)
+        );
     }
 
     #[test]

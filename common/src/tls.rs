@@ -6,7 +6,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, DigitallySignedStruct, Error as TlsError, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, Error as TlsError, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 use std::sync::Arc;
 
 /// The workspace's one crypto provider.
@@ -34,7 +37,11 @@ impl SpiffeServerVerifier {
             .map(|c| webpki::anchor_from_trusted_cert(c).map(|a| a.to_owned()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| TlsError::General(format!("bad trust root: {e}")))?;
-        Ok(Self { roots, expected, algs: provider().signature_verification_algorithms })
+        Ok(Self {
+            roots,
+            expected,
+            algs: provider().signature_verification_algorithms,
+        })
     }
 }
 
@@ -47,12 +54,24 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, TlsError> {
-        let ee = webpki::EndEntityCert::try_from(end_entity).map_err(|e| TlsError::General(e.to_string()))?;
-        ee.verify_for_usage(self.algs.all, &self.roots, intermediates, now, webpki::KeyUsage::server_auth(), None, None)
-            .map_err(|e| TlsError::General(format!("authority certificate: {e}")))?;
+        let ee = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| TlsError::General(e.to_string()))?;
+        ee.verify_for_usage(
+            self.algs.all,
+            &self.roots,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| TlsError::General(format!("authority certificate: {e}")))?;
         let id = spiffe_id_of(end_entity).map_err(|e| TlsError::General(e.to_string()))?;
         if id != self.expected {
-            return Err(TlsError::General(format!("authority presented {id}, expected {}", self.expected)));
+            return Err(TlsError::General(format!(
+                "authority presented {id}, expected {}",
+                self.expected
+            )));
         }
         Ok(ServerCertVerified::assertion())
     }
@@ -191,16 +210,28 @@ pub fn server_config(
 pub struct RotatingCert(std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>);
 
 impl RotatingCert {
-    pub fn new(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Self, TlsError> {
-        Ok(Self(std::sync::RwLock::new(Arc::new(Self::certified(chain, key)?))))
+    pub fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Self, TlsError> {
+        Ok(Self(std::sync::RwLock::new(Arc::new(Self::certified(
+            chain, key,
+        )?))))
     }
 
-    fn certified(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<rustls::sign::CertifiedKey, TlsError> {
+    fn certified(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<rustls::sign::CertifiedKey, TlsError> {
         let key = provider().key_provider.load_private_key(key)?;
         Ok(rustls::sign::CertifiedKey::new(chain, key))
     }
 
-    pub fn replace(&self, chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<(), TlsError> {
+    pub fn replace(
+        &self,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<(), TlsError> {
         let new = Arc::new(Self::certified(chain, key)?);
         if let Ok(mut cur) = self.0.write() {
             *cur = new;
@@ -210,7 +241,10 @@ impl RotatingCert {
 }
 
 impl rustls::server::ResolvesServerCert for RotatingCert {
-    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
         self.0.read().ok().map(|c| c.clone())
     }
 }

@@ -31,7 +31,10 @@ pub fn split_der_chain(mut bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>,
             return Err(X509Error::TooMany);
         }
         let index = out.len();
-        let (rest, _) = X509Certificate::from_der(bytes).map_err(|e| X509Error::Der { index, reason: e.to_string() })?;
+        let (rest, _) = X509Certificate::from_der(bytes).map_err(|e| X509Error::Der {
+            index,
+            reason: e.to_string(),
+        })?;
         let len = bytes.len() - rest.len();
         out.push(CertificateDer::from(bytes[..len].to_vec()));
         bytes = rest;
@@ -44,11 +47,19 @@ pub fn split_der_chain(mut bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>,
 
 /// Concatenates DER certificates.
 pub fn join_der<'a>(certs: impl IntoIterator<Item = &'a CertificateDer<'a>>) -> Vec<u8> {
-    certs.into_iter().flat_map(|c| c.as_ref().iter().copied()).collect()
+    certs
+        .into_iter()
+        .flat_map(|c| c.as_ref().iter().copied())
+        .collect()
 }
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, X509Error> {
-    X509Certificate::from_der(der).map(|(_, c)| c).map_err(|e| X509Error::Der { index: 0, reason: e.to_string() })
+    X509Certificate::from_der(der)
+        .map(|(_, c)| c)
+        .map_err(|e| X509Error::Der {
+            index: 0,
+            reason: e.to_string(),
+        })
 }
 
 /// The SPIFFE ID in the certificate's single URI SAN.
@@ -90,7 +101,10 @@ pub fn serial_hex(der: &[u8]) -> Result<String, X509Error> {
 
 /// PEM-encodes DER certificates, one block each.
 pub fn certs_to_pem(certs: &[CertificateDer<'_>]) -> String {
-    certs.iter().map(|c| pem_block("CERTIFICATE", c.as_ref())).collect()
+    certs
+        .iter()
+        .map(|c| pem_block("CERTIFICATE", c.as_ref()))
+        .collect()
 }
 
 /// One PEM block with the given label.
@@ -110,7 +124,10 @@ pub fn pem_block(label: &str, der: &[u8]) -> String {
 pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, X509Error> {
     use rustls_pki_types::pem::PemObject;
     let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
-    let certs = certs.map_err(|e| X509Error::Der { index: 0, reason: e.to_string() })?;
+    let certs = certs.map_err(|e| X509Error::Der {
+        index: 0,
+        reason: e.to_string(),
+    })?;
     if certs.is_empty() {
         return Err(X509Error::Empty);
     }

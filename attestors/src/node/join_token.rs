@@ -24,7 +24,11 @@ pub fn generate() -> String {
 /// Checks the form of a token (from a config file or the wire) before any lookup.
 pub fn parse(raw: &[u8]) -> Result<&str, JoinTokenError> {
     let s = std::str::from_utf8(raw).map_err(|_| JoinTokenError::Format)?;
-    if s.len() != TOKEN_LEN || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if s.len() != TOKEN_LEN
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err(JoinTokenError::Format);
     }
     Ok(s)
@@ -33,6 +37,24 @@ pub fn parse(raw: &[u8]) -> Result<&str, JoinTokenError> {
 /// The agent ID path for a token: `/tessera/agent/join_token/<token>`.
 pub fn agent_path(token: &str) -> String {
     format!("/tessera/agent/join_token/{token}")
+}
+
+/// Agent half: the token is the whole evidence.
+pub struct JoinTokenEvidence(pub String);
+
+#[async_trait::async_trait]
+impl super::NodeEvidence for JoinTokenEvidence {
+    fn method(&self) -> &'static str {
+        METHOD
+    }
+
+    async fn evidence(&self) -> Result<Vec<u8>, super::EvidenceError> {
+        Ok(self.0.as_bytes().to_vec())
+    }
+
+    async fn respond(&self, _: &[u8]) -> Result<Vec<u8>, super::EvidenceError> {
+        Err(super::EvidenceError::UnexpectedChallenge(METHOD))
+    }
 }
 
 #[cfg(test)]
@@ -48,7 +70,14 @@ mod tests {
 
     #[test]
     fn rejects_malformed_tokens() {
-        for bad in ["", "abc", &"A".repeat(32), &"g".repeat(32), &"a".repeat(33), "../../../../../../../../etc/passwd"] {
+        for bad in [
+            "",
+            "abc",
+            &"A".repeat(32),
+            &"g".repeat(32),
+            &"a".repeat(33),
+            "../../../../../../../../etc/passwd",
+        ] {
             assert_eq!(parse(bad.as_bytes()), Err(JoinTokenError::Format), "{bad}");
         }
         assert_eq!(parse(&[0xff; 32]), Err(JoinTokenError::Format));

@@ -92,7 +92,7 @@ impl UnixAttestor {
     }
 
     fn cache(&self) -> MutexGuard<'_, HashCache> {
-        // The cache holds no invariant a panic could break mid-update that matters for safety.
+        // Poisoning only means another caller panicked; the map is still usable.
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 

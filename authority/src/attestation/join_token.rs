@@ -17,10 +17,17 @@ impl NodeVerifier for JoinTokenVerifier {
         join_token::METHOD
     }
 
-    async fn attest(&self, payload: &[u8], _: &mut dyn Challenger) -> Result<NodeIdentity, AttestError> {
-        let token = join_token::parse(payload).map_err(|e| AttestError::Malformed(e.to_string()))?;
+    async fn attest(
+        &self,
+        payload: &[u8],
+        _: &mut dyn Challenger,
+    ) -> Result<NodeIdentity, AttestError> {
+        let token =
+            join_token::parse(payload).map_err(|e| AttestError::Malformed(e.to_string()))?;
         if !self.datastore.join_token_valid(token, unix_now()).await? {
-            return Err(AttestError::Rejected("join token is unknown, used or expired".into()));
+            return Err(AttestError::Rejected(
+                "join token is unknown, used or expired".into(),
+            ));
         }
         let agent_id = self
             .trust_domain

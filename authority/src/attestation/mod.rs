@@ -41,5 +41,9 @@ pub trait Challenger: Send {
 #[async_trait::async_trait]
 pub trait NodeVerifier: Send + Sync {
     fn method(&self) -> &'static str;
-    async fn attest(&self, payload: &[u8], challenger: &mut dyn Challenger) -> Result<NodeIdentity, AttestError>;
+    async fn attest(
+        &self,
+        payload: &[u8],
+        challenger: &mut dyn Challenger,
+    ) -> Result<NodeIdentity, AttestError>;
 }

@@ -83,7 +83,10 @@ impl Datastore {
 
     pub async fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>, DatastoreError> {
         let sql = format!("SELECT {COLUMNS} FROM agents WHERE id = $1");
-        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(agent_from_row).transpose()
     }
 
@@ -105,8 +108,15 @@ impl Datastore {
 }
 
 fn agent_from_row(row: &AnyRow) -> Result<AgentRecord, DatastoreError> {
-    let id = RowReader { row, what: "agents row".into() }.string("id")?;
-    let r = RowReader { row, what: format!("agents row {id}") };
+    let id = RowReader {
+        row,
+        what: "agents row".into(),
+    }
+    .string("id")?;
+    let r = RowReader {
+        row,
+        what: format!("agents row {id}"),
+    };
     Ok(AgentRecord {
         method: r.string("method")?,
         selectors: r.selectors("selectors")?,

@@ -79,8 +79,15 @@ pub(super) async fn insert(
 }
 
 fn event_from_row(row: &AnyRow) -> Result<AuditEvent, DatastoreError> {
-    let id = RowReader { row, what: "audit row".into() }.i64("id")?;
-    let r = RowReader { row, what: format!("audit row {id}") };
+    let id = RowReader {
+        row,
+        what: "audit row".into(),
+    }
+    .i64("id")?;
+    let r = RowReader {
+        row,
+        what: format!("audit row {id}"),
+    };
     Ok(AuditEvent {
         id: Some(id),
         time: r.i64("event_time")?,

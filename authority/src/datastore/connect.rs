@@ -80,7 +80,8 @@ fn backend_of(url: &str) -> Result<Backend, DatastoreError> {
 
 /// The file a `sqlite:` URL names, or None for an in-memory database.
 fn sqlite_file_of(url: &str) -> Result<Option<std::path::PathBuf>, DatastoreError> {
-    let opts = SqliteConnectOptions::from_str(url).map_err(|e| DatastoreError::Open(e.to_string()))?;
+    let opts =
+        SqliteConnectOptions::from_str(url).map_err(|e| DatastoreError::Open(e.to_string()))?;
     let file = opts.get_filename();
     let memory = url.contains(":memory:") || url.contains("mode=memory");
     if memory || file.as_os_str().is_empty() {

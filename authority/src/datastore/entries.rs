@@ -72,7 +72,12 @@ impl Datastore {
         .fetch_optional(&self.pool)
         .await;
         let id = match existing {
-            Ok(Some(row)) => RowReader { row: &row, what: "entries".into() }.string("id").ok(),
+            Ok(Some(row)) => RowReader {
+                row: &row,
+                what: "entries".into(),
+            }
+            .string("id")
+            .ok(),
             _ => None,
         };
         DatastoreError::AlreadyExists(format!(
@@ -83,7 +88,10 @@ impl Datastore {
 
     pub async fn get_entry(&self, id: &str) -> Result<Option<Entry>, DatastoreError> {
         let sql = format!("SELECT {COLUMNS} FROM entries WHERE id = $1");
-        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(entry_from_row).transpose()
     }
 
@@ -116,7 +124,11 @@ impl Datastore {
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| DatastoreError::Corrupt("counters row 'entries' is missing".into()))?;
-        RowReader { row: &row, what: "counters row entries".into() }.i64("value")
+        RowReader {
+            row: &row,
+            what: "counters row entries".into(),
+        }
+        .i64("value")
     }
 }
 
@@ -126,14 +138,23 @@ async fn bump_entries_revision(tx: &mut Transaction<'_, Any>) -> Result<(), Data
         .await?
         .rows_affected();
     if n != 1 {
-        return Err(DatastoreError::Corrupt("counters row 'entries' is missing".into()));
+        return Err(DatastoreError::Corrupt(
+            "counters row 'entries' is missing".into(),
+        ));
     }
     Ok(())
 }
 
 fn entry_from_row(row: &AnyRow) -> Result<Entry, DatastoreError> {
-    let id: String = RowReader { row, what: "entries row".into() }.string("id")?;
-    let r = RowReader { row, what: format!("entries row {id}") };
+    let id: String = RowReader {
+        row,
+        what: "entries row".into(),
+    }
+    .string("id")?;
+    let r = RowReader {
+        row,
+        what: format!("entries row {id}"),
+    };
     Ok(Entry {
         spiffe_id: r.string("spiffe_id")?,
         parent_id: r.string("parent_id")?,

@@ -9,9 +9,9 @@ mod connect;
 mod entries;
 mod migrations;
 mod rows;
-mod tokens;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
 use sqlx::AnyPool;
 use tessera_common::Selector;

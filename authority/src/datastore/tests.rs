@@ -128,12 +128,20 @@ async fn check_entries_revision(ds: &Datastore) {
         .create_entry(new_entry("spiffe://td/web", &["unix:uid:0"]))
         .await
         .is_err());
-    assert_eq!(ds.entries_revision().await.unwrap(), r1, "failed create bumped");
+    assert_eq!(
+        ds.entries_revision().await.unwrap(),
+        r1,
+        "failed create bumped"
+    );
     assert!(ds.delete_entry(&e.id).await.unwrap());
     let r2 = ds.entries_revision().await.unwrap();
     assert!(r2 > r1);
     assert!(!ds.delete_entry(&e.id).await.unwrap());
-    assert_eq!(ds.entries_revision().await.unwrap(), r2, "no-op delete bumped");
+    assert_eq!(
+        ds.entries_revision().await.unwrap(),
+        r2,
+        "no-op delete bumped"
+    );
 }
 
 async fn check_token_single_use(ds: &Datastore) {
@@ -143,7 +151,10 @@ async fn check_token_single_use(ds: &Datastore) {
         Err(DatastoreError::AlreadyExists(_))
     ));
     assert!(ds.join_token_valid("tok", NOW).await.unwrap());
-    assert!(ds.join_token_valid("tok", NOW).await.unwrap(), "valid() consumed it");
+    assert!(
+        ds.join_token_valid("tok", NOW).await.unwrap(),
+        "valid() consumed it"
+    );
     let a = agent("spiffe://td/tessera/agent/join_token/tok", "01");
     ds.record_attestation(&a, &event(NOW, "attest", &a.id, &a.id), Some("tok"))
         .await
@@ -194,16 +205,28 @@ async fn check_eviction(ds: &Datastore) {
         .await
         .unwrap();
     // Re-attestation of a live agent replaces its row.
-    let a2 = AgentRecord { serial: "02".into(), attested_at: NOW + 5, ..a.clone() };
+    let a2 = AgentRecord {
+        serial: "02".into(),
+        attested_at: NOW + 5,
+        ..a.clone()
+    };
     ds.record_attestation(&a2, &event(NOW + 5, "attest", &a.id, &a.id), None)
         .await
         .unwrap();
     assert_eq!(ds.get_agent(&a.id).await.unwrap(), Some(a2.clone()));
-    ds.renew_agent(&a.id, "03", NOW + 7200, &event(NOW + 6, "renew", &a.id, &a.id))
-        .await
-        .unwrap();
+    ds.renew_agent(
+        &a.id,
+        "03",
+        NOW + 7200,
+        &event(NOW + 6, "renew", &a.id, &a.id),
+    )
+    .await
+    .unwrap();
     let renewed = ds.get_agent(&a.id).await.unwrap().unwrap();
-    assert_eq!((renewed.serial.as_str(), renewed.expires_at), ("03", NOW + 7200));
+    assert_eq!(
+        (renewed.serial.as_str(), renewed.expires_at),
+        ("03", NOW + 7200)
+    );
     assert_eq!(audit_count(ds).await, 3);
 
     assert!(ds.evict_agent(&a.id).await.unwrap());
@@ -213,9 +236,17 @@ async fn check_eviction(ds: &Datastore) {
         .record_attestation(&a, &event(NOW + 7, "attest", &a.id, &a.id), Some("tok"))
         .await;
     assert!(matches!(res, Err(DatastoreError::Evicted(_))), "{res:?}");
-    assert!(ds.join_token_valid("tok", NOW).await.unwrap(), "token consumed on failure");
+    assert!(
+        ds.join_token_valid("tok", NOW).await.unwrap(),
+        "token consumed on failure"
+    );
     let res = ds
-        .renew_agent(&a.id, "04", NOW + 9000, &event(NOW + 8, "renew", &a.id, &a.id))
+        .renew_agent(
+            &a.id,
+            "04",
+            NOW + 9000,
+            &event(NOW + 8, "renew", &a.id, &a.id),
+        )
         .await;
     assert!(matches!(res, Err(DatastoreError::Evicted(_))), "{res:?}");
     let kept = ds.get_agent(&a.id).await.unwrap().unwrap();
@@ -225,7 +256,12 @@ async fn check_eviction(ds: &Datastore) {
     assert_eq!(audit_count(ds).await, 3);
 
     let res = ds
-        .renew_agent("spiffe://td/nobody", "01", NOW, &event(NOW, "renew", "x", "x"))
+        .renew_agent(
+            "spiffe://td/nobody",
+            "01",
+            NOW,
+            &event(NOW, "renew", "x", "x"),
+        )
         .await;
     assert!(matches!(res, Err(DatastoreError::NotFound(_))), "{res:?}");
     assert_eq!(audit_count(ds).await, 3);
@@ -245,20 +281,37 @@ async fn check_audit_queries(ds: &Datastore) {
     // Newest first; equal times by insertion order, newest first.
     assert_eq!(
         got,
-        vec![(NOW + 3, "jwt"), (NOW + 3, "x509"), (NOW + 2, "jwt"), (NOW + 1, "x509")]
+        vec![
+            (NOW + 3, "jwt"),
+            (NOW + 3, "x509"),
+            (NOW + 2, "jwt"),
+            (NOW + 1, "x509")
+        ]
     );
     assert!(all.iter().all(|e| e.id.is_some()));
-    assert_eq!(AuditEvent { id: None, ..all[3].clone() }, events[0]);
+    assert_eq!(
+        AuditEvent {
+            id: None,
+            ..all[3].clone()
+        },
+        events[0]
+    );
 
     let by_id = |s: Option<&str>, a: Option<&str>, limit| AuditFilter {
         spiffe_id: s.map(String::from),
         agent_id: a.map(String::from),
         limit,
     };
-    let a = ds.list_audit(&by_id(Some("spiffe://td/a"), None, None)).await.unwrap();
+    let a = ds
+        .list_audit(&by_id(Some("spiffe://td/a"), None, None))
+        .await
+        .unwrap();
     assert_eq!(a.len(), 3);
     assert!(a.iter().all(|e| e.spiffe_id == "spiffe://td/a"));
-    let ag = ds.list_audit(&by_id(None, Some("agent1"), None)).await.unwrap();
+    let ag = ds
+        .list_audit(&by_id(None, Some("agent1"), None))
+        .await
+        .unwrap();
     assert_eq!(ag.len(), 3);
     assert!(ag.iter().all(|e| e.agent_id == "agent1"));
     let both = ds
@@ -268,7 +321,10 @@ async fn check_audit_queries(ds: &Datastore) {
     assert_eq!(both.len(), 2);
     let limited = ds.list_audit(&by_id(None, None, Some(2))).await.unwrap();
     assert_eq!(limited, all[..2].to_vec());
-    let none = ds.list_audit(&by_id(Some("spiffe://td/zzz"), None, None)).await.unwrap();
+    let none = ds
+        .list_audit(&by_id(Some("spiffe://td/zzz"), None, None))
+        .await
+        .unwrap();
     assert!(none.is_empty());
 }
 
@@ -279,8 +335,14 @@ async fn check_default_and_max_audit_limit(ds: &Datastore) {
     ds.record_audit(&batch).await.unwrap();
     let def = ds.list_audit(&AuditFilter::default()).await.unwrap();
     assert_eq!(def.len(), AUDIT_DEFAULT_LIMIT as usize);
-    let max = AuditFilter { limit: Some(u32::MAX), ..Default::default() };
-    assert_eq!(ds.list_audit(&max).await.unwrap().len(), AUDIT_MAX_LIMIT as usize);
+    let max = AuditFilter {
+        limit: Some(u32::MAX),
+        ..Default::default()
+    };
+    assert_eq!(
+        ds.list_audit(&max).await.unwrap().len(),
+        AUDIT_MAX_LIMIT as usize
+    );
 }
 
 async fn check_corrupt_rows(ds: &Datastore) {
@@ -294,8 +356,14 @@ async fn check_corrupt_rows(ds: &Datastore) {
         .execute(&ds.pool)
         .await
         .unwrap();
-    assert!(matches!(ds.get_entry(&e.id).await, Err(DatastoreError::Corrupt(_))));
-    assert!(matches!(ds.list_entries().await, Err(DatastoreError::Corrupt(_))));
+    assert!(matches!(
+        ds.get_entry(&e.id).await,
+        Err(DatastoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        ds.list_entries().await,
+        Err(DatastoreError::Corrupt(_))
+    ));
 
     let a = agent("spiffe://td/tessera/agent/tpm/aa", "01");
     ds.record_attestation(&a, &event(NOW, "attest", &a.id, &a.id), None)
@@ -305,7 +373,10 @@ async fn check_corrupt_rows(ds: &Datastore) {
         .execute(&ds.pool)
         .await
         .unwrap();
-    assert!(matches!(ds.get_agent(&a.id).await, Err(DatastoreError::Corrupt(_))));
+    assert!(matches!(
+        ds.get_agent(&a.id).await,
+        Err(DatastoreError::Corrupt(_))
+    ));
     sqlx::query("UPDATE audit SET node_selectors = '{}'")
         .execute(&ds.pool)
         .await
@@ -414,7 +485,9 @@ async fn newer_schema_is_refused() {
     ds.close().await;
     match Datastore::open_sqlite(&path).await {
         Err(e @ DatastoreError::SchemaTooNew { .. }) => {
-            let DatastoreError::SchemaTooNew { found, supported } = e else { unreachable!() };
+            let DatastoreError::SchemaTooNew { found, supported } = e else {
+                unreachable!()
+            };
             assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
             assert!(e.to_string().contains("newer"), "{e}");
         }
@@ -435,9 +508,15 @@ async fn database_file_is_owner_only_and_wal() {
         assert_eq!(mode, 0o600, "{}", p.display());
     }
     let mut conn = ds.pool.acquire().await.unwrap();
-    let row = sqlx::query("PRAGMA journal_mode").fetch_one(&mut *conn).await.unwrap();
+    let row = sqlx::query("PRAGMA journal_mode")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
     assert_eq!(sqlx::Row::try_get::<String, _>(&row, 0).unwrap(), "wal");
-    let row = sqlx::query("PRAGMA foreign_keys").fetch_one(&mut *conn).await.unwrap();
+    let row = sqlx::query("PRAGMA foreign_keys")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
     assert_eq!(sqlx::Row::try_get::<i64, _>(&row, 0).unwrap(), 1);
 }
 
@@ -465,7 +544,9 @@ async fn postgres_runs_the_same_checks() {
         return;
     };
     sqlx::any::install_default_drivers();
-    let admin = sqlx::AnyPool::connect(&format!("{base}/postgres")).await.unwrap();
+    let admin = sqlx::AnyPool::connect(&format!("{base}/postgres"))
+        .await
+        .unwrap();
     for n in 0..9 {
         let db = format!("tessera_test_{}", hex::encode(rand::random::<[u8; 6]>()));
         sqlx::raw_sql(&format!("CREATE DATABASE {db}"))
@@ -488,7 +569,7 @@ async fn postgres_runs_the_same_checks() {
         ds.close().await;
         // Reopen: migrations are idempotent here too.
         Datastore::open(&url).await.unwrap().close().await;
-        sqlx::raw_sql(&format!("DROP DATABASE {db}"))
+        sqlx::raw_sql(&format!("DROP DATABASE {db} WITH (FORCE)"))
             .execute(&admin)
             .await
             .unwrap();

@@ -6,7 +6,11 @@ use super::rows;
 use super::{Datastore, DatastoreError};
 
 impl Datastore {
-    pub async fn create_join_token(&self, token: &str, expires_at: i64) -> Result<(), DatastoreError> {
+    pub async fn create_join_token(
+        &self,
+        token: &str,
+        expires_at: i64,
+    ) -> Result<(), DatastoreError> {
         let res = sqlx::query("INSERT INTO join_tokens (token_hash, expires_at) VALUES ($1, $2)")
             .bind(rows::token_hash(token))
             .bind(expires_at)
@@ -23,11 +27,13 @@ impl Datastore {
 
     /// True if the token exists and `now` is before its expiry. Does not consume it.
     pub async fn join_token_valid(&self, token: &str, now: i64) -> Result<bool, DatastoreError> {
-        let row = sqlx::query("SELECT expires_at FROM join_tokens WHERE token_hash = $1 AND expires_at > $2")
-            .bind(rows::token_hash(token))
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT expires_at FROM join_tokens WHERE token_hash = $1 AND expires_at > $2",
+        )
+        .bind(rows::token_hash(token))
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.is_some())
     }
 

@@ -204,9 +204,8 @@ mod tests {
     use aws_lc_rs::rand::SystemRandom;
     use aws_lc_rs::signature::{
         EcdsaKeyPair, EcdsaSigningAlgorithm, KeyPair, RsaEncoding, RsaKeyPair,
-        ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING,
-        ECDSA_P521_SHA512_FIXED_SIGNING, RSA_PKCS1_SHA256, RSA_PKCS1_SHA384, RSA_PKCS1_SHA512,
-        RSA_PSS_SHA256, RSA_PSS_SHA384, RSA_PSS_SHA512,
+        ECDSA_P384_SHA384_FIXED_SIGNING, ECDSA_P521_SHA512_FIXED_SIGNING, RSA_PKCS1_SHA256,
+        RSA_PKCS1_SHA384, RSA_PKCS1_SHA512, RSA_PSS_SHA256, RSA_PSS_SHA384, RSA_PSS_SHA512,
     };
     use serde_json::json;
     use std::sync::OnceLock;
@@ -400,7 +399,7 @@ mod tests {
     #[test]
     fn rejects_two_part_token() {
         let good = token(&header(), &claims());
-        let two = good.rsplitn(2, '.').nth(1).unwrap();
+        let two = good.rsplit_once('.').unwrap().0;
         assert!(matches!(check(two), Err(JwtError::Malformed(m)) if m.contains("three parts")));
         assert!(matches!(check("abc"), Err(JwtError::Malformed(m)) if m.contains("three parts")));
     }
@@ -488,7 +487,7 @@ mod tests {
         for alg in ["none", "None", "NONE"] {
             let h = with(header(), "alg", json!(alg));
             let t = token(&h, &claims());
-            let unsigned = format!("{}.", t.rsplitn(2, '.').nth(1).unwrap());
+            let unsigned = format!("{}.", t.rsplit_once('.').unwrap().0);
             for t in [t, unsigned] {
                 assert!(matches!(check(&t), Err(JwtError::UnsupportedAlg(a)) if a == alg));
             }

@@ -164,7 +164,8 @@ fn zombie_is_gone() {
 #[test]
 fn deleted_executable_is_hashed_through_proc() {
     let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("mysleep");
+    // Named "sleep" so a multi-call binary dispatching on argv[0] still sleeps.
+    let copy = dir.path().join("sleep");
     fs::copy("/bin/sleep", &copy).unwrap();
     let want = sha256_hex(&copy);
     let mut child = spawn_retrying(|| {

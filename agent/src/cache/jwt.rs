@@ -1,0 +1,85 @@
+//! JWT-SVIDs are minted on demand and cached per (entry, audience set) until
+//! half their lifetime; a cached token still valid is served when the
+//! authority is slow or down.
+
+use crate::upstream::Upstream;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Most cached tokens; beyond it expired ones go first, then everything.
+const MAX_CACHED: usize = 4096;
+/// How long a caller waits for the authority before a still-valid cached token is served.
+const UPSTREAM_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+struct Cached {
+    token: String,
+    issued: i64,
+    expires: i64,
+}
+
+#[derive(Default)]
+pub struct JwtCache {
+    map: Mutex<HashMap<(String, Vec<String>), Cached>>,
+}
+
+impl JwtCache {
+    pub async fn get(
+        &self,
+        upstream: &dyn Upstream,
+        entry_id: &str,
+        audience: &[String],
+        now: i64,
+    ) -> Result<String, tonic::Status> {
+        let mut aud = audience.to_vec();
+        aud.sort();
+        aud.dedup();
+        let key = (entry_id.to_string(), aud);
+        let cached = self.map.lock().ok().and_then(|m| m.get(&key).cloned());
+        if let Some(c) = &cached {
+            if now < c.issued + (c.expires - c.issued) / 2 {
+                return Ok(c.token.clone());
+            }
+        }
+        let fresh =
+            tokio::time::timeout(UPSTREAM_WAIT, upstream.sign_jwt(entry_id, audience)).await;
+        match (fresh, cached) {
+            (Ok(Ok(r)), _) => {
+                self.insert(
+                    key,
+                    Cached {
+                        token: r.token.clone(),
+                        issued: now,
+                        expires: r.expires_at,
+                    },
+                    now,
+                );
+                Ok(r.token)
+            }
+            (_, Some(c)) if c.expires > now + 1 => Ok(c.token),
+            (Ok(Err(s)), _) => Err(s),
+            (Err(_), _) => Err(tonic::Status::unavailable(
+                "authority did not answer in time",
+            )),
+        }
+    }
+
+    fn insert(&self, key: (String, Vec<String>), value: Cached, now: i64) {
+        let Ok(mut m) = self.map.lock() else { return };
+        if m.len() >= MAX_CACHED {
+            m.retain(|_, c| c.expires > now);
+            if m.len() >= MAX_CACHED {
+                m.clear();
+            }
+        }
+        m.insert(key, value);
+    }
+
+    /// Forgets tokens of entries no longer held (e.g. after a deletion).
+    pub fn retain_entries(&self, live: &[&str]) {
+        if let Ok(mut m) = self.map.lock() {
+            m.retain(|(id, _), _| live.contains(&id.as_str()));
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Keeps the SVID cache current: syncs entries, signs new and due SVIDs in
+//! batches, drops expired ones, and publishes a snapshot on every change.
+
+use super::rotation::{backoff, random_jitter, rotate_at};
+use super::{Bundle, CachedSvid, Snapshot, State};
+use crate::node::key_and_csr;
+use crate::upstream::Upstream;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_common::{x509, Selector, SpiffeId};
+use tessera_proto::authority as pb;
+use tokio::sync::watch;
+
+/// Most CSRs per signing request.
+const BATCH: usize = 100;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Unix seconds; injected so rotation tests do not wait.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> i64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> i64 {
+        tessera_common::unix_now()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    #[error("authority refused this agent: {0}")]
+    Refused(String),
+    #[error("authority unavailable: {0}")]
+    Unavailable(String),
+}
+
+fn classify(s: tonic::Status) -> SyncError {
+    match s.code() {
+        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
+            SyncError::Refused(s.message().to_string())
+        }
+        _ => SyncError::Unavailable(format!("{:?}: {}", s.code(), s.message())),
+    }
+}
+
+pub struct Manager {
+    upstream: Arc<dyn Upstream>,
+    clock: Arc<dyn Clock>,
+    tx: watch::Sender<Arc<Snapshot>>,
+    entries: Vec<pb::Entry>,
+    svids: HashMap<String, Arc<CachedSvid>>,
+    bundle: Option<Arc<Bundle>>,
+    state: State,
+    /// Where `inspect` finds the synced entries (metadata only, never keys).
+    entries_file: Option<PathBuf>,
+}
+
+impl Manager {
+    pub fn new(
+        upstream: Arc<dyn Upstream>,
+        clock: Arc<dyn Clock>,
+        entries_file: Option<PathBuf>,
+    ) -> (Self, watch::Receiver<Arc<Snapshot>>) {
+        let (tx, rx) = watch::channel(Arc::new(Snapshot::empty()));
+        let m = Manager {
+            upstream,
+            clock,
+            tx,
+            entries: Vec::new(),
+            svids: HashMap::new(),
+            bundle: None,
+            state: State::Syncing,
+            entries_file,
+        };
+        (m, rx)
+    }
+
+    /// One round: sync, sign what is due, publish. The snapshot is published
+    /// even when the round fails, so expired SVIDs are never served.
+    pub async fn step(&mut self) -> Result<(), SyncError> {
+        let result = self.sync_and_sign().await;
+        if let Err(SyncError::Refused(_)) = &result {
+            self.state = State::Refused;
+            self.entries.clear();
+            self.svids.clear();
+        }
+        self.publish();
+        result
+    }
+
+    async fn sync_and_sign(&mut self) -> Result<(), SyncError> {
+        let resp = self.upstream.sync_entries().await.map_err(classify)?;
+        if let Some(b) = resp.bundle {
+            let bundle = Bundle {
+                trust_domain: format!("spiffe://{}", b.trust_domain),
+                x509_der: b.x509_authorities,
+                jwks_json: b.jwt_authorities,
+            };
+            if self.bundle.as_deref() != Some(&bundle) {
+                self.bundle = Some(Arc::new(bundle));
+            }
+        }
+        if self.entries != resp.entries {
+            self.entries = resp.entries;
+            self.write_entries_file();
+        }
+        self.state = State::Ready;
+        let live: Vec<&str> = self.entries.iter().map(|e| e.id.as_str()).collect();
+        self.svids.retain(|id, _| live.contains(&id.as_str()));
+        self.sign_due().await
+    }
+
+    fn due(&self, now: i64) -> Vec<pb::Entry> {
+        self.entries
+            .iter()
+            .filter(|e| match self.svids.get(&e.id) {
+                None => true,
+                Some(s) => s.revision != e.revision || s.rotate_at <= now,
+            })
+            .cloned()
+            .collect()
+    }
+
+    async fn sign_due(&mut self) -> Result<(), SyncError> {
+        let due = self.due(self.clock.now());
+        for chunk in due.chunks(BATCH) {
+            let mut keys = HashMap::new();
+            let mut reqs = Vec::with_capacity(chunk.len());
+            for e in chunk {
+                let (key, csr) =
+                    key_and_csr().map_err(|e| SyncError::Unavailable(e.to_string()))?;
+                keys.insert(e.id.clone(), key);
+                reqs.push(pb::X509SignRequest {
+                    entry_id: e.id.clone(),
+                    csr,
+                });
+            }
+            let signed = self
+                .upstream
+                .batch_sign_x509(reqs)
+                .await
+                .map_err(classify)?;
+            for s in signed {
+                let (Some(entry), Some(key)) = (
+                    chunk.iter().find(|e| e.id == s.entry_id),
+                    keys.remove(&s.entry_id),
+                ) else {
+                    tracing::warn!(entry_id = %s.entry_id, "authority signed an SVID that was not asked for");
+                    continue;
+                };
+                match cached_svid(entry, &s.svid_chain, key.serialize_der()) {
+                    Ok(svid) => {
+                        tracing::info!(spiffe_id = %svid.spiffe_id, entry_id = %entry.id, not_after = svid.not_after, "X509-SVID updated");
+                        self.svids.insert(entry.id.clone(), Arc::new(svid));
+                    }
+                    Err(e) => {
+                        tracing::error!(entry_id = %entry.id, error = %e, "authority returned an unusable SVID")
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let now = self.clock.now();
+        let svids: Vec<Arc<CachedSvid>> = self
+            .entries
+            .iter()
+            .filter_map(|e| self.svids.get(&e.id))
+            .filter(|s| s.not_after > now)
+            .cloned()
+            .collect();
+        let next = Snapshot {
+            state: self.state,
+            svids,
+            bundle: self.bundle.clone(),
+        };
+        self.tx.send_if_modified(|cur| {
+            let same = cur.state == next.state
+                && cur.svids.len() == next.svids.len()
+                && cur
+                    .svids
+                    .iter()
+                    .zip(&next.svids)
+                    .all(|(a, b)| Arc::ptr_eq(a, b))
+                && match (&cur.bundle, &next.bundle) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                };
+            if !same {
+                *cur = Arc::new(next);
+            }
+            !same
+        });
+    }
+
+    /// Earliest rotation or expiry among cached SVIDs.
+    pub fn next_deadline(&self) -> Option<i64> {
+        self.svids
+            .values()
+            .map(|s| s.rotate_at.min(s.not_after))
+            .min()
+    }
+
+    fn write_entries_file(&self) {
+        let Some(path) = &self.entries_file else {
+            return;
+        };
+        let entries: Vec<serde_json::Value> = self
+            .entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "id": e.id, "spiffe_id": e.spiffe_id, "parent_id": e.parent_id,
+                    "selectors": e.selectors.iter().map(|s| format!("{}:{}", s.r#type, s.value)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let data = serde_json::to_vec_pretty(&entries).unwrap_or_default();
+        if let Err(e) = tessera_common::fsutil::write_atomic(path, &data, 0o600) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the entries cache");
+        }
+    }
+
+    /// Runs until the process ends: a round every `interval`, sooner when an SVID
+    /// is due or `wake` fires (new agent SVID), later (backoff) on failures.
+    pub async fn run(mut self, interval: Duration, mut wake: watch::Receiver<u64>) {
+        let mut failures = 0u32;
+        loop {
+            let wait = match self.step().await {
+                Ok(()) => {
+                    failures = 0;
+                    let until_due = self
+                        .next_deadline()
+                        .map(|d| Duration::from_secs((d - self.clock.now()).max(1) as u64));
+                    until_due.map_or(interval, |d| d.min(interval))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "entry sync failed; serving cached SVIDs");
+                    failures += 1;
+                    backoff(failures - 1, MAX_BACKOFF).min(interval.max(Duration::from_secs(1)))
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                changed = wake.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+}
+
+fn cached_svid(entry: &pb::Entry, chain: &[u8], key: Vec<u8>) -> Result<CachedSvid, String> {
+    let certs = x509::split_der_chain(chain).map_err(|e| e.to_string())?;
+    let leaf = &certs[0];
+    let id = x509::spiffe_id_of(leaf).map_err(|e| e.to_string())?;
+    let want: SpiffeId = entry
+        .spiffe_id
+        .parse()
+        .map_err(|e| format!("entry spiffe_id: {e}"))?;
+    if id != want {
+        return Err(format!("SVID names {id}, entry names {want}"));
+    }
+    let not_before = x509::not_before(leaf).map_err(|e| e.to_string())?;
+    let not_after = x509::not_after(leaf).map_err(|e| e.to_string())?;
+    Ok(CachedSvid {
+        entry_id: entry.id.clone(),
+        spiffe_id: id,
+        selectors: entry.selectors.iter().map(Selector::from).collect(),
+        hint: entry.hint.clone(),
+        revision: entry.revision,
+        chain: chain.to_vec(),
+        key,
+        not_before,
+        not_after,
+        rotate_at: rotate_at(not_before, not_after, random_jitter()),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,79 @@
+//! The SVID cache: entries synced from the authority, one X.509-SVID per
+//! entry, published as immutable snapshots every Workload API stream watches.
+
+pub mod jwt;
+pub mod manager;
+pub mod rotation;
+
+use std::sync::Arc;
+use tessera_common::jwt::JwtBundle;
+use tessera_common::{Selector, SpiffeId};
+
+/// One entitled identity with its current X.509-SVID.
+#[derive(Debug)]
+pub struct CachedSvid {
+    pub entry_id: String,
+    pub spiffe_id: SpiffeId,
+    pub selectors: Vec<Selector>,
+    pub hint: String,
+    pub revision: i64,
+    /// DER certificates, leaf first.
+    pub chain: Vec<u8>,
+    /// PKCS#8 DER; lives only in memory.
+    pub key: Vec<u8>,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub rotate_at: i64,
+}
+
+/// The trust domain's bundle as the Workload API hands it out.
+#[derive(Debug, PartialEq)]
+pub struct Bundle {
+    pub trust_domain: String,
+    pub x509_der: Vec<u8>,
+    pub jwks_json: Vec<u8>,
+}
+
+impl Bundle {
+    pub fn jwt(&self) -> Option<JwtBundle> {
+        JwtBundle::from_jwks_json(&self.jwks_json).ok()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// No successful sync yet: the Workload API answers Unavailable.
+    Syncing,
+    /// Entries synced; SVIDs are served.
+    Ready,
+    /// The authority refused this agent (evicted): nothing is served.
+    Refused,
+}
+
+/// An immutable view of everything the Workload API serves.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub state: State,
+    /// Ordered by entry creation; only SVIDs that are currently valid.
+    pub svids: Vec<Arc<CachedSvid>>,
+    pub bundle: Option<Arc<Bundle>>,
+}
+
+impl Snapshot {
+    pub fn empty() -> Self {
+        Snapshot {
+            state: State::Syncing,
+            svids: Vec::new(),
+            bundle: None,
+        }
+    }
+
+    /// SVIDs whose entry selectors all hold for a workload with `selectors`.
+    pub fn matching(&self, selectors: &[Selector]) -> Vec<Arc<CachedSvid>> {
+        self.svids
+            .iter()
+            .filter(|s| tessera_common::selector::all_present(&s.selectors, selectors))
+            .cloned()
+            .collect()
+    }
+}

@@ -1,0 +1,74 @@
+//! Commands that talk to a running agent over its Workload API socket, and
+//! the local inspection tools.
+
+pub mod api;
+pub mod inspect;
+
+use crate::config::{Config, DEFAULT_SOCKET};
+use std::path::{Path, PathBuf};
+
+/// Where the agent listens: `--socket`, else `--config`'s socket_path, else
+/// `SPIFFE_ENDPOINT_SOCKET`, else the default.
+pub fn socket_path(socket: Option<&str>, config: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(s) = socket {
+        return parse_endpoint(s).map_err(|e| format!("--socket: {e}"));
+    }
+    if let Some(c) = config {
+        return Ok(Config::load(c).map_err(|e| e.to_string())?.socket_path);
+    }
+    match std::env::var("SPIFFE_ENDPOINT_SOCKET") {
+        Ok(s) if !s.is_empty() => {
+            parse_endpoint(&s).map_err(|e| format!("SPIFFE_ENDPOINT_SOCKET: {e}"))
+        }
+        _ => Ok(DEFAULT_SOCKET.into()),
+    }
+}
+
+/// `unix:///absolute/path` (a bare absolute path is accepted too).
+fn parse_endpoint(s: &str) -> Result<PathBuf, String> {
+    if s.starts_with('/') {
+        return Ok(s.into());
+    }
+    let url = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URI: {e}"))?;
+    match url.scheme() {
+        "unix"
+            if url.host_str().is_none_or(str::is_empty)
+                && url.path().starts_with('/')
+                && url.query().is_none()
+                && url.fragment().is_none() =>
+        {
+            Ok(url.path().into())
+        }
+        "unix" => Err(format!("{s:?} must be unix:///absolute/path")),
+        "tcp" => Err(format!(
+            "{s:?}: this client speaks to the agent over a Unix socket only"
+        )),
+        other => Err(format!("{s:?}: scheme {other:?} is not unix")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_endpoint;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            parse_endpoint("unix:///run/a.sock").unwrap().to_str(),
+            Some("/run/a.sock")
+        );
+        assert_eq!(
+            parse_endpoint("/run/a.sock").unwrap().to_str(),
+            Some("/run/a.sock")
+        );
+        for bad in [
+            "unix://host/a.sock",
+            "unix:rel",
+            "http://x/y",
+            "unix:///a?x=1",
+            "tcp://127.0.0.1:1",
+        ] {
+            assert!(parse_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The agent's TOML configuration (keys per DESIGN.md's interface contract).
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tessera_common::{duration, TrustDomain};
+
+pub const DEFAULT_SOCKET: &str = "/run/tessera/agent.sock";
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/tessera/agent";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    trust_domain: String,
+    authority_address: String,
+    trust_bundle_path: Option<PathBuf>,
+    #[serde(default)]
+    insecure_bootstrap: bool,
+    socket_path: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    #[serde(default, with = "duration::serde_opt")]
+    sync_interval: Option<Duration>,
+    node_attestation: NodeAttestationRaw,
+    #[serde(default)]
+    tpm: TpmConfig,
+    #[serde(default)]
+    telemetry: TelemetryConfig,
+    #[serde(default)]
+    log: LogConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeAttestationRaw {
+    method: String,
+    join_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TpmConfig {
+    pub tcti: Option<String>,
+    pub event_log_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: Option<String>,
+    #[serde(default)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum NodeAttestation {
+    JoinToken(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum Trust {
+    BundleFile(PathBuf),
+    InsecureBootstrap,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub trust_domain: TrustDomain,
+    pub authority_address: String,
+    pub trust: Trust,
+    pub socket_path: PathBuf,
+    pub data_dir: PathBuf,
+    pub sync_interval: Duration,
+    pub node_attestation: NodeAttestation,
+    pub tpm: TpmConfig,
+    pub telemetry: TelemetryConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {msg}")]
+pub struct ConfigError {
+    path: String,
+    msg: String,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let err = |msg: String| ConfigError {
+            path: path.display().to_string(),
+            msg,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        Self::parse(&text).map_err(err)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            let msg = e.message().trim().to_string();
+            match e.span() {
+                Some(s) => format!("{msg} (at byte {})", s.start),
+                None => msg,
+            }
+        })?;
+        let trust_domain =
+            TrustDomain::new(&raw.trust_domain).map_err(|e| format!("trust_domain: {e}"))?;
+        match raw.authority_address.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+            _ => {
+                return Err(format!(
+                    "authority_address: {:?} is not host:port",
+                    raw.authority_address
+                ))
+            }
+        }
+        let trust = match (raw.trust_bundle_path, raw.insecure_bootstrap) {
+            (Some(p), false) => Trust::BundleFile(p),
+            (None, true) => Trust::InsecureBootstrap,
+            (Some(_), true) => {
+                return Err("insecure_bootstrap: cannot be combined with trust_bundle_path".into())
+            }
+            (None, false) => {
+                return Err("trust_bundle_path: required (or set insecure_bootstrap = true)".into())
+            }
+        };
+        let node_attestation = match raw.node_attestation.method.as_str() {
+            "join_token" => {
+                let token = raw.node_attestation.join_token.unwrap_or_default();
+                tessera_attestors::node::join_token::parse(token.as_bytes())
+                    .map_err(|e| format!("node_attestation.join_token: {e}"))?;
+                NodeAttestation::JoinToken(token)
+            }
+            "tpm" => {
+                return Err(
+                    "node_attestation.method: \"tpm\" is not available in this build yet".into(),
+                )
+            }
+            other => {
+                return Err(format!(
+                    "node_attestation.method: {other:?} is not one of \"tpm\", \"join_token\""
+                ))
+            }
+        };
+        let socket_path = raw.socket_path.unwrap_or_else(|| DEFAULT_SOCKET.into());
+        let data_dir = raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        for (field, p) in [("socket_path", &socket_path), ("data_dir", &data_dir)] {
+            if !p.is_absolute() {
+                return Err(format!("{field}: {p:?} must be an absolute path"));
+            }
+        }
+        Ok(Config {
+            trust_domain,
+            authority_address: raw.authority_address,
+            trust,
+            socket_path,
+            data_dir,
+            sync_interval: raw.sync_interval.unwrap_or(Duration::from_secs(5)),
+            node_attestation,
+            tpm: raw.tpm,
+            telemetry: raw.telemetry,
+            log: raw.log,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+    fn base() -> String {
+        format!(
+            "trust_domain = \"example.org\"\nauthority_address = \"127.0.0.1:8081\"\ntrust_bundle_path = \"/etc/b.pem\"\n\
+             [node_attestation]\nmethod = \"join_token\"\njoin_token = \"{TOKEN}\"\n"
+        )
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::parse(&base()).unwrap();
+        assert_eq!(c.socket_path, PathBuf::from(DEFAULT_SOCKET));
+        assert!(matches!(c.node_attestation, NodeAttestation::JoinToken(ref t) if t == TOKEN));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (
+                base().replace("127.0.0.1:8081", "nohost"),
+                "authority_address:",
+            ),
+            (
+                base().replace("trust_bundle_path = \"/etc/b.pem\"\n", ""),
+                "trust_bundle_path:",
+            ),
+            (
+                base().replace(TOKEN, "short"),
+                "node_attestation.join_token:",
+            ),
+            (
+                base().replace("\"join_token\"\njoin", "\"magic\"\njoin"),
+                "node_attestation.method:",
+            ),
+            (base().replace("example.org", "EXAMPLE"), "trust_domain:"),
+            (
+                format!("socket_path = \"rel.sock\"\n{}", base()),
+                "socket_path:",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = Config::parse(&text).unwrap_err();
+            assert!(e.starts_with(want), "{e}");
+        }
+        assert!(Config::parse(&format!("bogus = 1\n{}", base()))
+            .unwrap_err()
+            .contains("bogus"));
+    }
+}

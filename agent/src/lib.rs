@@ -1,0 +1,9 @@
+//! tessera-agent: node attestation, the SVID cache and the SPIFFE Workload API.
+
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod node;
+pub mod run;
+pub mod upstream;
+pub mod workload_api;

@@ -1,0 +1,305 @@
+//! The agent's own identity: node attestation, the agent SVID, its renewal and
+//! its copy in `data_dir` (so a restarted agent resumes without a new token).
+
+use crate::upstream::{self, source_chain};
+use rcgen::{CertificateParams, DistinguishedName, KeyPair, PublicKeyData};
+use rustls::pki_types::CertificateDer;
+use std::error::Error as _;
+use std::path::Path;
+use tessera_attestors::node::NodeEvidence;
+use tessera_common::{fsutil, tls, unix_now, x509, SpiffeId, TrustDomain};
+use tessera_proto::authority as pb;
+use tokio_stream::StreamExt;
+
+/// The agent's X.509-SVID, its key, and the bundle it chains to.
+#[derive(Clone)]
+pub struct AgentSvid {
+    pub id: SpiffeId,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key_pkcs8: Vec<u8>,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub bundle_roots: Vec<CertificateDer<'static>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The authority refused: retrying the same evidence will not help.
+    #[error("authority refused: {0}")]
+    Refused(String),
+    /// Transport or availability trouble: worth retrying.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{path}: {reason}")]
+    Store { path: String, reason: String },
+}
+
+impl From<tonic::Status> for NodeError {
+    fn from(s: tonic::Status) -> Self {
+        use tonic::Code::*;
+        match s.code() {
+            PermissionDenied | InvalidArgument | Unauthenticated | FailedPrecondition => {
+                NodeError::Refused(s.message().to_string())
+            }
+            _ => NodeError::Unavailable(format!(
+                "{:?}: {}{}",
+                s.code(),
+                s.message(),
+                s.source()
+                    .map(|e| format!(" ({})", source_chain(e)))
+                    .unwrap_or_default()
+            )),
+        }
+    }
+}
+
+/// A fresh P-256 key and a CSR for it. The authority decides every name.
+pub fn key_and_csr() -> Result<(KeyPair, Vec<u8>), NodeError> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| NodeError::Invalid(e.to_string()))?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| NodeError::Invalid(e.to_string()))?;
+    Ok((key, csr.der().to_vec()))
+}
+
+/// Checks an SVID chain the authority returned: leaf for `key`, chaining to
+/// `roots`, naming an ID in `td`.
+pub fn check_chain(
+    der: &[u8],
+    key: &KeyPair,
+    roots: &[CertificateDer<'static>],
+    td: &TrustDomain,
+) -> Result<(Vec<CertificateDer<'static>>, SpiffeId, i64, i64), NodeError> {
+    let bad = |m: String| NodeError::Invalid(format!("authority returned a bad SVID: {m}"));
+    let chain = x509::split_der_chain(der).map_err(|e| bad(e.to_string()))?;
+    let leaf = &chain[0];
+    let id = x509::spiffe_id_of(leaf).map_err(|e| bad(e.to_string()))?;
+    if &id.trust_domain() != td {
+        return Err(bad(format!("{id} is not in {td}")));
+    }
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| bad(e.to_string()))?;
+    if cert.public_key().raw != key.subject_public_key_info().as_slice() {
+        return Err(bad("certificate is not for our key".into()));
+    }
+    verify_chain(&chain, roots).map_err(bad)?;
+    let nb = x509::not_before(leaf).map_err(|e| bad(e.to_string()))?;
+    let na = x509::not_after(leaf).map_err(|e| bad(e.to_string()))?;
+    Ok((chain, id, nb, na))
+}
+
+fn verify_chain(
+    chain: &[CertificateDer<'static>],
+    roots: &[CertificateDer<'static>],
+) -> Result<(), String> {
+    let anchors = roots
+        .iter()
+        .map(|r| webpki::anchor_from_trusted_cert(r).map(|a| a.to_owned()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let ee = webpki::EndEntityCert::try_from(&chain[0]).map_err(|e| e.to_string())?;
+    let algs = tls::provider().signature_verification_algorithms;
+    ee.verify_for_usage(
+        algs.all,
+        &anchors,
+        &chain[1..],
+        rustls::pki_types::UnixTime::now(),
+        webpki::KeyUsage::client_auth(),
+        None,
+        None,
+    )
+    .map(|_| ())
+    .map_err(|e| format!("does not chain to the trust bundle: {e}"))
+}
+
+/// Attests the node: opens the attestation stream, answers challenges, and
+/// returns the new agent SVID.
+pub async fn attest(
+    address: &str,
+    td: &TrustDomain,
+    bootstrap: rustls::ClientConfig,
+    known_roots: Option<&[CertificateDer<'static>]>,
+    evidence: &dyn NodeEvidence,
+) -> Result<AgentSvid, NodeError> {
+    let mut client = tessera_proto::authority::node_client::NodeClient::new(upstream::channel(
+        address, bootstrap,
+    ));
+    let (key, csr) = key_and_csr()?;
+    let payload = evidence
+        .evidence()
+        .await
+        .map_err(|e| NodeError::Invalid(e.to_string()))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let begin = pb::AttestBegin {
+        method: evidence.method().to_string(),
+        payload,
+        csr,
+    };
+    tx.send(pb::AttestRequest {
+        step: Some(pb::attest_request::Step::Begin(begin)),
+    })
+    .await
+    .map_err(|_| NodeError::Unavailable("attestation stream closed".into()))?;
+    let mut responses = client
+        .attest(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    while let Some(msg) = responses.next().await {
+        match msg?.step {
+            Some(pb::attest_response::Step::Challenge(c)) => {
+                let answer = evidence
+                    .respond(&c)
+                    .await
+                    .map_err(|e| NodeError::Invalid(e.to_string()))?;
+                tx.send(pb::AttestRequest {
+                    step: Some(pb::attest_request::Step::ChallengeResponse(answer)),
+                })
+                .await
+                .map_err(|_| NodeError::Unavailable("attestation stream closed".into()))?;
+            }
+            Some(pb::attest_response::Step::Result(r)) => {
+                let bundle = r.bundle.ok_or_else(|| {
+                    NodeError::Invalid("attestation result without a bundle".into())
+                })?;
+                let roots = x509::split_der_chain(&bundle.x509_authorities)
+                    .map_err(|e| NodeError::Invalid(format!("bundle: {e}")))?;
+                // With a configured bundle the first TLS handshake already proved
+                // the authority; the bundle it returns must contain what we trusted.
+                if let Some(known) = known_roots {
+                    if !known.iter().any(|k| roots.contains(k)) {
+                        return Err(NodeError::Invalid(
+                            "authority's bundle does not contain the configured trust bundle"
+                                .into(),
+                        ));
+                    }
+                }
+                let (chain, id, nb, na) = check_chain(&r.svid_chain, &key, &roots, td)?;
+                if id.as_str() != r.agent_id {
+                    return Err(NodeError::Invalid(format!(
+                        "SVID names {id}, result names {}",
+                        r.agent_id
+                    )));
+                }
+                return Ok(AgentSvid {
+                    id,
+                    chain,
+                    key_pkcs8: key.serialize_der(),
+                    not_before: nb,
+                    not_after: na,
+                    bundle_roots: roots,
+                });
+            }
+            None => {}
+        }
+    }
+    Err(NodeError::Unavailable(
+        "attestation stream ended without a result".into(),
+    ))
+}
+
+/// Renews the agent SVID over mTLS with the current one.
+pub async fn renew(
+    address: &str,
+    td: &TrustDomain,
+    current: &AgentSvid,
+) -> Result<AgentSvid, NodeError> {
+    let mut client = upstream::mtls_client(address, td, current).map_err(NodeError::Unavailable)?;
+    let (key, csr) = key_and_csr()?;
+    let resp = client
+        .renew_agent(pb::RenewAgentRequest { csr })
+        .await?
+        .into_inner();
+    let roots = match resp.bundle {
+        Some(b) => x509::split_der_chain(&b.x509_authorities)
+            .map_err(|e| NodeError::Invalid(format!("bundle: {e}")))?,
+        None => current.bundle_roots.clone(),
+    };
+    let (chain, id, nb, na) = check_chain(&resp.svid_chain, &key, &roots, td)?;
+    if id != current.id {
+        return Err(NodeError::Invalid(format!(
+            "renewed SVID names {id}, expected {}",
+            current.id
+        )));
+    }
+    Ok(AgentSvid {
+        id,
+        chain,
+        key_pkcs8: key.serialize_der(),
+        not_before: nb,
+        not_after: na,
+        bundle_roots: roots,
+    })
+}
+
+const SVID_FILE: &str = "agent_svid.pem";
+const KEY_FILE: &str = "agent_key.pem";
+const BUNDLE_FILE: &str = "bundle.pem";
+
+impl AgentSvid {
+    /// Writes SVID, key (0600) and bundle; each file atomically.
+    pub fn save(&self, dir: &Path) -> Result<(), NodeError> {
+        let store = |name: &str, data: &[u8], mode| {
+            let p = dir.join(name);
+            fsutil::write_atomic(&p, data, mode).map_err(|e| NodeError::Store {
+                path: p.display().to_string(),
+                reason: e.to_string(),
+            })
+        };
+        store(
+            KEY_FILE,
+            x509::pem_block("PRIVATE KEY", &self.key_pkcs8).as_bytes(),
+            0o600,
+        )?;
+        store(SVID_FILE, x509::certs_to_pem(&self.chain).as_bytes(), 0o644)?;
+        store(
+            BUNDLE_FILE,
+            x509::certs_to_pem(&self.bundle_roots).as_bytes(),
+            0o644,
+        )
+    }
+
+    /// Loads a stored SVID if there is one that is still valid for `td`.
+    pub fn load(dir: &Path, td: &TrustDomain) -> Result<Option<AgentSvid>, NodeError> {
+        let svid_path = dir.join(SVID_FILE);
+        if !svid_path.exists() {
+            return Ok(None);
+        }
+        let err = |p: &Path, e: String| NodeError::Store {
+            path: p.display().to_string(),
+            reason: e,
+        };
+        let read = |p: &Path| std::fs::read(p).map_err(|e| err(p, e.to_string()));
+        let key_path = dir.join(KEY_FILE);
+        let key_pem =
+            String::from_utf8(read(&key_path)?).map_err(|e| err(&key_path, e.to_string()))?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| err(&key_path, e.to_string()))?;
+        let bundle_path = dir.join(BUNDLE_FILE);
+        let roots = x509::certs_from_pem(&read(&bundle_path)?)
+            .map_err(|e| err(&bundle_path, e.to_string()))?;
+        let chain =
+            x509::certs_from_pem(&read(&svid_path)?).map_err(|e| err(&svid_path, e.to_string()))?;
+        let (chain, id, nb, na) = match check_chain(&x509::join_der(&chain), &key, &roots, td) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "stored agent SVID is not usable; attesting again");
+                return Ok(None);
+            }
+        };
+        if na <= unix_now() {
+            return Ok(None);
+        }
+        Ok(Some(AgentSvid {
+            id,
+            chain,
+            key_pkcs8: key.serialize_der(),
+            not_before: nb,
+            not_after: na,
+            bundle_roots: roots,
+        }))
+    }
+}

@@ -1,0 +1,224 @@
+//! `tessera-agent run`: attest the node, keep the agent SVID fresh, keep the
+//! SVID cache current and serve the Workload API.
+
+use crate::cache::manager::{Manager, SystemClock};
+use crate::cache::rotation::{backoff, random_jitter, rotate_at};
+use crate::config::{Config, NodeAttestation, Trust};
+use crate::node::{self, AgentSvid, NodeError};
+use crate::upstream::{authority_id, mtls_client, GrpcUpstream};
+use crate::workload_api::{self, WorkloadApi};
+use rustls::pki_types::CertificateDer;
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_attestors::node::join_token::JoinTokenEvidence;
+use tessera_attestors::node::NodeEvidence;
+use tessera_attestors::workload::unix::UnixAttestor;
+use tessera_common::{fsutil, tls, unix_now, x509};
+use tessera_proto::authority::node_client::NodeClient;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// What the agent trusts before it has an SVID.
+struct Bootstrap {
+    roots: Option<Vec<CertificateDer<'static>>>,
+}
+
+impl Bootstrap {
+    fn client_config(&self, cfg: &Config) -> Result<rustls::ClientConfig, BoxError> {
+        Ok(match &self.roots {
+            Some(r) => tls::client_config(r, authority_id(&cfg.trust_domain)?, None)?,
+            None => tls::insecure_bootstrap_client_config()?,
+        })
+    }
+}
+
+fn evidence(cfg: &Config) -> Box<dyn NodeEvidence> {
+    match &cfg.node_attestation {
+        NodeAttestation::JoinToken(t) => Box::new(JoinTokenEvidence(t.clone())),
+    }
+}
+
+/// Attests until it succeeds or the authority refuses the evidence.
+async fn attest(
+    cfg: &Config,
+    boot: &Bootstrap,
+    evidence: &dyn NodeEvidence,
+) -> Result<AgentSvid, BoxError> {
+    let mut attempt = 0;
+    loop {
+        let tls = boot.client_config(cfg)?;
+        match node::attest(
+            &cfg.authority_address,
+            &cfg.trust_domain,
+            tls,
+            boot.roots.as_deref(),
+            evidence,
+        )
+        .await
+        {
+            Ok(svid) => {
+                tracing::info!(agent_id = %svid.id, not_after = svid.not_after, "node attested");
+                return Ok(svid);
+            }
+            Err(NodeError::Unavailable(e)) => {
+                let wait = backoff(attempt, MAX_RETRY);
+                tracing::warn!(error = %e, retry_in = ?wait, "node attestation failed");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(format!("node attestation: {e}").into()),
+        }
+    }
+}
+
+pub async fn run(cfg: Config) -> Result<(), BoxError> {
+    tls::install_default_provider();
+    fsutil::ensure_dir(&cfg.data_dir, 0o700)
+        .map_err(|e| format!("data_dir {}: {e}", cfg.data_dir.display()))?;
+    let boot = match &cfg.trust {
+        Trust::BundleFile(p) => {
+            let pem =
+                std::fs::read(p).map_err(|e| format!("trust_bundle_path {}: {e}", p.display()))?;
+            Bootstrap {
+                roots: Some(
+                    x509::certs_from_pem(&pem)
+                        .map_err(|e| format!("trust_bundle_path {}: {e}", p.display()))?,
+                ),
+            }
+        }
+        Trust::InsecureBootstrap => {
+            tracing::warn!("INSECURE BOOTSTRAP: the authority is not authenticated on first contact; anyone on the path can impersonate it. Use trust_bundle_path in production.");
+            Bootstrap { roots: None }
+        }
+    };
+    // Bind first: a second agent on the same socket fails before it attests.
+    let incoming = workload_api::bind(&cfg.socket_path)?;
+    let evidence = evidence(&cfg);
+    let svid = match AgentSvid::load(&cfg.data_dir, &cfg.trust_domain)? {
+        Some(s) => {
+            tracing::info!(agent_id = %s.id, not_after = s.not_after, "resuming with the stored agent SVID");
+            s
+        }
+        None => {
+            let s = attest(&cfg, &boot, evidence.as_ref()).await?;
+            s.save(&cfg.data_dir)?;
+            s
+        }
+    };
+
+    let (client_tx, client_rx) = watch::channel(Some(mtls_client(
+        &cfg.authority_address,
+        &cfg.trust_domain,
+        &svid,
+    )?));
+    let upstream = Arc::new(GrpcUpstream::new(client_rx));
+    let (manager, snapshots) = Manager::new(
+        upstream.clone(),
+        Arc::new(SystemClock),
+        Some(cfg.data_dir.join("entries.json")),
+    );
+    let (wake_tx, wake_rx) = watch::channel(0u64);
+    tokio::spawn(manager.run(cfg.sync_interval, wake_rx));
+    tokio::spawn(keep_agent_svid(
+        cfg.clone(),
+        boot,
+        evidence,
+        svid,
+        client_tx,
+        wake_tx,
+    ));
+
+    let api = WorkloadApi {
+        snapshots,
+        attestor: Arc::new(UnixAttestor::new()),
+        upstream,
+        jwt_cache: Arc::default(),
+        trust_domain: cfg.trust_domain.clone(),
+    };
+    tracing::info!(socket = %cfg.socket_path.display(), "Workload API ready");
+    workload_api::serve(incoming, api, shutdown_signal()).await?;
+    let _ = std::fs::remove_file(&cfg.socket_path);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Renews the agent SVID at about half its life; re-attests once it expired.
+async fn keep_agent_svid(
+    cfg: Config,
+    boot: Bootstrap,
+    evidence: Box<dyn NodeEvidence>,
+    mut svid: AgentSvid,
+    client_tx: watch::Sender<Option<NodeClient<Channel>>>,
+    wake_tx: watch::Sender<u64>,
+) {
+    loop {
+        let at = rotate_at(svid.not_before, svid.not_after, random_jitter());
+        tokio::time::sleep(Duration::from_secs((at - unix_now()).max(0) as u64)).await;
+        let mut attempt = 0;
+        svid = loop {
+            let result = if unix_now() >= svid.not_after {
+                let boot_roots = Bootstrap {
+                    roots: boot
+                        .roots
+                        .clone()
+                        .or_else(|| Some(svid.bundle_roots.clone())),
+                };
+                match boot_roots.client_config(&cfg) {
+                    Ok(tls) => {
+                        node::attest(
+                            &cfg.authority_address,
+                            &cfg.trust_domain,
+                            tls,
+                            boot_roots.roots.as_deref(),
+                            evidence.as_ref(),
+                        )
+                        .await
+                    }
+                    Err(e) => Err(NodeError::Invalid(e.to_string())),
+                }
+            } else {
+                node::renew(&cfg.authority_address, &cfg.trust_domain, &svid).await
+            };
+            match result {
+                Ok(new) => break new,
+                Err(e) => {
+                    let left = (svid.not_after - unix_now()).max(1) as u64;
+                    let wait = backoff(attempt, MAX_RETRY.min(Duration::from_secs(left / 4 + 1)));
+                    tracing::warn!(error = %e, retry_in = ?wait, "agent SVID renewal failed");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+            }
+        };
+        tracing::info!(agent_id = %svid.id, not_after = svid.not_after, "agent SVID renewed");
+        if let Err(e) = svid.save(&cfg.data_dir) {
+            tracing::error!(error = %e, "cannot store the agent SVID");
+        }
+        match mtls_client(&cfg.authority_address, &cfg.trust_domain, &svid) {
+            Ok(c) => {
+                let _ = client_tx.send(Some(c));
+                wake_tx.send_modify(|n| *n += 1);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot use the renewed agent SVID"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

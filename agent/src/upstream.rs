@@ -1,0 +1,141 @@
+//! Connections to the authority, and the small `Upstream` trait the SVID
+//! manager signs through (tests drive the manager with a fake).
+
+use crate::node::AgentSvid;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use std::sync::Arc;
+use std::time::Duration;
+use tessera_common::{tls, SpiffeId};
+use tessera_proto::authority as pb;
+use tessera_proto::authority::node_client::NodeClient;
+use tonic::transport::{Channel, Endpoint};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A gRPC channel to `address` over TLS configured by `tls`. It connects on
+/// first use, so an agent can start while the authority is down.
+pub fn channel(address: &str, tls: rustls::ClientConfig) -> Channel {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let address = address.to_string();
+    // The URI only satisfies the API; the connector dials `address` itself.
+    Endpoint::from_static("http://tessera-authority")
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(RPC_TIMEOUT)
+        .connect_with_connector_lazy(tower::service_fn(move |_| {
+            let (connector, address) = (connector.clone(), address.clone());
+            async move {
+                let tcp =
+                    tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&address))
+                        .await
+                        .map_err(|_| {
+                            std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                        })??;
+                tcp.set_nodelay(true)?;
+                // Name checks are replaced by the SPIFFE ID check in the verifier.
+                let name =
+                    ServerName::try_from("tessera-authority").map_err(std::io::Error::other)?;
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+}
+
+/// The authority's SPIFFE ID, which its TLS certificate must carry.
+pub fn authority_id(td: &tessera_common::TrustDomain) -> Result<SpiffeId, String> {
+    td.id("/tessera/authority").map_err(|e| e.to_string())
+}
+
+/// An mTLS client authenticated by the agent SVID.
+pub fn mtls_client(
+    address: &str,
+    td: &tessera_common::TrustDomain,
+    svid: &AgentSvid,
+) -> Result<NodeClient<Channel>, String> {
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(svid.key_pkcs8.clone()));
+    let roots: Vec<CertificateDer<'static>> = svid.bundle_roots.clone();
+    let cfg = tls::client_config(&roots, authority_id(td)?, Some((svid.chain.clone(), key)))
+        .map_err(|e| e.to_string())?;
+    Ok(NodeClient::new(channel(address, cfg)))
+}
+
+/// An error with its sources, on one line (transport errors hide the cause).
+pub fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// What the SVID manager needs from the authority.
+#[tonic::async_trait]
+pub trait Upstream: Send + Sync + 'static {
+    async fn sync_entries(&self) -> Result<pb::SyncEntriesResponse, tonic::Status>;
+    async fn batch_sign_x509(
+        &self,
+        reqs: Vec<pb::X509SignRequest>,
+    ) -> Result<Vec<pb::X509Svid>, tonic::Status>;
+    async fn sign_jwt(
+        &self,
+        entry_id: &str,
+        audience: &[String],
+    ) -> Result<pb::SignJwtResponse, tonic::Status>;
+}
+
+/// The real upstream: the current mTLS client, replaced when the agent SVID rotates.
+pub struct GrpcUpstream {
+    client: tokio::sync::watch::Receiver<Option<NodeClient<Channel>>>,
+}
+
+impl GrpcUpstream {
+    pub fn new(client: tokio::sync::watch::Receiver<Option<NodeClient<Channel>>>) -> Self {
+        Self { client }
+    }
+
+    fn client(&self) -> Result<NodeClient<Channel>, tonic::Status> {
+        self.client
+            .borrow()
+            .clone()
+            .ok_or_else(|| tonic::Status::unavailable("not attested to the authority yet"))
+    }
+}
+
+#[tonic::async_trait]
+impl Upstream for GrpcUpstream {
+    async fn sync_entries(&self) -> Result<pb::SyncEntriesResponse, tonic::Status> {
+        Ok(self
+            .client()?
+            .sync_entries(pb::SyncEntriesRequest {})
+            .await?
+            .into_inner())
+    }
+
+    async fn batch_sign_x509(
+        &self,
+        requests: Vec<pb::X509SignRequest>,
+    ) -> Result<Vec<pb::X509Svid>, tonic::Status> {
+        Ok(self
+            .client()?
+            .batch_sign_x509(pb::BatchSignX509Request { requests })
+            .await?
+            .into_inner()
+            .svids)
+    }
+
+    async fn sign_jwt(
+        &self,
+        entry_id: &str,
+        audience: &[String],
+    ) -> Result<pb::SignJwtResponse, tonic::Status> {
+        let req = pb::SignJwtRequest {
+            entry_id: entry_id.to_string(),
+            audience: audience.to_vec(),
+        };
+        Ok(self.client()?.sign_jwt(req).await?.into_inner())
+    }
+}

@@ -1,0 +1,67 @@
+//! The SPIFFE Workload API on a Unix socket: plain HTTP/2, callers identified
+//! by the kernel (SO_PEERCRED), health and reflection on the same socket.
+
+mod error;
+mod header;
+mod responses;
+mod service;
+
+pub use error::WorkloadError;
+pub use service::WorkloadApi;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use tessera_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
+use tokio_stream::wrappers::UnixListenerStream;
+
+/// Binds the socket: creates its directory, removes a stale socket (but never
+/// one a live agent is serving on), and opens it to every local user.
+pub fn bind(path: &Path) -> Result<UnixListenerStream, String> {
+    let err = |e: std::io::Error| format!("socket_path {}: {e}", path.display());
+    if let Some(dir) = path.parent() {
+        tessera_common::fsutil::ensure_dir(dir, 0o755).map_err(err)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "socket_path {}: another agent is serving on it",
+                path.display()
+            ));
+        }
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).map_err(err)?;
+    Ok(UnixListenerStream::new(listener))
+}
+
+/// Serves the Workload API, health and reflection until `shutdown` resolves.
+pub async fn serve(
+    incoming: UnixListenerStream,
+    api: WorkloadApi,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<SpiffeWorkloadApiServer<WorkloadApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tessera_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .ok();
+    // Small per-connection HTTP/2 windows: many idle clients must stay cheap.
+    let mut builder = tonic::transport::Server::builder()
+        .initial_connection_window_size(256 * 1024)
+        .initial_stream_window_size(64 * 1024)
+        .max_concurrent_streams(64);
+    let router = builder
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            SpiffeWorkloadApiServer::new(api),
+            header::require_security_header,
+        ))
+        .add_service(health_service)
+        .add_optional_service(reflection);
+    router
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}

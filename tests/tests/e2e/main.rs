@@ -1,0 +1,9 @@
+//! End-to-end tests: a real `tessera-authority` and `tessera-agent` per test, talked to
+//! with the `spiffe` crate's Workload API client and raw tonic clients.
+//!
+//! One binary (links once). Build the daemons first: `cargo build --workspace --bins`.
+
+mod conformance;
+mod harness;
+mod lifecycle;
+mod pki;
