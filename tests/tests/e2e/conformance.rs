@@ -314,7 +314,7 @@ async fn unsynced_agent_answers_unavailable() {
     let mut d = Deployment::new(Opts::default()).await;
     let (id, _) = d.register_self("conf/unsynced", &[]).await;
     // The agent starts while the authority is down: it cannot attest nor sync.
-    d.stop_authority();
+    d.stop_authority().await;
     d.spawn_agent();
     let deadline = Instant::now() + secs(15);
     loop {
@@ -1721,7 +1721,7 @@ async fn health_and_reflection_served_on_socket() {
         out.success(),
         "healthcheck --socket on a healthy agent: {out:?}"
     );
-    d.stop_agent();
+    d.stop_agent_cleanly().await;
     let out = d
         .agent_cli(&["healthcheck", "--socket", &d.socket_uri()])
         .await;

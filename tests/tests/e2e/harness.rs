@@ -185,7 +185,8 @@ impl Daemon {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
-    /// SIGTERM, up to 5s grace, then SIGKILL. Returns the exit status.
+    /// SIGTERM, up to 5s grace, then SIGKILL. Blocks the thread: only for Drop (an async
+    /// test must use `stop_async`, or its runtime cannot close its own connections).
     pub fn stop(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
         if let Ok(Some(st)) = child.try_wait() {
@@ -204,6 +205,28 @@ impl Daemon {
         eprintln!("{} ignored SIGTERM for 5s; sending SIGKILL", self.name);
         let _ = child.kill();
         child.wait().ok()
+    }
+
+    /// SIGTERM and wait up to `grace` (the runtime keeps running meanwhile); then SIGKILL.
+    /// Returns the exit status and whether it exited within the grace period.
+    pub async fn stop_async(&mut self, grace: Duration) -> Option<(ExitStatus, bool)> {
+        let mut child = self.child.take()?;
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some((st, true));
+        }
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            match child.try_wait() {
+                Ok(Some(st)) => return Some((st, true)),
+                Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(_) => break,
+            }
+        }
+        eprintln!("{} ignored SIGTERM for {grace:?}; sending SIGKILL", self.name);
+        let _ = child.kill();
+        child.wait().ok().map(|st| (st, false))
     }
 }
 
@@ -519,8 +542,12 @@ impl Deployment {
         self.authority = Some(daemon);
     }
 
-    pub fn stop_authority(&mut self) -> Option<ExitStatus> {
-        self.authority.take().and_then(|mut d| d.stop())
+    /// SIGTERM (SIGKILL after 5s). Panics unless it exited 0 within the grace period.
+    pub async fn stop_authority(&mut self) {
+        let mut daemon = self.authority.take().expect("authority running");
+        let (st, in_time) = daemon.stop_async(secs(5)).await.expect("authority running");
+        assert!(in_time, "tessera-authority did not exit within 5s of SIGTERM");
+        assert!(st.success(), "tessera-authority should exit 0 on SIGTERM, got {st}");
     }
 
     pub async fn admin(&self, args: &[&str]) -> CmdOut {
@@ -678,8 +705,17 @@ impl Deployment {
         )
     }
 
-    pub fn stop_agent(&mut self) -> Option<ExitStatus> {
-        self.agent.take().and_then(|mut d| d.stop())
+    /// SIGTERM and up to 5s to exit (then SIGKILL). Returns (status, exited in time).
+    pub async fn stop_agent(&mut self) -> (ExitStatus, bool) {
+        let mut daemon = self.agent.take().expect("agent running");
+        daemon.stop_async(secs(5)).await.expect("agent running")
+    }
+
+    /// `stop_agent`, asserting a clean exit 0 within the grace period.
+    pub async fn stop_agent_cleanly(&mut self) {
+        let (st, in_time) = self.stop_agent().await;
+        assert!(in_time, "tessera-agent did not exit within 5s of SIGTERM");
+        assert!(st.success(), "tessera-agent should exit 0 on SIGTERM, got {st}");
     }
 
     pub fn agent_pid(&self) -> u32 {
@@ -735,8 +771,12 @@ impl Drop for Deployment {
         for mut d in self.extra.drain(..) {
             d.stop();
         }
-        self.stop_agent();
-        self.stop_authority();
+        if let Some(mut d) = self.agent.take() {
+            d.stop();
+        }
+        if let Some(mut d) = self.authority.take() {
+            d.stop();
+        }
     }
 }
 

@@ -1,1 +1,182 @@
+//! The manager driven by a fake authority and a fake clock: every rotation
+//! rule is checked without waiting.
 
+use super::*;
+use rcgen::{BasicConstraints, CertificateParams, CertificateSigningRequestParams, IsCa, Issuer, KeyPair, SanType};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+struct FakeClock(AtomicI64);
+
+impl Clock for FakeClock {
+    fn now(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+struct FakeAuthority {
+    clock: Arc<FakeClock>,
+    issuer: Issuer<'static, KeyPair>,
+    entries: Mutex<Vec<pb::Entry>>,
+    fail: Mutex<Option<tonic::Code>>,
+    signed: AtomicUsize,
+    ttl: i64,
+}
+
+#[tonic::async_trait]
+impl Upstream for FakeAuthority {
+    async fn sync_entries(&self) -> Result<pb::SyncEntriesResponse, tonic::Status> {
+        if let Some(code) = *self.fail.lock().unwrap() {
+            return Err(tonic::Status::new(code, "fake failure"));
+        }
+        let bundle = pb::Bundle { trust_domain: "td".into(), x509_authorities: vec![1], jwt_authorities: b"{\"keys\":[]}".to_vec(), sequence: 1 };
+        Ok(pb::SyncEntriesResponse { entries: self.entries.lock().unwrap().clone(), bundle: Some(bundle) })
+    }
+
+    async fn batch_sign_x509(&self, reqs: Vec<pb::X509SignRequest>) -> Result<Vec<pb::X509Svid>, tonic::Status> {
+        let entries = self.entries.lock().unwrap().clone();
+        let now = self.clock.now();
+        Ok(reqs
+            .into_iter()
+            .map(|r| {
+                let e = entries.iter().find(|e| e.id == r.entry_id).unwrap();
+                let csr = CertificateSigningRequestParams::from_der(&r.csr.into()).unwrap();
+                let mut p = CertificateParams::default();
+                p.subject_alt_names = vec![SanType::URI(e.spiffe_id.clone().try_into().unwrap())];
+                p.not_before = time::OffsetDateTime::from_unix_timestamp(now).unwrap();
+                p.not_after = time::OffsetDateTime::from_unix_timestamp(now + self.ttl).unwrap();
+                let cert = p.signed_by(&csr.public_key, &self.issuer).unwrap();
+                self.signed.fetch_add(1, Ordering::SeqCst);
+                pb::X509Svid { entry_id: e.id.clone(), svid_chain: cert.der().to_vec(), expires_at: now + self.ttl }
+            })
+            .collect())
+    }
+
+    async fn sign_jwt(&self, _: &str, _: &[String]) -> Result<pb::SignJwtResponse, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in these tests"))
+    }
+}
+
+fn entry(id: &str, spiffe: &str, revision: i64) -> pb::Entry {
+    pb::Entry {
+        id: id.into(),
+        spiffe_id: spiffe.into(),
+        parent_id: "spiffe://td/tessera/agent/a".into(),
+        selectors: vec![pb::Selector { r#type: "unix".into(), value: "uid:0".into() }],
+        revision,
+        ..Default::default()
+    }
+}
+
+fn setup(entries: Vec<pb::Entry>) -> (Manager, watch::Receiver<Arc<Snapshot>>, Arc<FakeAuthority>, Arc<FakeClock>) {
+    let clock = Arc::new(FakeClock(AtomicI64::new(1_800_000_000)));
+    let key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let issuer = Issuer::new(ca, key);
+    let fake = Arc::new(FakeAuthority {
+        clock: clock.clone(),
+        issuer,
+        entries: Mutex::new(entries),
+        fail: Mutex::new(None),
+        signed: AtomicUsize::new(0),
+        ttl: 1000,
+    });
+    let (m, rx) = Manager::new(fake.clone(), clock.clone(), None);
+    (m, rx, fake, clock)
+}
+
+fn serial_of(rx: &watch::Receiver<Arc<Snapshot>>, i: usize) -> Vec<u8> {
+    rx.borrow().svids[i].chain.clone()
+}
+
+#[tokio::test]
+async fn first_sync_publishes_ready_snapshot_with_svids() {
+    let (mut m, rx, fake, _) = setup(vec![entry("1", "spiffe://td/a", 1), entry("2", "spiffe://td/b", 1)]);
+    assert_eq!(rx.borrow().state, State::Syncing);
+    m.step().await.unwrap();
+    let snap = rx.borrow().clone();
+    assert_eq!(snap.state, State::Ready);
+    let ids: Vec<_> = snap.svids.iter().map(|s| s.spiffe_id.to_string()).collect();
+    assert_eq!(ids, vec!["spiffe://td/a", "spiffe://td/b"]);
+    assert_eq!(fake.signed.load(Ordering::SeqCst), 2);
+    assert!(snap.bundle.is_some());
+}
+
+#[tokio::test]
+async fn nothing_is_resigned_before_rotation_time() {
+    let (mut m, rx, fake, clock) = setup(vec![entry("1", "spiffe://td/a", 1)]);
+    m.step().await.unwrap();
+    let first = serial_of(&rx, 0);
+    clock.0.fetch_add(300, Ordering::SeqCst); // 30% of life: never due (earliest is 40%)
+    m.step().await.unwrap();
+    assert_eq!(fake.signed.load(Ordering::SeqCst), 1);
+    assert_eq!(serial_of(&rx, 0), first);
+}
+
+#[tokio::test]
+async fn rotates_between_forty_and_sixty_percent_of_life() {
+    let (mut m, mut rx, fake, clock) = setup(vec![entry("1", "spiffe://td/a", 1)]);
+    m.step().await.unwrap();
+    let rotate_at = rx.borrow().svids[0].rotate_at;
+    let nb = rx.borrow().svids[0].not_before;
+    assert!((nb + 400..=nb + 600).contains(&rotate_at), "{rotate_at} - {nb}");
+    rx.mark_unchanged();
+    clock.0.store(rotate_at, Ordering::SeqCst);
+    m.step().await.unwrap();
+    assert_eq!(fake.signed.load(Ordering::SeqCst), 2);
+    assert!(rx.has_changed().unwrap(), "rotation must be published");
+}
+
+#[tokio::test]
+async fn revision_change_resigns_and_removed_entry_disappears() {
+    let (mut m, rx, fake, _) = setup(vec![entry("1", "spiffe://td/a", 1), entry("2", "spiffe://td/b", 1)]);
+    m.step().await.unwrap();
+    *fake.entries.lock().unwrap() = vec![entry("1", "spiffe://td/a", 2)];
+    m.step().await.unwrap();
+    assert_eq!(fake.signed.load(Ordering::SeqCst), 3);
+    let snap = rx.borrow().clone();
+    assert_eq!(snap.svids.len(), 1);
+    assert_eq!(snap.svids[0].revision, 2);
+}
+
+#[tokio::test]
+async fn authority_down_keeps_serving_until_expiry() {
+    let (mut m, rx, fake, clock) = setup(vec![entry("1", "spiffe://td/a", 1)]);
+    m.step().await.unwrap();
+    *fake.fail.lock().unwrap() = Some(tonic::Code::Unavailable);
+    clock.0.fetch_add(900, Ordering::SeqCst);
+    assert!(matches!(m.step().await, Err(SyncError::Unavailable(_))));
+    assert_eq!(rx.borrow().svids.len(), 1, "still valid: still served");
+    clock.0.fetch_add(100, Ordering::SeqCst);
+    assert!(m.step().await.is_err());
+    assert!(rx.borrow().svids.is_empty(), "expired SVIDs are never served");
+    assert_eq!(rx.borrow().state, State::Ready);
+    *fake.fail.lock().unwrap() = None;
+    m.step().await.unwrap();
+    assert_eq!(rx.borrow().svids.len(), 1, "recovers when the authority returns");
+}
+
+#[tokio::test]
+async fn refusal_drops_every_identity() {
+    let (mut m, rx, fake, _) = setup(vec![entry("1", "spiffe://td/a", 1)]);
+    m.step().await.unwrap();
+    *fake.fail.lock().unwrap() = Some(tonic::Code::PermissionDenied);
+    assert!(matches!(m.step().await, Err(SyncError::Refused(_))));
+    let snap = rx.borrow().clone();
+    assert_eq!(snap.state, State::Refused);
+    assert!(snap.svids.is_empty());
+}
+
+#[tokio::test]
+async fn svid_for_another_id_is_not_cached() {
+    let (mut m, rx, _, _) = setup(vec![entry("1", "spiffe://td/a", 1)]);
+    m.step().await.unwrap();
+    // An SVID naming another ID than its entry is refused.
+    let e = entry("1", "spiffe://td/a", 1);
+    let chain = rx.borrow().svids[0].chain.clone();
+    let mut wrong = e.clone();
+    wrong.spiffe_id = "spiffe://td/b".into();
+    assert!(cached_svid(&wrong, &chain, vec![]).is_err());
+    assert!(cached_svid(&e, &chain, vec![]).is_ok());
+}
