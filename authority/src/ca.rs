@@ -289,7 +289,8 @@ fn random_serial() -> SerialNumber {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use x509_parser::prelude::*;
+    use rcgen::BasicConstraints;
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
     fn csr(alg: &'static rcgen::SignatureAlgorithm) -> Vec<u8> {
         let key = KeyPair::generate_for(alg).unwrap();
@@ -402,5 +403,70 @@ mod tests {
             ca.sign_svid(&csr(&rcgen::PKCS_ED25519), &id, &[], ttl, now),
             Err(CaError::Csr(_))
         ));
+    }
+
+    #[test]
+    fn operator_ca_signs_as_intermediate_under_its_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root_key = KeyPair::generate().unwrap();
+        let mut root = CertificateParams::default();
+        root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        root.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let root_cert = root.self_signed(&root_key).unwrap();
+        let inter_key = KeyPair::generate().unwrap();
+        let mut inter = CertificateParams::default();
+        inter.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        inter.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        inter.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(2);
+        let inter_cert = inter
+            .signed_by(&inter_key, &Issuer::new(root, &root_key))
+            .unwrap();
+        let w = |n: &str, d: String| {
+            std::fs::write(dir.path().join(n), d).unwrap();
+            dir.path().join(n)
+        };
+        let upstream = UpstreamCa {
+            cert_file: w("ca.pem", inter_cert.pem()),
+            key_file: w("ca.key", inter_key.serialize_pem()),
+            bundle_file: Some(w("root.pem", root_cert.pem())),
+        };
+        let td = TrustDomain::new("example.org").unwrap();
+        let now = tessera_common::unix_now();
+        let ca = Ca::load_or_create(
+            dir.path(),
+            &td,
+            Some(&upstream),
+            Duration::from_secs(60),
+            now,
+        )
+        .unwrap();
+        assert_eq!(ca.roots(), &[root_cert.der().clone()]);
+        let id: SpiffeId = "spiffe://example.org/web".parse().unwrap();
+        let chain = ca
+            .sign_svid(
+                &csr(&rcgen::PKCS_ECDSA_P256_SHA256),
+                &id,
+                &[],
+                Duration::from_secs(10 * 86400),
+                now,
+            )
+            .unwrap();
+        assert_eq!(chain.len(), 2, "leaf then the operator's CA");
+        assert_eq!(&chain[1], inter_cert.der());
+        assert_eq!(
+            not_after(&chain[0]).unwrap(),
+            ca.not_after(),
+            "capped by the intermediate"
+        );
+        let (_, leaf) = X509Certificate::from_der(&chain[0]).unwrap();
+        let (_, i) = X509Certificate::from_der(&chain[1]).unwrap();
+        assert!(leaf.verify_signature(Some(i.public_key())).is_ok());
+        assert!(
+            !dir.path().join("ca_cert.pem").exists(),
+            "no root of our own"
+        );
     }
 }

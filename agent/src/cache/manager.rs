@@ -240,7 +240,9 @@ impl Manager {
                     let until_due = self
                         .next_deadline()
                         .map(|d| Duration::from_secs((d - self.clock.now()).max(1) as u64));
-                    until_due.map_or(interval, |d| d.min(interval))
+                    // Splay: agents started together do not sync together.
+                    let splayed = interval.mul_f64(0.9 + 0.2 * rand::random::<f64>());
+                    until_due.map_or(splayed, |d| d.min(splayed))
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "entry sync failed; serving cached SVIDs");

@@ -2,7 +2,10 @@
 //! rule is checked without waiting.
 
 use super::*;
-use rcgen::{BasicConstraints, CertificateParams, CertificateSigningRequestParams, IsCa, Issuer, KeyPair, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, IsCa, Issuer, KeyPair,
+    SanType,
+};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -29,11 +32,22 @@ impl Upstream for FakeAuthority {
         if let Some(code) = *self.fail.lock().unwrap() {
             return Err(tonic::Status::new(code, "fake failure"));
         }
-        let bundle = pb::Bundle { trust_domain: "td".into(), x509_authorities: vec![1], jwt_authorities: b"{\"keys\":[]}".to_vec(), sequence: 1 };
-        Ok(pb::SyncEntriesResponse { entries: self.entries.lock().unwrap().clone(), bundle: Some(bundle) })
+        let bundle = pb::Bundle {
+            trust_domain: "td".into(),
+            x509_authorities: vec![1],
+            jwt_authorities: b"{\"keys\":[]}".to_vec(),
+            sequence: 1,
+        };
+        Ok(pb::SyncEntriesResponse {
+            entries: self.entries.lock().unwrap().clone(),
+            bundle: Some(bundle),
+        })
     }
 
-    async fn batch_sign_x509(&self, reqs: Vec<pb::X509SignRequest>) -> Result<Vec<pb::X509Svid>, tonic::Status> {
+    async fn batch_sign_x509(
+        &self,
+        reqs: Vec<pb::X509SignRequest>,
+    ) -> Result<Vec<pb::X509Svid>, tonic::Status> {
         let entries = self.entries.lock().unwrap().clone();
         let now = self.clock.now();
         Ok(reqs
@@ -47,7 +61,11 @@ impl Upstream for FakeAuthority {
                 p.not_after = time::OffsetDateTime::from_unix_timestamp(now + self.ttl).unwrap();
                 let cert = p.signed_by(&csr.public_key, &self.issuer).unwrap();
                 self.signed.fetch_add(1, Ordering::SeqCst);
-                pb::X509Svid { entry_id: e.id.clone(), svid_chain: cert.der().to_vec(), expires_at: now + self.ttl }
+                pb::X509Svid {
+                    entry_id: e.id.clone(),
+                    svid_chain: cert.der().to_vec(),
+                    expires_at: now + self.ttl,
+                }
             })
             .collect())
     }
@@ -62,13 +80,23 @@ fn entry(id: &str, spiffe: &str, revision: i64) -> pb::Entry {
         id: id.into(),
         spiffe_id: spiffe.into(),
         parent_id: "spiffe://td/tessera/agent/a".into(),
-        selectors: vec![pb::Selector { r#type: "unix".into(), value: "uid:0".into() }],
+        selectors: vec![pb::Selector {
+            r#type: "unix".into(),
+            value: "uid:0".into(),
+        }],
         revision,
         ..Default::default()
     }
 }
 
-fn setup(entries: Vec<pb::Entry>) -> (Manager, watch::Receiver<Arc<Snapshot>>, Arc<FakeAuthority>, Arc<FakeClock>) {
+fn setup(
+    entries: Vec<pb::Entry>,
+) -> (
+    Manager,
+    watch::Receiver<Arc<Snapshot>>,
+    Arc<FakeAuthority>,
+    Arc<FakeClock>,
+) {
     let clock = Arc::new(FakeClock(AtomicI64::new(1_800_000_000)));
     let key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::default();
@@ -92,7 +120,10 @@ fn serial_of(rx: &watch::Receiver<Arc<Snapshot>>, i: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn first_sync_publishes_ready_snapshot_with_svids() {
-    let (mut m, rx, fake, _) = setup(vec![entry("1", "spiffe://td/a", 1), entry("2", "spiffe://td/b", 1)]);
+    let (mut m, rx, fake, _) = setup(vec![
+        entry("1", "spiffe://td/a", 1),
+        entry("2", "spiffe://td/b", 1),
+    ]);
     assert_eq!(rx.borrow().state, State::Syncing);
     m.step().await.unwrap();
     let snap = rx.borrow().clone();
@@ -120,7 +151,10 @@ async fn rotates_between_forty_and_sixty_percent_of_life() {
     m.step().await.unwrap();
     let rotate_at = rx.borrow().svids[0].rotate_at;
     let nb = rx.borrow().svids[0].not_before;
-    assert!((nb + 400..=nb + 600).contains(&rotate_at), "{rotate_at} - {nb}");
+    assert!(
+        (nb + 400..=nb + 600).contains(&rotate_at),
+        "{rotate_at} - {nb}"
+    );
     rx.mark_unchanged();
     clock.0.store(rotate_at, Ordering::SeqCst);
     m.step().await.unwrap();
@@ -130,7 +164,10 @@ async fn rotates_between_forty_and_sixty_percent_of_life() {
 
 #[tokio::test]
 async fn revision_change_resigns_and_removed_entry_disappears() {
-    let (mut m, rx, fake, _) = setup(vec![entry("1", "spiffe://td/a", 1), entry("2", "spiffe://td/b", 1)]);
+    let (mut m, rx, fake, _) = setup(vec![
+        entry("1", "spiffe://td/a", 1),
+        entry("2", "spiffe://td/b", 1),
+    ]);
     m.step().await.unwrap();
     *fake.entries.lock().unwrap() = vec![entry("1", "spiffe://td/a", 2)];
     m.step().await.unwrap();
@@ -150,11 +187,18 @@ async fn authority_down_keeps_serving_until_expiry() {
     assert_eq!(rx.borrow().svids.len(), 1, "still valid: still served");
     clock.0.fetch_add(100, Ordering::SeqCst);
     assert!(m.step().await.is_err());
-    assert!(rx.borrow().svids.is_empty(), "expired SVIDs are never served");
+    assert!(
+        rx.borrow().svids.is_empty(),
+        "expired SVIDs are never served"
+    );
     assert_eq!(rx.borrow().state, State::Ready);
     *fake.fail.lock().unwrap() = None;
     m.step().await.unwrap();
-    assert_eq!(rx.borrow().svids.len(), 1, "recovers when the authority returns");
+    assert_eq!(
+        rx.borrow().svids.len(),
+        1,
+        "recovers when the authority returns"
+    );
 }
 
 #[tokio::test]
