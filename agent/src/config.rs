@@ -18,8 +18,7 @@ struct Raw {
     insecure_bootstrap: bool,
     socket_path: Option<PathBuf>,
     data_dir: Option<PathBuf>,
-    #[serde(default, with = "duration::serde_opt")]
-    sync_interval: Option<Duration>,
+    sync_interval: Option<String>,
     node_attestation: NodeAttestationRaw,
     #[serde(default)]
     tpm: TpmConfig,
@@ -159,7 +158,8 @@ impl Config {
             trust,
             socket_path,
             data_dir,
-            sync_interval: raw.sync_interval.unwrap_or(Duration::from_secs(5)),
+            sync_interval: duration::field("sync_interval", raw.sync_interval.as_deref())?
+                .unwrap_or(Duration::from_secs(5)),
             node_attestation,
             tpm: raw.tpm,
             telemetry: raw.telemetry,

@@ -129,7 +129,7 @@ async fn dispatch(cmd: Cmd) -> Result<(), BoxError> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = tessera_common::cli::parse_args();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

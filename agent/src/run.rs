@@ -21,6 +21,8 @@ use tonic::transport::Channel;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Longest a shutdown waits for open connections.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// What the agent trusts before it has an SVID.
 struct Bootstrap {
@@ -95,32 +97,53 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
             Bootstrap { roots: None }
         }
     };
-    // Bind first: a second agent on the same socket fails before it attests.
+    // Serve from the start: until the node is attested and synced every
+    // caller gets Unavailable rather than a hanging connection.
     let incoming = workload_api::bind(&cfg.socket_path)?;
-    let evidence = evidence(&cfg);
-    let svid = match AgentSvid::load(&cfg.data_dir, &cfg.trust_domain)? {
-        Some(s) => {
-            tracing::info!(agent_id = %s.id, not_after = s.not_after, "resuming with the stored agent SVID");
-            s
-        }
-        None => {
-            let s = attest(&cfg, &boot, evidence.as_ref()).await?;
-            s.save(&cfg.data_dir)?;
-            s
-        }
-    };
-
-    let (client_tx, client_rx) = watch::channel(Some(mtls_client(
-        &cfg.authority_address,
-        &cfg.trust_domain,
-        &svid,
-    )?));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (client_tx, client_rx) = watch::channel(None);
     let upstream = Arc::new(GrpcUpstream::new(client_rx));
     let (manager, snapshots) = Manager::new(
         upstream.clone(),
         Arc::new(SystemClock),
         Some(cfg.data_dir.join("entries.json")),
     );
+    let api = WorkloadApi {
+        snapshots,
+        attestor: Arc::new(UnixAttestor::new()),
+        upstream,
+        jwt_cache: Arc::default(),
+        trust_domain: cfg.trust_domain.clone(),
+        shutdown: stop_rx.clone(),
+    };
+    let mut server = tokio::spawn(workload_api::serve(incoming, api, wait_stop(stop_rx)));
+    tracing::info!(socket = %cfg.socket_path.display(), "Workload API listening");
+
+    let evidence = evidence(&cfg);
+    let startup = async {
+        let svid = match AgentSvid::load(&cfg.data_dir, &cfg.trust_domain)? {
+            Some(s) => {
+                tracing::info!(agent_id = %s.id, not_after = s.not_after, "resuming with the stored agent SVID");
+                s
+            }
+            None => {
+                let s = attest(&cfg, &boot, evidence.as_ref()).await?;
+                s.save(&cfg.data_dir)?;
+                s
+            }
+        };
+        Ok::<_, BoxError>(svid)
+    };
+    let svid = tokio::select! {
+        svid = startup => svid?,
+        _ = shutdown_signal() => return stop(&cfg, &stop_tx, server).await,
+        _ = &mut server => return Err("the Workload API server stopped".into()),
+    };
+    client_tx.send_replace(Some(mtls_client(
+        &cfg.authority_address,
+        &cfg.trust_domain,
+        &svid,
+    )?));
     let (wake_tx, wake_rx) = watch::channel(0u64);
     tokio::spawn(manager.run(cfg.sync_interval, wake_rx));
     tokio::spawn(keep_agent_svid(
@@ -131,19 +154,31 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
         client_tx,
         wake_tx,
     ));
+    tracing::info!("agent ready");
+    tokio::select! {
+        _ = shutdown_signal() => stop(&cfg, &stop_tx, server).await,
+        r = &mut server => Err(format!("the Workload API server stopped: {r:?}").into()),
+    }
+}
 
-    let api = WorkloadApi {
-        snapshots,
-        attestor: Arc::new(UnixAttestor::new()),
-        upstream,
-        jwt_cache: Arc::default(),
-        trust_domain: cfg.trust_domain.clone(),
-    };
-    tracing::info!(socket = %cfg.socket_path.display(), "Workload API ready");
-    workload_api::serve(incoming, api, shutdown_signal()).await?;
+/// Ends every stream, then gives the server a bounded time to finish.
+async fn stop(
+    cfg: &Config,
+    stop_tx: &watch::Sender<bool>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) -> Result<(), BoxError> {
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(DRAIN, server).await.is_err() {
+        tracing::warn!("connections still open after {DRAIN:?}; closing them");
+    }
     let _ = std::fs::remove_file(&cfg.socket_path);
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn wait_stop(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// Renews the agent SVID at about half its life; re-attests once it expired.

@@ -15,16 +15,11 @@ struct Raw {
     admin_socket_path: Option<PathBuf>,
     data_dir: PathBuf,
     database_url: Option<String>,
-    #[serde(default, with = "duration::serde_opt")]
-    default_x509_ttl: Option<Duration>,
-    #[serde(default, with = "duration::serde_opt")]
-    default_jwt_ttl: Option<Duration>,
-    #[serde(default, with = "duration::serde_opt")]
-    agent_ttl: Option<Duration>,
-    #[serde(default, with = "duration::serde_opt")]
-    join_token_ttl: Option<Duration>,
-    #[serde(default, with = "duration::serde_opt")]
-    ca_ttl: Option<Duration>,
+    default_x509_ttl: Option<String>,
+    default_jwt_ttl: Option<String>,
+    agent_ttl: Option<String>,
+    join_token_ttl: Option<String>,
+    ca_ttl: Option<String>,
     /// Extra DNS names / IPs for the authority's TLS certificate.
     #[serde(default)]
     server_names: Vec<String>,
@@ -132,11 +127,15 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_ADMIN_SOCKET.into()),
             data_dir: raw.data_dir,
             database_url,
-            default_x509_ttl: raw.default_x509_ttl.unwrap_or(hour),
-            default_jwt_ttl: raw.default_jwt_ttl.unwrap_or(Duration::from_secs(300)),
-            agent_ttl: raw.agent_ttl.unwrap_or(hour),
-            join_token_ttl: raw.join_token_ttl.unwrap_or(Duration::from_secs(600)),
-            ca_ttl: raw.ca_ttl.unwrap_or(Duration::from_secs(365 * 24 * 3600)),
+            default_x509_ttl: duration::field("default_x509_ttl", raw.default_x509_ttl.as_deref())?
+                .unwrap_or(hour),
+            default_jwt_ttl: duration::field("default_jwt_ttl", raw.default_jwt_ttl.as_deref())?
+                .unwrap_or(Duration::from_secs(300)),
+            agent_ttl: duration::field("agent_ttl", raw.agent_ttl.as_deref())?.unwrap_or(hour),
+            join_token_ttl: duration::field("join_token_ttl", raw.join_token_ttl.as_deref())?
+                .unwrap_or(Duration::from_secs(600)),
+            ca_ttl: duration::field("ca_ttl", raw.ca_ttl.as_deref())?
+                .unwrap_or(Duration::from_secs(365 * 24 * 3600)),
             server_names: raw.server_names,
             ca: raw.ca,
             log: raw.log,
@@ -190,7 +189,9 @@ mod tests {
         let unknown = format!("{MIN}colour = \"blue\"\n");
         assert!(Config::parse(&unknown).unwrap_err().contains("colour"));
         let ttl = format!("{MIN}default_x509_ttl = \"soon\"\n");
-        assert!(Config::parse(&ttl).unwrap_err().contains("soon"));
+        assert!(Config::parse(&ttl)
+            .unwrap_err()
+            .starts_with("default_x509_ttl:"));
         let relative = MIN.replace("/var/lib/tessera", "data");
         assert!(Config::parse(&relative)
             .unwrap_err()

@@ -12,16 +12,11 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// serde helper for `Option<Duration>` fields written as human durations.
-pub mod serde_opt {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| super::parse(&s).map_err(serde::de::Error::custom))
-            .transpose()
-    }
+/// Parses an optional config field, naming it in the error.
+pub fn field(name: &str, value: Option<&str>) -> Result<Option<Duration>, String> {
+    value
+        .map(|v| parse(v).map_err(|e| format!("{name}: {e}")))
+        .transpose()
 }
 
 #[cfg(test)]

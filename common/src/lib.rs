@@ -1,5 +1,6 @@
 //! Types and helpers shared by the tessera agent, authority and attestors.
 
+pub mod cli;
 pub mod duration;
 pub mod fsutil;
 pub mod jwt;

@@ -10,5 +10,11 @@ pub mod authority {
     tonic::include_proto!("tessera.authority.v1");
 }
 
-/// Encoded file descriptor set, for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
+/// Encoded file descriptor set of the Workload API, for gRPC reflection.
+pub const WORKLOAD_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/workload_descriptor.bin"));
+
+/// `tessera.tpm.v1`: payloads of the TPM node attestor.
+pub mod tpm {
+    tonic::include_proto!("tessera.tpm.v1");
+}

@@ -46,7 +46,7 @@ pub async fn serve(
         .set_serving::<SpiffeWorkloadApiServer<WorkloadApi>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tessera_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tessera_proto::WORKLOAD_FILE_DESCRIPTOR_SET)
         .build_v1()
         .ok();
     // Small per-connection HTTP/2 windows: many idle clients must stay cheap.

@@ -25,6 +25,8 @@ pub struct WorkloadApi {
     pub upstream: Arc<dyn Upstream>,
     pub jwt_cache: Arc<JwtCache>,
     pub trust_domain: TrustDomain,
+    /// Turns true when the agent stops: every stream ends.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 impl WorkloadApi {
@@ -56,6 +58,7 @@ impl WorkloadApi {
         F: Fn(&Snapshot, &[Selector]) -> Result<T, WorkloadError> + Send + 'static,
     {
         let mut rx = self.snapshots.clone();
+        let mut shutdown = self.shutdown.clone();
         let first = build(&rx.borrow_and_update(), &selectors).map_err(Status::from)?;
         let (tx, out) = mpsc::channel(2);
         tokio::spawn(async move {
@@ -67,6 +70,10 @@ impl WorkloadApi {
                 tokio::select! {
                     changed = rx.changed() => if changed.is_err() { return },
                     _ = tx.closed() => return,
+                    _ = stopped(&mut shutdown) => {
+                        let _ = tx.send(Err(Status::unavailable("agent is shutting down"))).await;
+                        return;
+                    }
                 }
                 let snap = rx.borrow_and_update().clone();
                 match build(&snap, &selectors) {
@@ -86,6 +93,10 @@ impl WorkloadApi {
         });
         Ok(Box::pin(ReceiverStream::new(out)))
     }
+}
+
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 fn log_denial(what: &str, selectors: &[Selector], e: &WorkloadError) {

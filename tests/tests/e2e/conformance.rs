@@ -336,20 +336,76 @@ async fn unsynced_agent_answers_unavailable() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let mut problems = Vec::new();
     let mut raw = d.raw().await;
-    assert_code(
-        first(raw.fetch_x509svid(req(pb::X509svidRequest {}))).await,
+    let r = tokio::time::timeout(
+        secs(5),
+        first(raw.fetch_x509svid(req(pb::X509svidRequest {}))),
+    )
+    .await;
+    check_prompt_code(
+        &mut problems,
+        "FetchX509SVID before the agent has synced",
         Code::Unavailable,
-        "FetchX509SVID before the agent has attested and synced",
+        r,
     );
-    assert_code(
-        fetch_jwt(&mut raw, &["aud"], "").await,
+    let r = tokio::time::timeout(secs(5), fetch_jwt(&mut raw, &["aud"], "")).await;
+    check_prompt_code(
+        &mut problems,
+        "FetchJWTSVID before the agent has synced",
         Code::Unavailable,
-        "FetchJWTSVID before the agent has attested and synced",
+        r,
     );
-    // The authority comes up: the agent attests with its still-unused token and serves.
+    // The authority comes up: the agent attests with its still-unused token and serves
+    // (allowing for its retry backoff).
     d.start_authority().await;
-    wait_x509(&mut raw, &[&id]).await;
+    let up = Instant::now();
+    let mut recovered = false;
+    while up.elapsed() < secs(45) {
+        let mut r = d.raw().await;
+        let res = tokio::time::timeout(
+            secs(3),
+            first(r.fetch_x509svid(req(pb::X509svidRequest {}))),
+        )
+        .await;
+        if let Ok(Ok(m)) = res {
+            if ids(&m).contains(&id) {
+                recovered = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    if !recovered {
+        problems.push(
+            "the agent did not attest and serve within 45s of the authority coming up".into(),
+        );
+    }
+    assert!(
+        problems.is_empty(),
+        "an agent that has not synced yet:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+/// Records a problem unless `r` is the server-sent status `code`, received in time.
+fn check_prompt_code<T: std::fmt::Debug>(
+    problems: &mut Vec<String>,
+    what: &str,
+    code: Code,
+    r: Result<Result<T, Status>, tokio::time::error::Elapsed>,
+) {
+    match r {
+        Err(_) => problems.push(format!(
+            "{what}: no answer within 5s (the call hangs; expected {code:?} at once)"
+        )),
+        Ok(Ok(v)) => problems.push(format!("{what}: succeeded ({v:?}); expected {code:?}")),
+        Ok(Err(st)) if st.code() != code || std::error::Error::source(&st).is_some() => problems
+            .push(format!(
+                "{what}: got {st:?}; expected {code:?} from the agent"
+            )),
+        Ok(Err(_)) => {}
+    }
 }
 
 #[tokio::test]
@@ -1466,16 +1522,20 @@ async fn hints_unique_and_default_first() {
     let (e2, _) = d.register_self("conf/hint-none-2", &[]).await;
     d.start_agent().await;
     let mut raw = d.raw().await;
-    let m = wait_x509(&mut raw, &[&b, &e1, &e2]).await;
-    // Let a possible second sync settle, then look at one fresh message.
-    let m = {
-        let again = wait_x509(&mut raw, &[&b, &e1, &e2]).await;
-        if ids(&again).len() >= ids(&m).len() {
-            again
-        } else {
-            m
+    // Wait for a response with B, E1, E2 and at least one of the two "alpha" identities.
+    let m = poll(PROPAGATION, "all hinted identities to be served", || {
+        let mut raw = raw.clone();
+        let (a, b, c, e1, e2) = (a.clone(), b.clone(), c.clone(), e1.clone(), e2.clone());
+        async move {
+            let m = first(raw.fetch_x509svid(req(pb::X509svidRequest {})))
+                .await
+                .ok()?;
+            let got = ids(&m);
+            let all = [&b, &e1, &e2].iter().all(|w| got.contains(w));
+            (all && (got.contains(&a) || got.contains(&c))).then_some(m)
         }
-    };
+    })
+    .await;
     let got = ids(&m);
     let hints: Vec<&str> = m
         .svids
@@ -1702,10 +1762,40 @@ async fn health_and_reflection_served_on_socket() {
         services.contains("SpiffeWorkloadAPI"),
         "reflection services: {services:?}"
     );
-    assert!(
-        services.contains("grpc.health.v1.Health"),
-        "reflection services: {services:?}"
+    // The authority's APIs are not served here (their descriptors may be compiled in).
+    use tessera_proto::authority as apb;
+    let mut admin = apb::admin_client::AdminClient::new(d.channel().await);
+    assert_code(
+        within(
+            secs(10),
+            "Admin/ListEntries",
+            admin.list_entries(apb::ListEntriesRequest {}),
+        )
+        .await,
+        Code::Unimplemented,
+        "the authority's Admin API called on the agent's Workload API socket",
     );
+    let mut node = apb::node_client::NodeClient::new(d.channel().await);
+    assert_code(
+        within(
+            secs(10),
+            "Node/GetBundle",
+            node.get_bundle(apb::GetBundleRequest {}),
+        )
+        .await,
+        Code::Unimplemented,
+        "the authority's Node API called on the agent's Workload API socket",
+    );
+    let served = [
+        "SpiffeWorkloadAPI",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    let unserved: Vec<&String> = services
+        .iter()
+        .filter(|s| !served.contains(&s.as_str()))
+        .collect();
 
     // The agent CLI's healthcheck agrees, both ways of finding the agent.
     let cfg = d.agent_config().display().to_string();
@@ -1726,6 +1816,11 @@ async fn health_and_reflection_served_on_socket() {
         .agent_cli(&["healthcheck", "--socket", &d.socket_uri()])
         .await;
     out.assert_one_line_error("healthcheck with the agent stopped");
+    assert!(
+        unserved.is_empty(),
+        "reflection on the agent socket advertises services that the socket does not serve \
+         (calling them gives Unimplemented): {unserved:?}"
+    );
 }
 
 async fn reflection_services(d: &Deployment) -> BTreeSet<String> {
@@ -1792,6 +1887,7 @@ async fn endpoint_socket_env_accepts_only_unix_and_tcp_uris() {
         out.stdout
     );
     // Each of these points at the same live socket, so only strict parsing refuses them.
+    let mut accepted = Vec::new();
     for bad in [
         path.clone(),
         format!("file://{path}"),
@@ -1806,10 +1902,15 @@ async fn endpoint_socket_env_accepts_only_unix_and_tcp_uris() {
             &[("SPIFFE_ENDPOINT_SOCKET", &bad)],
         )
         .await;
-        out.assert_one_line_error(&format!(
-            "api fetch x509 with SPIFFE_ENDPOINT_SOCKET={bad:?}"
-        ));
+        if let Err(e) = out.check_one_line_error() {
+            accepted.push(format!("SPIFFE_ENDPOINT_SOCKET={bad:?}: {e}"));
+        }
     }
+    assert!(
+        accepted.is_empty(),
+        "only unix:///absolute/path and tcp://<ip>:<port> may be accepted:\n  {}",
+        accepted.join("\n  ")
+    );
 }
 
 /// "A connect/close loop must not grow memory or file descriptors".
