@@ -59,7 +59,14 @@ pub struct LogConfig {
 #[derive(Debug, Clone)]
 pub enum NodeAttestation {
     JoinToken(String),
+    Tpm {
+        tcti: String,
+        event_log_path: PathBuf,
+    },
 }
+
+pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
+pub const DEFAULT_EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
 
 #[derive(Debug, Clone)]
 pub enum Trust {
@@ -135,9 +142,19 @@ impl Config {
                 NodeAttestation::JoinToken(token)
             }
             "tpm" => {
-                return Err(
-                    "node_attestation.method: \"tpm\" is not available in this build yet".into(),
-                )
+                if raw.node_attestation.join_token.is_some() {
+                    return Err(
+                        "node_attestation.join_token: only for method = \"join_token\"".into(),
+                    );
+                }
+                NodeAttestation::Tpm {
+                    tcti: raw.tpm.tcti.clone().unwrap_or_else(|| DEFAULT_TCTI.into()),
+                    event_log_path: raw
+                        .tpm
+                        .event_log_path
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_EVENT_LOG.into()),
+                }
             }
             other => {
                 return Err(format!(
@@ -186,6 +203,21 @@ mod tests {
         let c = Config::parse(&base()).unwrap();
         assert_eq!(c.socket_path, PathBuf::from(DEFAULT_SOCKET));
         assert!(matches!(c.node_attestation, NodeAttestation::JoinToken(ref t) if t == TOKEN));
+    }
+
+    #[test]
+    fn tpm_method_defaults() {
+        let t = "trust_domain = \"example.org\"\nauthority_address = \"a:1\"\ntrust_bundle_path = \"/b\"\n[node_attestation]\nmethod = \"tpm\"\n";
+        match Config::parse(t).unwrap().node_attestation {
+            NodeAttestation::Tpm {
+                tcti,
+                event_log_path,
+            } => {
+                assert_eq!(tcti, DEFAULT_TCTI);
+                assert_eq!(event_log_path, PathBuf::from(DEFAULT_EVENT_LOG));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

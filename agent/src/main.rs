@@ -45,6 +45,13 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print a TCG measured-boot event log and its replayed PCRs.
+    Eventlog {
+        /// Default: the system's log in securityfs.
+        file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Exit 0 if the agent serves the Workload API, 1 otherwise.
     Healthcheck {
         #[command(flatten)]
@@ -124,6 +131,7 @@ async fn dispatch(cmd: Cmd) -> Result<(), BoxError> {
         })) => api::validate_jwt(&sock(&target)?, audience, svid).await,
         Cmd::Api(ApiCmd::Watch { target }) => api::watch(&sock(&target)?).await,
         Cmd::Inspect { pid, config } => inspect::inspect(pid, &Config::load(&config)?),
+        Cmd::Eventlog { file, json } => cli::eventlog::eventlog(file.as_deref(), json),
         Cmd::Healthcheck { target } => api::healthcheck(&sock(&target)?).await,
     }
 }

@@ -17,7 +17,9 @@ pub struct AgentSvid {
     pub id: SpiffeId,
     pub chain: Vec<CertificateDer<'static>>,
     pub key_pkcs8: Vec<u8>,
-    pub not_before: i64,
+    /// Start of the lifetime for renewal timing: notBefore, or when the SVID
+    /// arrived if later (the authority back-dates notBefore for clock skew).
+    pub issued_at: i64,
     pub not_after: i64,
     pub bundle_roots: Vec<CertificateDer<'static>>,
 }
@@ -189,7 +191,7 @@ pub async fn attest(
                     id,
                     chain,
                     key_pkcs8: key.serialize_der(),
-                    not_before: nb,
+                    issued_at: nb.max(unix_now()),
                     not_after: na,
                     bundle_roots: roots,
                 });
@@ -200,6 +202,17 @@ pub async fn attest(
     Err(NodeError::Unavailable(
         "attestation stream ended without a result".into(),
     ))
+}
+
+/// TLS to the authority presenting the current agent SVID.
+pub fn identity_client_config(
+    td: &TrustDomain,
+    svid: &AgentSvid,
+) -> Result<rustls::ClientConfig, NodeError> {
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(svid.key_pkcs8.clone().into());
+    let id = upstream::authority_id(td).map_err(NodeError::Invalid)?;
+    tls::client_config(&svid.bundle_roots, id, Some((svid.chain.clone(), key)))
+        .map_err(|e| NodeError::Invalid(e.to_string()))
 }
 
 /// Renews the agent SVID over mTLS with the current one.
@@ -230,7 +243,7 @@ pub async fn renew(
         id,
         chain,
         key_pkcs8: key.serialize_der(),
-        not_before: nb,
+        issued_at: nb.max(unix_now()),
         not_after: na,
         bundle_roots: roots,
     })
@@ -297,7 +310,7 @@ impl AgentSvid {
             id,
             chain,
             key_pkcs8: key.serialize_der(),
-            not_before: nb,
+            issued_at: nb,
             not_after: na,
             bundle_roots: roots,
         }))

@@ -11,6 +11,8 @@ use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_attestors::node::join_token::JoinTokenEvidence;
+use tessera_attestors::node::tpm::device::Tpm;
+use tessera_attestors::node::tpm::evidence::TpmEvidence;
 use tessera_attestors::node::NodeEvidence;
 use tessera_attestors::workload::unix::UnixAttestor;
 use tessera_common::{fsutil, tls, unix_now, x509};
@@ -38,10 +40,18 @@ impl Bootstrap {
     }
 }
 
-fn evidence(cfg: &Config) -> Box<dyn NodeEvidence> {
-    match &cfg.node_attestation {
+fn evidence(cfg: &Config) -> Result<Box<dyn NodeEvidence>, BoxError> {
+    Ok(match &cfg.node_attestation {
         NodeAttestation::JoinToken(t) => Box::new(JoinTokenEvidence(t.clone())),
-    }
+        NodeAttestation::Tpm {
+            tcti,
+            event_log_path,
+        } => Box::new(TpmEvidence {
+            tpm: Tpm::open(tcti).map_err(|e| format!("tpm.tcti {tcti:?}: {e}"))?,
+            key_dir: cfg.data_dir.clone(),
+            event_log_path: event_log_path.clone(),
+        }),
+    })
 }
 
 /// Attests until it succeeds or the authority refuses the evidence.
@@ -119,7 +129,7 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
     let mut server = tokio::spawn(workload_api::serve(incoming, api, wait_stop(stop_rx)));
     tracing::info!(socket = %cfg.socket_path.display(), "Workload API listening");
 
-    let evidence = evidence(&cfg);
+    let evidence = evidence(&cfg)?;
     let startup = async {
         let svid = match AgentSvid::load(&cfg.data_dir, &cfg.trust_domain)? {
             Some(s) => {
@@ -191,7 +201,7 @@ async fn keep_agent_svid(
     wake_tx: watch::Sender<u64>,
 ) {
     loop {
-        let at = rotate_at(svid.not_before, svid.not_after, random_jitter());
+        let at = rotate_at(svid.issued_at, svid.not_after, random_jitter());
         tokio::time::sleep(Duration::from_secs((at - unix_now()).max(0) as u64)).await;
         let mut attempt = 0;
         svid = loop {
@@ -214,6 +224,21 @@ async fn keep_agent_svid(
                         .await
                     }
                     Err(e) => Err(NodeError::Invalid(e.to_string())),
+                }
+            } else if evidence.reattest_on_renewal() {
+                // Continuous verification: the node proves itself again, over mTLS.
+                match node::identity_client_config(&cfg.trust_domain, &svid) {
+                    Ok(tls) => {
+                        node::attest(
+                            &cfg.authority_address,
+                            &cfg.trust_domain,
+                            tls,
+                            Some(&svid.bundle_roots),
+                            evidence.as_ref(),
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
                 }
             } else {
                 node::renew(&cfg.authority_address, &cfg.trust_domain, &svid).await

@@ -3,10 +3,10 @@
 
 use crate::node::AgentSvid;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_common::{tls, SpiffeId};
+use tessera_common::SpiffeId;
 use tessera_proto::authority as pb;
 use tessera_proto::authority::node_client::NodeClient;
 use tonic::transport::{Channel, Endpoint};
@@ -53,10 +53,7 @@ pub fn mtls_client(
     td: &tessera_common::TrustDomain,
     svid: &AgentSvid,
 ) -> Result<NodeClient<Channel>, String> {
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(svid.key_pkcs8.clone()));
-    let roots: Vec<CertificateDer<'static>> = svid.bundle_roots.clone();
-    let cfg = tls::client_config(&roots, authority_id(td)?, Some((svid.chain.clone(), key)))
-        .map_err(|e| e.to_string())?;
+    let cfg = crate::node::identity_client_config(td, svid).map_err(|e| e.to_string())?;
     Ok(NodeClient::new(channel(address, cfg)))
 }
 

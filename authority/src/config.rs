@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tessera_attestors::node::tpm::policy::{BootPolicy, BootPolicyConfig};
 use tessera_common::{duration, TrustDomain};
 
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/tessera/authority-admin.sock";
@@ -27,6 +28,67 @@ struct Raw {
     ca: Option<UpstreamCa>,
     #[serde(default)]
     log: LogConfig,
+    #[serde(default)]
+    tpm: Option<TpmRaw>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TpmRaw {
+    ek_ca_dir: Option<PathBuf>,
+    #[serde(default)]
+    allowed_ek_hashes: Vec<String>,
+    pcrs: Option<Vec<u8>>,
+    #[serde(default)]
+    policy: Vec<BootPolicyConfig>,
+}
+
+/// TPM node attestation settings; present means the `tpm` method is enabled.
+#[derive(Debug, Clone)]
+pub struct TpmConfig {
+    pub ek_ca_dir: Option<PathBuf>,
+    pub allowed_ek_hashes: Vec<String>,
+    pub pcrs: Vec<u8>,
+    pub policies: Vec<BootPolicy>,
+}
+
+/// The firmware's PCRs: what the event log covers.
+pub const DEFAULT_PCRS: [u8; 11] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14];
+
+fn tpm_config(raw: TpmRaw) -> Result<TpmConfig, String> {
+    let pcrs = raw.pcrs.unwrap_or_else(|| DEFAULT_PCRS.to_vec());
+    if pcrs.is_empty() || pcrs.iter().any(|p| *p >= 24) {
+        return Err("tpm.pcrs: PCR indices must be 0-23, at least one".into());
+    }
+    for h in &raw.allowed_ek_hashes {
+        if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "tpm.allowed_ek_hashes: {h:?} is not a SHA-256 hex digest"
+            ));
+        }
+    }
+    let policies = raw
+        .policy
+        .iter()
+        .map(BootPolicy::new)
+        .collect::<Result<Vec<_>, _>>()?;
+    for p in &policies {
+        if let Some(i) = p.pcr_indices().find(|i| !pcrs.contains(&(*i as u8))) {
+            return Err(format!(
+                "tpm.policy {:?}: pcrs: PCR {i} is not in tpm.pcrs, so it is never quoted",
+                p.name
+            ));
+        }
+    }
+    if raw.ek_ca_dir.is_none() && raw.allowed_ek_hashes.is_empty() {
+        return Err("tpm: set ek_ca_dir (manufacturer CAs) or allowed_ek_hashes".into());
+    }
+    Ok(TpmConfig {
+        ek_ca_dir: raw.ek_ca_dir,
+        allowed_ek_hashes: raw.allowed_ek_hashes,
+        pcrs,
+        policies,
+    })
 }
 
 /// Operator-supplied CA: the authority signs as an intermediate under it.
@@ -64,6 +126,7 @@ pub struct Config {
     pub server_names: Vec<String>,
     pub ca: Option<UpstreamCa>,
     pub log: LogConfig,
+    pub tpm: Option<TpmConfig>,
 }
 
 /// A config problem: one line naming the field and the reason.
@@ -139,6 +202,7 @@ impl Config {
             server_names: raw.server_names,
             ca: raw.ca,
             log: raw.log,
+            tpm: raw.tpm.map(tpm_config).transpose()?,
         };
         for (field, ttl) in [
             ("default_x509_ttl", cfg.default_x509_ttl),
@@ -174,6 +238,22 @@ mod tests {
         assert_eq!(c.default_x509_ttl.as_secs(), 3600);
         assert_eq!(c.default_jwt_ttl.as_secs(), 300);
         assert!(c.database_url.starts_with("sqlite:///var/lib/tessera/"));
+    }
+
+    #[test]
+    fn tpm_section() {
+        let tpm = format!("{MIN}[tpm]\nek_ca_dir = \"/etc/tessera/ek-ca\"\n[[tpm.policy]]\nname = \"sb\"\nrequire_secure_boot = true\n");
+        let c = Config::parse(&tpm).unwrap().tpm.unwrap();
+        assert_eq!(c.pcrs, super::DEFAULT_PCRS.to_vec());
+        assert_eq!(c.policies[0].name, "sb");
+        let bad = format!("{MIN}[tpm]\n");
+        assert!(Config::parse(&bad).unwrap_err().starts_with("tpm:"));
+        let bad = format!("{MIN}[tpm]\nek_ca_dir = \"/x\"\npcrs = [24]\n");
+        assert!(Config::parse(&bad).unwrap_err().starts_with("tpm.pcrs:"));
+        let bad = format!("{MIN}[tpm]\nek_ca_dir = \"/x\"\npcrs = [7]\n[[tpm.policy]]\nname = \"g\"\npcrs = {{ \"0\" = \"00\" }}\n");
+        assert!(Config::parse(&bad)
+            .unwrap_err()
+            .contains("PCR 0 is not in tpm.pcrs"));
     }
 
     #[test]

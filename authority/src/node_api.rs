@@ -56,8 +56,11 @@ impl Challenger for StreamChallenger<'_> {
 }
 
 impl NodeApi {
+    /// `caller` is the agent's current ID when it re-attests over mTLS
+    /// (continuous verification at renewal).
     async fn attest(
         &self,
+        caller: Option<String>,
         mut inbound: Streaming<pb::AttestRequest>,
         tx: &mpsc::Sender<Result<pb::AttestResponse, Status>>,
     ) -> Result<pb::AttestResult, ApiError> {
@@ -84,6 +87,14 @@ impl NodeApi {
             outbound: tx,
         };
         let node = verifier.attest(&begin.payload, &mut challenger).await?;
+        if let Some(caller) = &caller {
+            if caller != node.agent_id.as_str() {
+                return Err(ApiError::PermissionDenied(format!(
+                    "{caller} re-attested as {}",
+                    node.agent_id
+                )));
+            }
+        }
         let now = unix_now();
         let chain =
             a.ca.sign_svid(&begin.csr, &node.agent_id, &[], a.config.agent_ttl, now)?;
@@ -99,7 +110,12 @@ impl NodeApi {
         };
         let audit = AuditEvent {
             time: now,
-            kind: "node_attestation".into(),
+            kind: if caller.is_some() {
+                "node_reattestation"
+            } else {
+                "node_attestation"
+            }
+            .into(),
             agent_id: agent.id.clone(),
             node_selectors: node.selectors.clone(),
             spiffe_id: agent.id.clone(),
@@ -144,11 +160,17 @@ impl Node for NodeApi {
         &self,
         req: Request<Streaming<pb::AttestRequest>>,
     ) -> Result<Response<AttestStream>, Status> {
+        // A client certificate means renewal by re-attestation: the caller must be a
+        // live agent, and the evidence must prove the same node.
+        let caller = match req.peer_certs() {
+            Some(_) => Some(self.0.caller_agent(&req).await?.id),
+            None => None,
+        };
         let (tx, rx) = mpsc::channel(4);
         let this = NodeApi(self.0.clone());
         let inbound = req.into_inner();
         tokio::spawn(async move {
-            let msg = match this.attest(inbound, &tx).await {
+            let msg = match this.attest(caller, inbound, &tx).await {
                 Ok(result) => Ok(pb::AttestResponse {
                     step: Some(pb::attest_response::Step::Result(result)),
                 }),

@@ -3,6 +3,7 @@
 
 use crate::admin_api::{check_peer, AdminApi};
 use crate::attestation::join_token::JoinTokenVerifier;
+use crate::attestation::tpm::TpmNodeVerifier;
 use crate::authority::Authority;
 use crate::ca::Ca;
 use crate::config::Config;
@@ -11,6 +12,8 @@ use crate::node_api::NodeApi;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_attestors::node::tpm::ekcert::EkCaStore;
+use tessera_attestors::node::tpm::verifier::TpmVerifier;
 use tessera_common::tls::{server_config, RotatingCert};
 use tessera_common::{fsutil, unix_now};
 use tessera_proto::authority::admin_server::AdminServer;
@@ -38,11 +41,14 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
         unix_now(),
     )?;
     let jwt = crate::keys::load_or_create_jwt_signer(&config.data_dir)?;
-    let verifiers: Vec<Arc<dyn crate::attestation::NodeVerifier>> =
+    let mut verifiers: Vec<Arc<dyn crate::attestation::NodeVerifier>> =
         vec![Arc::new(JoinTokenVerifier {
             datastore: datastore.clone(),
             trust_domain: config.trust_domain.clone(),
         })];
+    if let Some(tpm) = &config.tpm {
+        verifiers.push(Arc::new(tpm_verifier(tpm, &datastore, &config)?));
+    }
     let authority = Arc::new(Authority {
         config: config.clone(),
         datastore,
@@ -90,6 +96,33 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
     let _ = std::fs::remove_file(&config.admin_socket_path);
     authority.datastore.close().await;
     Ok(())
+}
+
+fn tpm_verifier(
+    tpm: &crate::config::TpmConfig,
+    datastore: &Datastore,
+    config: &Config,
+) -> Result<TpmNodeVerifier, BoxError> {
+    let ek_cas = match &tpm.ek_ca_dir {
+        Some(dir) => {
+            let store = EkCaStore::load_dir(dir)
+                .map_err(|e| format!("tpm.ek_ca_dir {}: {e}", dir.display()))?;
+            tracing::info!(dir = %dir.display(), certificates = store.len(), "loaded TPM manufacturer CAs");
+            Some(store)
+        }
+        None => None,
+    };
+    let verifier = TpmVerifier {
+        ek_cas,
+        allowed_ek_hashes: tpm.allowed_ek_hashes.clone(),
+        pcrs: tpm.pcrs.clone(),
+        policies: tpm.policies.clone(),
+    };
+    Ok(TpmNodeVerifier {
+        verifier,
+        datastore: datastore.clone(),
+        trust_domain: config.trust_domain.clone(),
+    })
 }
 
 async fn wait_stop(mut rx: tokio::sync::watch::Receiver<bool>) {

@@ -153,7 +153,7 @@ impl Manager {
                     tracing::warn!(entry_id = %s.entry_id, "authority signed an SVID that was not asked for");
                     continue;
                 };
-                match cached_svid(entry, &s.svid_chain, key.serialize_der()) {
+                match cached_svid(entry, &s.svid_chain, key.serialize_der(), self.clock.now()) {
                     Ok(svid) => {
                         tracing::info!(spiffe_id = %svid.spiffe_id, entry_id = %entry.id, not_after = svid.not_after, "X509-SVID updated");
                         self.svids.insert(entry.id.clone(), Arc::new(svid));
@@ -258,7 +258,12 @@ impl Manager {
     }
 }
 
-fn cached_svid(entry: &pb::Entry, chain: &[u8], key: Vec<u8>) -> Result<CachedSvid, String> {
+fn cached_svid(
+    entry: &pb::Entry,
+    chain: &[u8],
+    key: Vec<u8>,
+    now: i64,
+) -> Result<CachedSvid, String> {
     let certs = x509::split_der_chain(chain).map_err(|e| e.to_string())?;
     let leaf = &certs[0];
     let id = x509::spiffe_id_of(leaf).map_err(|e| e.to_string())?;
@@ -281,7 +286,8 @@ fn cached_svid(entry: &pb::Entry, chain: &[u8], key: Vec<u8>) -> Result<CachedSv
         key,
         not_before,
         not_after,
-        rotate_at: rotate_at(not_before, not_after, random_jitter()),
+        // notBefore is back-dated for clock skew: time rotation from receipt.
+        rotate_at: rotate_at(not_before.max(now), not_after, random_jitter()),
     })
 }
 

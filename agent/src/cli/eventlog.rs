@@ -204,13 +204,14 @@ fn text(d: &[u8]) -> String {
     if !trimmed.is_empty() && trimmed.iter().all(|b| printable(u32::from(*b))) {
         return String::from_utf8_lossy(trimmed).into_owned();
     }
-    let units: Vec<u16> = d
-        .chunks_exact(2)
+    let pairs = d.chunks_exact(2);
+    let even = pairs.remainder().is_empty();
+    let units: Vec<u16> = pairs
         .filter_map(|c| <[u8; 2]>::try_from(c).ok())
         .map(u16::from_le_bytes)
         .collect();
     let units = units.strip_suffix(&[0]).unwrap_or(&units);
-    if d.len() % 2 == 0 && !units.is_empty() && units.iter().all(|u| printable(u32::from(*u))) {
+    if even && !units.is_empty() && units.iter().all(|u| printable(u32::from(*u))) {
         return String::from_utf16_lossy(units);
     }
     match d.len() {

@@ -2,6 +2,7 @@
 //! the local inspection tools.
 
 pub mod api;
+pub mod eventlog;
 pub mod inspect;
 
 use crate::config::{Config, DEFAULT_SOCKET};

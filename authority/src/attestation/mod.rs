@@ -1,6 +1,7 @@
 //! Server half of node attestation: the seam every node attestor plugs into.
 
 pub mod join_token;
+pub mod tpm;
 
 use tessera_common::{Selector, SpiffeId};
 

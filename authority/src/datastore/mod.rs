@@ -12,11 +12,13 @@ mod rows;
 #[cfg(test)]
 mod tests;
 mod tokens;
+mod tpm_clock;
 
 use sqlx::AnyPool;
 use tessera_common::Selector;
 
 pub use migrations::SCHEMA_VERSION;
+pub use tpm_clock::TpmClock;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

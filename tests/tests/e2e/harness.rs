@@ -360,6 +360,8 @@ pub struct Opts {
     pub default_x509_ttl: &'static str,
     pub default_jwt_ttl: &'static str,
     pub agent_ttl: &'static str,
+    /// Appended to the authority's config (e.g. a `[tpm]` section).
+    pub authority_extra: String,
 }
 
 impl Default for Opts {
@@ -368,6 +370,7 @@ impl Default for Opts {
             default_x509_ttl: "1h",
             default_jwt_ttl: "5m",
             agent_ttl: "1h",
+            authority_extra: String::new(),
         }
     }
 }
@@ -405,12 +408,13 @@ impl Deployment {
              data_dir = \"{data}\"\n\
              default_x509_ttl = \"{x509}\"\n\
              default_jwt_ttl = \"{jwt}\"\n\
-             agent_ttl = \"{agent}\"\n",
+             agent_ttl = \"{agent}\"\n{extra}",
             admin = dir.join("admin.sock").display(),
             data = dir.join("authority").display(),
             x509 = opts.default_x509_ttl,
             jwt = opts.default_jwt_ttl,
             agent = opts.agent_ttl,
+            extra = opts.authority_extra,
         );
         fs::write(dir.join("authority.toml"), cfg).unwrap();
         let mut d = Deployment {

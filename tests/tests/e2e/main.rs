@@ -7,3 +7,4 @@ mod conformance;
 mod harness;
 mod lifecycle;
 mod pki;
+mod tpm;

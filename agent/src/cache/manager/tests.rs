@@ -57,7 +57,8 @@ impl Upstream for FakeAuthority {
                 let csr = CertificateSigningRequestParams::from_der(&r.csr.into()).unwrap();
                 let mut p = CertificateParams::default();
                 p.subject_alt_names = vec![SanType::URI(e.spiffe_id.clone().try_into().unwrap())];
-                p.not_before = time::OffsetDateTime::from_unix_timestamp(now).unwrap();
+                // Back-dated like the real authority does for clock skew.
+                p.not_before = time::OffsetDateTime::from_unix_timestamp(now - 30).unwrap();
                 p.not_after = time::OffsetDateTime::from_unix_timestamp(now + self.ttl).unwrap();
                 let cert = p.signed_by(&csr.public_key, &self.issuer).unwrap();
                 self.signed.fetch_add(1, Ordering::SeqCst);
@@ -221,6 +222,6 @@ async fn svid_for_another_id_is_not_cached() {
     let chain = rx.borrow().svids[0].chain.clone();
     let mut wrong = e.clone();
     wrong.spiffe_id = "spiffe://td/b".into();
-    assert!(cached_svid(&wrong, &chain, vec![]).is_err());
-    assert!(cached_svid(&e, &chain, vec![]).is_ok());
+    assert!(cached_svid(&wrong, &chain, vec![], 0).is_err());
+    assert!(cached_svid(&e, &chain, vec![], 0).is_ok());
 }

@@ -1,0 +1,145 @@
+//! The one owner of the ESAPI context: a dedicated OS thread.
+//!
+//! TPM commands block for milliseconds (swtpm) to minutes (RSA key creation on
+//! discrete chips), an ESAPI context is not thread-safe, and without a resource
+//! manager two interleaved command sequences corrupt each other's sessions. So
+//! every operation is a job run to completion, one at a time, on this thread;
+//! async callers only await the reply. A caller that gives up (timeout, drop)
+//! does not interrupt a job, so flushes always happen.
+
+use std::str::FromStr;
+use std::sync::mpsc;
+
+use tss_esapi::constants::{CapabilityType, PropertyTag};
+use tss_esapi::handles::ObjectHandle;
+use tss_esapi::structures::CapabilityData;
+use tss_esapi::tcti_ldr::TctiNameConf;
+use tss_esapi::Context;
+
+use super::ek::Ek;
+use super::TpmError;
+
+/// What the owner thread keeps between jobs.
+pub(crate) struct State {
+    pub(crate) ctx: Context,
+    /// Resolved once: a created EK stays loaded for the life of the thread
+    /// because CreatePrimary RSA costs seconds on discrete TPMs.
+    pub(crate) ek: Option<Ek>,
+}
+
+type Job = Box<dyn FnOnce(&mut State) + Send>;
+
+/// Handle to the owner thread. Cloning shares the thread; it ends when the
+/// last handle is dropped.
+#[derive(Clone)]
+pub(crate) struct Owner {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Owner {
+    /// Start the thread and open the context on it (the context never moves).
+    pub(crate) fn open(tcti: &str) -> Result<Owner, TpmError> {
+        if let Some(path) = tcti.strip_prefix("device:") {
+            let path = path.split(',').next().unwrap_or(path);
+            if !std::path::Path::new(path).exists() {
+                return Err(TpmError::Open(format!("no TPM device at {path}")));
+            }
+        }
+        let conf = TctiNameConf::from_str(tcti)
+            .map_err(|e| TpmError::Open(format!("bad TCTI {tcti:?}: {e}")))?;
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let tcti_owned = tcti.to_string();
+        std::thread::Builder::new()
+            .name("tpm".into())
+            .spawn(move || {
+                let mut state = match connect(conf, &tcti_owned) {
+                    Ok(ctx) => {
+                        let _ = ready_tx.send(Ok(()));
+                        State { ctx, ek: None }
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                while let Ok(job) = rx.recv() {
+                    job(&mut state);
+                }
+                if let Some(ek) = state.ek.take() {
+                    ek.release(&mut state.ctx);
+                }
+            })
+            .map_err(|e| TpmError::Open(format!("cannot start TPM thread: {e}")))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Owner { jobs }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(TpmError::Open("TPM thread died while opening".into())),
+        }
+    }
+
+    /// Run `f` on the owner thread and await its result.
+    pub(crate) async fn run<T, F>(&self, f: F) -> Result<T, TpmError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut State) -> Result<T, TpmError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |state| {
+            let _ = tx.send(f(state));
+        });
+        self.jobs.send(job).map_err(|_| TpmError::Closed)?;
+        rx.await.map_err(|_| TpmError::Closed)?
+    }
+}
+
+fn connect(conf: TctiNameConf, tcti: &str) -> Result<Context, TpmError> {
+    let mut ctx =
+        Context::new(conf).map_err(|e| TpmError::Open(format!("cannot open TPM {tcti}: {e}")))?;
+    // A TCTI can "open" without a TPM behind it (e.g. a socket to nothing yet
+    // accepted): ask for something cheap so absence shows up here.
+    let manufacturer = ctx
+        .get_tpm_property(PropertyTag::Manufacturer)
+        .map_err(|e| TpmError::Open(format!("TPM at {tcti} does not answer: {e}")))?
+        .unwrap_or(0);
+    tracing::debug!(
+        tcti,
+        manufacturer = %String::from_utf8_lossy(&manufacturer.to_be_bytes()),
+        "TPM opened"
+    );
+    Ok(ctx)
+}
+
+/// A tss-esapi error with its raw code (Display alone drops the number).
+pub(crate) fn tss(e: &tss_esapi::Error) -> String {
+    format!("{e} [{e:?}]")
+}
+
+/// Flush a transient object or session; failure only leaks a slot, so log it.
+pub(crate) fn flush(ctx: &mut Context, handle: impl Into<ObjectHandle>) {
+    if let Err(e) = ctx.flush_context(handle.into()) {
+        tracing::warn!("TPM flush failed: {}", tss(&e));
+    }
+}
+
+/// Handles of one type present in the TPM, in ascending order.
+pub(crate) fn handles(ctx: &mut Context, first: u32, last: u32) -> Result<Vec<u32>, String> {
+    let mut out = Vec::new();
+    let mut next = first;
+    loop {
+        let (data, more) = ctx
+            .execute_without_session(|c| c.get_capability(CapabilityType::Handles, next, 64))
+            .map_err(|e| format!("GetCapability(handles): {e}"))?;
+        let CapabilityData::Handles(list) = data else {
+            return Err("GetCapability(handles): unexpected answer".into());
+        };
+        let got: Vec<u32> = list.into_inner().into_iter().map(u32::from).collect();
+        let Some(&max) = got.last() else { break };
+        out.extend(got.into_iter().filter(|h| (first..=last).contains(h)));
+        if !more || max >= last {
+            break;
+        }
+        next = max + 1;
+    }
+    Ok(out)
+}

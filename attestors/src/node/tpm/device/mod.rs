@@ -1,0 +1,177 @@
+//! Agent side of TPM node attestation, over tss-esapi (libtss2).
+//!
+//! [`Tpm`] owns one ESAPI context on a dedicated thread (see `context.rs`);
+//! every method is a serialized job there, so the async executor never blocks
+//! on the TPM. Flow (see shared/TPM.md §1.1): [`Tpm::endorsement`] and
+//! [`Tpm::attestation_key`] for registration, [`Tpm::activate_credential`] for
+//! the authority's challenge, [`Tpm::quote`] for each attestation.
+//!
+//! Object slots: the EK is resolved once (persistent handle, or created and
+//! kept loaded until the last `Tpm` clone is dropped); the AK and every
+//! session are loaded only for the command that needs them and flushed after,
+//! because swtpm and PTP-minimum TPMs hold three loaded objects.
+
+mod activate;
+mod ak;
+mod context;
+mod ek;
+mod quote;
+#[cfg(any(test, feature = "swtpm-testing"))]
+pub mod swtpm;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+pub use ak::AK_BLOB_FILE;
+pub use quote::MAX_NONCE;
+
+/// Production TCTI: the kernel's resource manager.
+pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
+
+/// A TPM failure on the agent side.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum TpmError {
+    #[error("cannot open the TPM: {0}")]
+    Open(String),
+    #[error("the TPM thread has stopped")]
+    Closed,
+    #[error("no endorsement key available")]
+    NoEk,
+    #[error("endorsement key: {0}")]
+    Ek(String),
+    #[error("reading an EK certificate from NV: {0}")]
+    Nv(String),
+    #[error("no attestation key persisted at {0} (call attestation_key first)")]
+    NoAk(PathBuf),
+    #[error("attestation key: {0}")]
+    Ak(String),
+    #[error("credential activation failed: {0}")]
+    Activate(String),
+    #[error("quote failed: {0}")]
+    Quote(String),
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What identifies the TPM: its EK certificate (if the TPM has one in NV,
+/// DER without NV padding) and the EK public area as marshalled TPMT_PUBLIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endorsement {
+    pub ek_cert: Option<Vec<u8>>,
+    pub ek_public: Vec<u8>,
+}
+
+/// The AK as the authority sees it: marshalled TPMT_PUBLIC and its Name
+/// (`0x000B || SHA-256(public)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AkPublic {
+    pub public: Vec<u8>,
+    pub name: Vec<u8>,
+}
+
+/// A quote: marshalled TPMS_ATTEST and TPMT_SIGNATURE, and the quoted PCR
+/// values in ascending PCR order (their SHA-256 is the attest's pcrDigest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quote {
+    pub attest: Vec<u8>,
+    pub signature: Vec<u8>,
+    pub pcr_values: Vec<(u32, Vec<u8>)>,
+}
+
+/// PCR bank to quote.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PcrBank {
+    Sha1,
+    Sha256,
+    Sha384,
+}
+
+/// One bank and a set of PCR indices (0–23).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PcrSelection {
+    pub bank: PcrBank,
+    pub pcrs: Vec<u32>,
+}
+
+impl Default for PcrSelection {
+    /// SHA-256, PCRs 0–9 and 14: what the firmware event log covers.
+    fn default() -> Self {
+        PcrSelection {
+            bank: PcrBank::Sha256,
+            pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14],
+        }
+    }
+}
+
+/// Handle to the TPM. Cheap to clone; all clones share one context.
+#[derive(Clone)]
+pub struct Tpm {
+    owner: context::Owner,
+}
+
+impl Tpm {
+    /// Open the TPM behind a TCTI string (e.g. [`DEFAULT_TCTI`],
+    /// `swtpm:host=127.0.0.1,port=2321`). Fails if no TPM answers.
+    pub fn open(tcti: &str) -> Result<Tpm, TpmError> {
+        Ok(Tpm {
+            owner: context::Owner::open(tcti)?,
+        })
+    }
+
+    /// EK certificate and EK public area.
+    pub async fn endorsement(&self) -> Result<Endorsement, TpmError> {
+        self.owner
+            .run(|state| ek::ensure(state)?.endorsement())
+            .await
+    }
+
+    /// The AK persisted in `blob_dir`, created (and persisted, mode 0600) if
+    /// missing or no longer loadable on this TPM.
+    pub async fn attestation_key(&self, blob_dir: &Path) -> Result<AkPublic, TpmError> {
+        let dir = blob_dir.to_path_buf();
+        self.owner
+            .run(move |state| ak::attestation_key(state, &dir))
+            .await
+    }
+
+    /// Recover the secret of a MakeCredential(EK, AK name) challenge. Both
+    /// inputs are TPM2Bs (with their 2-byte size).
+    pub async fn activate_credential(
+        &self,
+        blob_dir: &Path,
+        credential_blob: &[u8],
+        encrypted_secret: &[u8],
+    ) -> Result<Vec<u8>, TpmError> {
+        let (dir, blob, secret) = (
+            blob_dir.to_path_buf(),
+            credential_blob.to_vec(),
+            encrypted_secret.to_vec(),
+        );
+        self.owner
+            .run(move |state| activate::activate(state, &dir, &blob, &secret))
+            .await
+    }
+
+    /// Quote `pcrs` with the persisted AK; `nonce` (at most [`MAX_NONCE`]
+    /// bytes) becomes the attest's extraData.
+    pub async fn quote(
+        &self,
+        blob_dir: &Path,
+        nonce: &[u8],
+        pcrs: &PcrSelection,
+    ) -> Result<Quote, TpmError> {
+        let (dir, nonce, pcrs) = (blob_dir.to_path_buf(), nonce.to_vec(), pcrs.clone());
+        self.owner
+            .run(move |state| quote::quote(state, &dir, &nonce, &pcrs))
+            .await
+    }
+}

@@ -1,0 +1,15 @@
+pub mod attest;
+pub mod credential;
+#[cfg(feature = "tpm-device")]
+pub mod device;
+pub mod ekcert;
+pub mod eventlog;
+#[cfg(feature = "tpm-device")]
+pub mod evidence;
+pub mod facts;
+pub mod policy;
+pub mod public;
+pub mod quote;
+pub mod signature;
+pub mod verifier;
+pub mod wire;
