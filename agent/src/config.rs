@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tessera_common::config::{self, ConfigError};
 use tessera_common::{duration, TrustDomain};
 
 pub const DEFAULT_SOCKET: &str = "/run/tessera/agent.sock";
@@ -88,31 +89,13 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {msg}")]
-pub struct ConfigError {
-    path: String,
-    msg: String,
-}
-
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let err = |msg: String| ConfigError {
-            path: path.display().to_string(),
-            msg,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        Self::parse(&text).map_err(err)
+        config::load(path, Self::parse)
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        let raw: Raw = toml::from_str(text).map_err(|e| {
-            let msg = e.message().trim().to_string();
-            match e.span() {
-                Some(s) => format!("{msg} (at byte {})", s.start),
-                None => msg,
-            }
-        })?;
+        let raw: Raw = config::from_toml(text)?;
         let trust_domain =
             TrustDomain::new(&raw.trust_domain).map_err(|e| format!("trust_domain: {e}"))?;
         match raw.authority_address.rsplit_once(':') {

@@ -138,18 +138,5 @@ async fn dispatch(cmd: Cmd) -> Result<(), BoxError> {
 
 fn main() -> ExitCode {
     let cli: Cli = tessera_common::cli::parse_args();
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(dispatch(cli.cmd)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", tessera_common::error_line(&*e));
-            ExitCode::FAILURE
-        }
-    }
+    tessera_common::cli::run(dispatch(cli.cmd))
 }

@@ -4,6 +4,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tessera_attestors::node::tpm::policy::{BootPolicy, BootPolicyConfig};
+use tessera_common::config::{self, ConfigError};
 use tessera_common::{duration, TrustDomain};
 
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/tessera/authority-admin.sock";
@@ -129,26 +130,13 @@ pub struct Config {
     pub tpm: Option<TpmConfig>,
 }
 
-/// A config problem: one line naming the field and the reason.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {msg}")]
-pub struct ConfigError {
-    path: String,
-    msg: String,
-}
-
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let err = |msg: String| ConfigError {
-            path: path.display().to_string(),
-            msg,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        Self::parse(&text).map_err(err)
+        config::load(path, Self::parse)
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        let raw: Raw = toml::from_str(text).map_err(|e| one_line(&e))?;
+        let raw: Raw = config::from_toml(text)?;
         let trust_domain =
             TrustDomain::new(&raw.trust_domain).map_err(|e| format!("trust_domain: {e}"))?;
         let listen_address = raw.listen_address.parse().map_err(|_| {
@@ -214,15 +202,6 @@ impl Config {
             }
         }
         Ok(cfg)
-    }
-}
-
-/// toml errors span several lines with a source excerpt; keep the message.
-pub fn one_line(e: &toml::de::Error) -> String {
-    let msg = e.message().trim().to_string();
-    match e.span() {
-        Some(span) => format!("{msg} (at byte {})", span.start),
-        None => msg,
     }
 }
 

@@ -139,14 +139,7 @@ enum BundleCmd {
 
 fn main() -> ExitCode {
     let cli: Cli = tessera_common::cli::parse_args();
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = rt.block_on(async move {
+    tessera_common::cli::run(async move {
         match cli.cmd {
             Cmd::Run { config } => {
                 let config = Config::load(&config)?;
@@ -207,12 +200,5 @@ fn main() -> ExitCode {
                 socket,
             } => admin_cli::audit(&socket.admin_socket, spiffe_id, agent, limit).await,
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", tessera_common::error_line(&*e));
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

@@ -30,3 +30,25 @@ pub fn parse_args<T: clap::Parser>() -> T {
         }
     }
 }
+
+/// Runs a command's future on a fresh runtime; an error is one `error:` line
+/// and a non-zero exit.
+pub fn run<F>(fut: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+{
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", crate::error_line(&*e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

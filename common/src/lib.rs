@@ -1,6 +1,7 @@
 //! Types and helpers shared by the tessera agent, authority and attestors.
 
 pub mod cli;
+pub mod config;
 pub mod duration;
 pub mod fsutil;
 pub mod jwt;

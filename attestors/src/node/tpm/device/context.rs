@@ -7,9 +7,12 @@
 //! async callers only await the reply. A caller that gives up (timeout, drop)
 //! does not interrupt a job, so flushes always happen.
 
+use std::collections::BTreeSet;
+use std::os::fd::RawFd;
 use std::str::FromStr;
 use std::sync::mpsc;
 
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use tss_esapi::constants::{CapabilityType, PropertyTag};
 use tss_esapi::handles::ObjectHandle;
 use tss_esapi::structures::CapabilityData;
@@ -94,8 +97,15 @@ impl Owner {
 }
 
 fn connect(conf: TctiNameConf, tcti: &str) -> Result<Context, TpmError> {
-    let mut ctx =
-        Context::new(conf).map_err(|e| TpmError::Open(format!("cannot open TPM {tcti}: {e}")))?;
+    let before = inheritable_fds();
+    let ctx = Context::new(conf);
+    // libtss2 opens the device / socket without O_CLOEXEC: every child process
+    // would inherit our TPM connection (and keep a swtpm socket busy after
+    // we close it). Mark the descriptors Context::new created.
+    for fd in inheritable_fds().difference(&before) {
+        let _ = fcntl(*fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    }
+    let mut ctx = ctx.map_err(|e| TpmError::Open(format!("cannot open TPM {tcti}: {e}")))?;
     // A TCTI can "open" without a TPM behind it (e.g. a socket to nothing yet
     // accepted): ask for something cheap so absence shows up here.
     let manufacturer = ctx
@@ -108,6 +118,19 @@ fn connect(conf: TctiNameConf, tcti: &str) -> Result<Context, TpmError> {
         "TPM opened"
     );
     Ok(ctx)
+}
+
+/// Open descriptors without FD_CLOEXEC (empty where /proc is missing).
+fn inheritable_fds() -> BTreeSet<RawFd> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return BTreeSet::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| {
+            fcntl(fd, FcntlArg::F_GETFD)
+                .is_ok_and(|f| !FdFlag::from_bits_truncate(f).contains(FdFlag::FD_CLOEXEC))
+        })
+        .collect()
 }
 
 /// A tss-esapi error with its raw code (Display alone drops the number).
