@@ -87,11 +87,15 @@ pub struct Config {
     pub tpm: TpmConfig,
     pub telemetry: TelemetryConfig,
     pub log: LogConfig,
+    /// The file this was loaded from; SIGHUP re-reads it.
+    pub source: Option<PathBuf>,
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        config::load(path, Self::parse)
+        let mut c = config::load(path, Self::parse)?;
+        c.source = Some(path.to_path_buf());
+        Ok(c)
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -152,6 +156,12 @@ impl Config {
                 return Err(format!("{field}: {p:?} must be an absolute path"));
             }
         }
+        if let Some(listen) = &raw.telemetry.listen {
+            tessera_common::telemetry::parse_listen(listen)?;
+        }
+        if let Some(level) = &raw.log.level {
+            tessera_common::logging::check_level(level)?;
+        }
         Ok(Config {
             trust_domain,
             authority_address: raw.authority_address,
@@ -164,6 +174,7 @@ impl Config {
             tpm: raw.tpm,
             telemetry: raw.telemetry,
             log: raw.log,
+            source: None,
         })
     }
 }
@@ -226,6 +237,14 @@ mod tests {
             (
                 format!("socket_path = \"rel.sock\"\n{}", base()),
                 "socket_path:",
+            ),
+            (
+                format!("{}[telemetry]\nlisten = \"localhost:9090\"\n", base()),
+                "telemetry.listen:",
+            ),
+            (
+                format!("{}[log]\nlevel = \"info,tessera=loud\"\n", base()),
+                "log.level:",
             ),
         ];
         for (text, want) in cases {

@@ -3,7 +3,9 @@
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod node;
+pub mod ops;
 pub mod run;
 pub mod upstream;
 pub mod workload_api;

@@ -7,11 +7,42 @@ use tessera_agent::cli::{self, api, inspect};
 use tessera_agent::config::Config;
 use tessera_agent::run::BoxError;
 
+/// `tessera-agent --help`: what a man page would say.
+const LONG_ABOUT: &str = "\
+tessera node agent: serves SPIFFE identities to local workloads.
+
+`tessera-agent run --config FILE` attests this host to a tessera authority (with
+its TPM 2.0 or a single-use join token), keeps an X.509-SVID for every
+registration entry the host's workloads are entitled to, rotates them before
+they expire, mints JWT-SVIDs on demand and serves the SPIFFE Workload API on a
+Unix socket. Workloads are identified by the kernel's account of them (uid,
+gid, binary path and hash, cgroup). The other commands talk to a running agent
+or inspect this host.
+
+Files:
+  /etc/tessera/agent.toml   the configuration (TOML)
+  /run/tessera/agent.sock   the Workload API socket (default)
+  /var/lib/tessera/agent    state: agent SVID, TPM attestation key blob, entries
+
+Environment:
+  SPIFFE_ENDPOINT_SOCKET    the Workload API the api commands use (unix:///path)
+  TESSERA_LOG               log filter, overrides [log] level (e.g. debug)
+  NOTIFY_SOCKET, WATCHDOG_USEC
+                            set by systemd (Type=notify): readiness, status and
+                            watchdog pings at half WATCHDOG_USEC
+
+Signals: SIGTERM or SIGINT ends open streams and exits; SIGHUP reloads the
+configuration.
+
+Exit status: 0 on success, 1 on an error (one line on stderr), 2 on a bad
+command line.";
+
 #[derive(Parser)]
 #[command(
     name = "tessera-agent",
     version,
-    about = "tessera node agent: serves SPIFFE identities to local workloads"
+    about = "tessera node agent: serves SPIFFE identities to local workloads",
+    long_about = LONG_ABOUT
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,6 +63,7 @@ struct Target {
 enum Cmd {
     /// Run the agent.
     Run {
+        /// The config file (TOML), e.g. /etc/tessera/agent.toml.
         #[arg(long)]
         config: PathBuf,
     },
@@ -52,7 +84,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Exit 0 if the agent serves the Workload API, 1 otherwise.
+    /// Exit 0 if the agent can serve identities (attested, synced, socket up), 1 otherwise.
     Healthcheck {
         #[command(flatten)]
         target: Target,

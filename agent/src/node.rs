@@ -1,6 +1,7 @@
 //! The agent's own identity: node attestation, the agent SVID, its renewal and
 //! its copy in `data_dir` (so a restarted agent resumes without a new token).
 
+use crate::metrics::Metrics;
 use crate::upstream::{self, source_chain};
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, PublicKeyData};
 use rustls::pki_types::CertificateDer;
@@ -119,6 +120,12 @@ fn verify_chain(
     .map_err(|e| format!("does not chain to the trust bundle: {e}"))
 }
 
+/// Counts a failed authority call, then classifies it.
+fn rpc_error(metrics: &Metrics, method: &'static str, s: tonic::Status) -> NodeError {
+    metrics.authority_error(method, s.code());
+    s.into()
+}
+
 /// Attests the node: opens the attestation stream, answers challenges, and
 /// returns the new agent SVID.
 pub async fn attest(
@@ -127,6 +134,20 @@ pub async fn attest(
     bootstrap: rustls::ClientConfig,
     known_roots: Option<&[CertificateDer<'static>]>,
     evidence: &dyn NodeEvidence,
+    metrics: &Metrics,
+) -> Result<AgentSvid, NodeError> {
+    let r = attest_exchange(address, td, bootstrap, known_roots, evidence, metrics).await;
+    metrics.node_attestation(r.is_ok());
+    r
+}
+
+async fn attest_exchange(
+    address: &str,
+    td: &TrustDomain,
+    bootstrap: rustls::ClientConfig,
+    known_roots: Option<&[CertificateDer<'static>]>,
+    evidence: &dyn NodeEvidence,
+    metrics: &Metrics,
 ) -> Result<AgentSvid, NodeError> {
     let mut client = tessera_proto::authority::node_client::NodeClient::new(upstream::channel(
         address, bootstrap,
@@ -149,10 +170,11 @@ pub async fn attest(
     .map_err(|_| NodeError::Unavailable("attestation stream closed".into()))?;
     let mut responses = client
         .attest(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
+        .await
+        .map_err(|s| rpc_error(metrics, "Attest", s))?
         .into_inner();
     while let Some(msg) = responses.next().await {
-        match msg?.step {
+        match msg.map_err(|s| rpc_error(metrics, "Attest", s))?.step {
             Some(pb::attest_response::Step::Challenge(c)) => {
                 let answer = evidence
                     .respond(&c)
@@ -220,12 +242,14 @@ pub async fn renew(
     address: &str,
     td: &TrustDomain,
     current: &AgentSvid,
+    metrics: &Metrics,
 ) -> Result<AgentSvid, NodeError> {
     let mut client = upstream::mtls_client(address, td, current).map_err(NodeError::Unavailable)?;
     let (key, csr) = key_and_csr()?;
     let resp = client
         .renew_agent(pb::RenewAgentRequest { csr })
-        .await?
+        .await
+        .map_err(|s| rpc_error(metrics, "RenewAgent", s))?
         .into_inner();
     let roots = match resp.bundle {
         Some(b) => x509::split_der_chain(&b.x509_authorities)

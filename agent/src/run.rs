@@ -4,7 +4,9 @@
 use crate::cache::manager::{Manager, SystemClock};
 use crate::cache::rotation::{backoff, random_jitter, rotate_at};
 use crate::config::{Config, NodeAttestation, Trust};
+use crate::metrics::{timed_evidence, Metrics};
 use crate::node::{self, AgentSvid, NodeError};
+use crate::ops;
 use crate::upstream::{authority_id, mtls_client, GrpcUpstream};
 use crate::workload_api::{self, WorkloadApi};
 use rustls::pki_types::CertificateDer;
@@ -15,7 +17,7 @@ use tessera_attestors::node::tpm::device::Tpm;
 use tessera_attestors::node::tpm::evidence::TpmEvidence;
 use tessera_attestors::node::NodeEvidence;
 use tessera_attestors::workload::unix::UnixAttestor;
-use tessera_common::{fsutil, tls, unix_now, x509};
+use tessera_common::{fsutil, systemd, tls, unix_now, x509};
 use tessera_proto::authority::node_client::NodeClient;
 use tokio::sync::watch;
 use tonic::transport::Channel;
@@ -59,6 +61,7 @@ async fn attest(
     cfg: &Config,
     boot: &Bootstrap,
     evidence: &dyn NodeEvidence,
+    metrics: &Metrics,
 ) -> Result<AgentSvid, BoxError> {
     let mut attempt = 0;
     loop {
@@ -69,6 +72,7 @@ async fn attest(
             tls,
             boot.roots.as_deref(),
             evidence,
+            metrics,
         )
         .await
         {
@@ -89,6 +93,11 @@ async fn attest(
 
 pub async fn run(cfg: Config) -> Result<(), BoxError> {
     tls::install_default_provider();
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new(&registry).map_err(|e| format!("metrics: {e}"))?;
+    // Early, so a SIGHUP during attestation reloads rather than kills.
+    let (wake_tx, wake_rx) = watch::channel(0u64);
+    ops::handle_sighup(cfg.clone(), wake_tx.clone())?;
     fsutil::ensure_dir(&cfg.data_dir, 0o700)
         .map_err(|e| format!("data_dir {}: {e}", cfg.data_dir.display()))?;
     let boot = match &cfg.trust {
@@ -112,24 +121,40 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
     let incoming = workload_api::bind(&cfg.socket_path)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (client_tx, client_rx) = watch::channel(None);
-    let upstream = Arc::new(GrpcUpstream::new(client_rx));
+    let upstream = Arc::new(GrpcUpstream::new(client_rx).with_metrics(metrics.clone()));
     let (manager, snapshots) = Manager::new(
         upstream.clone(),
         Arc::new(SystemClock),
         Some(cfg.data_dir.join("entries.json")),
     );
+    let attestor = Arc::new(UnixAttestor::new());
+    let probes = ops::AgentProbes {
+        registry,
+        metrics: metrics.clone(),
+        snapshots: snapshots.clone(),
+        attestor: attestor.clone(),
+        socket_path: cfg.socket_path.clone(),
+        shutdown: stop_rx.clone(),
+    };
+    ops::start_telemetry(&cfg, probes).await?;
     let api = WorkloadApi {
         snapshots,
-        attestor: Arc::new(UnixAttestor::new()),
+        attestor,
         upstream,
         jwt_cache: Arc::default(),
         trust_domain: cfg.trust_domain.clone(),
         shutdown: stop_rx.clone(),
+        metrics: metrics.clone(),
     };
     let mut server = tokio::spawn(workload_api::serve(incoming, api, wait_stop(stop_rx)));
     tracing::info!(socket = %cfg.socket_path.display(), "Workload API listening");
 
-    let evidence = evidence(&cfg)?;
+    let evidence = timed_evidence(evidence(&cfg)?, metrics.clone());
+    // Ready once serving (callers get Unavailable until attested) and the TPM
+    // is open; the SIGTERM handler is installed by the select! just below.
+    systemd::spawn_watchdog();
+    systemd::ready();
+    systemd::status("serving the Workload API; attesting the node");
     let startup = async {
         let svid = match AgentSvid::load(&cfg.data_dir, &cfg.trust_domain)? {
             Some(s) => {
@@ -137,7 +162,7 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
                 s
             }
             None => {
-                let s = attest(&cfg, &boot, evidence.as_ref()).await?;
+                let s = attest(&cfg, &boot, evidence.as_ref(), &metrics).await?;
                 s.save(&cfg.data_dir)?;
                 s
             }
@@ -154,8 +179,13 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
         &cfg.trust_domain,
         &svid,
     )?));
-    let (wake_tx, wake_rx) = watch::channel(0u64);
-    tokio::spawn(manager.run(cfg.sync_interval, wake_rx));
+    systemd::status(&format!("attested as {}; serving the Workload API", svid.id));
+    metrics.agent_svid(svid.not_after);
+    tokio::spawn(
+        manager
+            .with_metrics(metrics.clone())
+            .run(cfg.sync_interval, wake_rx),
+    );
     tokio::spawn(keep_agent_svid(
         cfg.clone(),
         boot,
@@ -163,6 +193,7 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
         svid,
         client_tx,
         wake_tx,
+        metrics,
     ));
     tracing::info!("agent ready");
     tokio::select! {
@@ -178,6 +209,7 @@ async fn stop(
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 ) -> Result<(), BoxError> {
     tracing::info!("shutting down");
+    systemd::stopping();
     let _ = stop_tx.send(true);
     if tokio::time::timeout(DRAIN, server).await.is_err() {
         tracing::warn!("connections still open after {DRAIN:?}; closing them");
@@ -199,6 +231,7 @@ async fn keep_agent_svid(
     mut svid: AgentSvid,
     client_tx: watch::Sender<Option<NodeClient<Channel>>>,
     wake_tx: watch::Sender<u64>,
+    metrics: Arc<Metrics>,
 ) {
     loop {
         let at = rotate_at(svid.issued_at, svid.not_after, random_jitter());
@@ -220,6 +253,7 @@ async fn keep_agent_svid(
                             tls,
                             boot_roots.roots.as_deref(),
                             evidence.as_ref(),
+                            &metrics,
                         )
                         .await
                     }
@@ -235,13 +269,14 @@ async fn keep_agent_svid(
                             tls,
                             Some(&svid.bundle_roots),
                             evidence.as_ref(),
+                            &metrics,
                         )
                         .await
                     }
                     Err(e) => Err(e),
                 }
             } else {
-                node::renew(&cfg.authority_address, &cfg.trust_domain, &svid).await
+                node::renew(&cfg.authority_address, &cfg.trust_domain, &svid, &metrics).await
             };
             match result {
                 Ok(new) => break new,
@@ -255,6 +290,7 @@ async fn keep_agent_svid(
             }
         };
         tracing::info!(agent_id = %svid.id, not_after = svid.not_after, "agent SVID renewed");
+        metrics.agent_svid(svid.not_after);
         if let Err(e) = svid.save(&cfg.data_dir) {
             tracing::error!(error = %e, "cannot store the agent SVID");
         }

@@ -1,6 +1,7 @@
 //! Connections to the authority, and the small `Upstream` trait the SVID
 //! manager signs through (tests drive the manager with a fake).
 
+use crate::metrics::Metrics;
 use crate::node::AgentSvid;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -87,11 +88,32 @@ pub trait Upstream: Send + Sync + 'static {
 /// The real upstream: the current mTLS client, replaced when the agent SVID rotates.
 pub struct GrpcUpstream {
     client: tokio::sync::watch::Receiver<Option<NodeClient<Channel>>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl GrpcUpstream {
     pub fn new(client: tokio::sync::watch::Receiver<Option<NodeClient<Channel>>>) -> Self {
-        Self { client }
+        Self {
+            client,
+            metrics: None,
+        }
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Counts a failed RPC by its method and code.
+    fn count<T>(
+        &self,
+        method: &'static str,
+        r: Result<T, tonic::Status>,
+    ) -> Result<T, tonic::Status> {
+        if let (Err(st), Some(m)) = (&r, &self.metrics) {
+            m.authority_error(method, st.code());
+        }
+        r
     }
 
     fn client(&self) -> Result<NodeClient<Channel>, tonic::Status> {
@@ -105,23 +127,20 @@ impl GrpcUpstream {
 #[tonic::async_trait]
 impl Upstream for GrpcUpstream {
     async fn sync_entries(&self) -> Result<pb::SyncEntriesResponse, tonic::Status> {
-        Ok(self
-            .client()?
-            .sync_entries(pb::SyncEntriesRequest {})
-            .await?
-            .into_inner())
+        let mut client = self.client()?;
+        let r = client.sync_entries(pb::SyncEntriesRequest {}).await;
+        Ok(self.count("SyncEntries", r)?.into_inner())
     }
 
     async fn batch_sign_x509(
         &self,
         requests: Vec<pb::X509SignRequest>,
     ) -> Result<Vec<pb::X509Svid>, tonic::Status> {
-        Ok(self
-            .client()?
+        let mut client = self.client()?;
+        let r = client
             .batch_sign_x509(pb::BatchSignX509Request { requests })
-            .await?
-            .into_inner()
-            .svids)
+            .await;
+        Ok(self.count("BatchSignX509", r)?.into_inner().svids)
     }
 
     async fn sign_jwt(
@@ -133,6 +152,8 @@ impl Upstream for GrpcUpstream {
             entry_id: entry_id.to_string(),
             audience: audience.to_vec(),
         };
-        Ok(self.client()?.sign_jwt(req).await?.into_inner())
+        let mut client = self.client()?;
+        let r = client.sign_jwt(req).await;
+        Ok(self.count("SignJwt", r)?.into_inner())
     }
 }

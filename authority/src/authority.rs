@@ -6,6 +6,7 @@ use crate::ca::{authority_id, Ca};
 use crate::config::Config;
 use crate::datastore::{AgentRecord, Datastore, Entry};
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use std::sync::Arc;
 use tessera_common::jwt::{JwtBundle, JwtSigner};
 use tessera_common::selector::all_present;
@@ -18,6 +19,9 @@ pub struct Authority {
     pub ca: Ca,
     pub jwt: JwtSigner,
     pub verifiers: Vec<Arc<dyn NodeVerifier>>,
+    pub metrics: Arc<Metrics>,
+    /// Turns true when the authority stops: open attestation exchanges end.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Authority {

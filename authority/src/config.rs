@@ -31,6 +31,8 @@ struct Raw {
     log: LogConfig,
     #[serde(default)]
     tpm: Option<TpmRaw>,
+    #[serde(default)]
+    telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +114,13 @@ pub struct LogConfig {
     pub json: bool,
 }
 
+/// `/metrics`, `/live` and `/ready` over HTTP; off unless `listen` is set.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub listen: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub trust_domain: TrustDomain,
@@ -128,11 +137,16 @@ pub struct Config {
     pub ca: Option<UpstreamCa>,
     pub log: LogConfig,
     pub tpm: Option<TpmConfig>,
+    pub telemetry: TelemetryConfig,
+    /// The file this was loaded from; SIGHUP re-reads it.
+    pub source: Option<PathBuf>,
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        config::load(path, Self::parse)
+        let mut c = config::load(path, Self::parse)?;
+        c.source = Some(path.to_path_buf());
+        Ok(c)
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -169,6 +183,12 @@ impl Config {
                 raw.data_dir.join("datastore.sqlite3").display()
             ),
         };
+        if let Some(listen) = &raw.telemetry.listen {
+            tessera_common::telemetry::parse_listen(listen)?;
+        }
+        if let Some(level) = &raw.log.level {
+            tessera_common::logging::check_level(level)?;
+        }
         let hour = Duration::from_secs(3600);
         let cfg = Config {
             trust_domain,
@@ -191,6 +211,8 @@ impl Config {
             ca: raw.ca,
             log: raw.log,
             tpm: raw.tpm.map(tpm_config).transpose()?,
+            telemetry: raw.telemetry,
+            source: None,
         };
         for (field, ttl) in [
             ("default_x509_ttl", cfg.default_x509_ttl),
@@ -255,5 +277,18 @@ mod tests {
         assert!(Config::parse(&relative)
             .unwrap_err()
             .starts_with("data_dir:"));
+        let listen = format!("{MIN}[telemetry]\nlisten = \"metrics.local:9090\"\n");
+        assert!(Config::parse(&listen)
+            .unwrap_err()
+            .starts_with("telemetry.listen:"));
+        let level = format!("{MIN}[log]\nlevel = \"tessera=loud\"\n");
+        assert!(Config::parse(&level).unwrap_err().starts_with("log.level:"));
+    }
+
+    #[test]
+    fn telemetry_section() {
+        let c = Config::parse(&format!("{MIN}[telemetry]\nlisten = \"127.0.0.1:9090\"\n")).unwrap();
+        assert_eq!(c.telemetry.listen.as_deref(), Some("127.0.0.1:9090"));
+        assert!(Config::parse(MIN).unwrap().telemetry.listen.is_none());
     }
 }

@@ -8,11 +8,41 @@ use tessera_authority::admin_cli::{self, NewEntryArgs};
 use tessera_authority::config::{Config, DEFAULT_ADMIN_SOCKET};
 use tessera_common::duration;
 
+/// `tessera-authority --help`: what a man page would say.
+const LONG_ABOUT: &str = "\
+tessera upstream authority: CA, registration entries, attestation, audit.
+
+`tessera-authority run --config FILE` runs the CA of a SPIFFE trust domain: it
+verifies the node attestation of tessera agents over TLS (TPM 2.0 with EK
+certificates, quotes and boot policies, or single-use join tokens), keeps the
+registration entries, signs X.509- and JWT-SVIDs for the agents entitled to
+them and records every attestation and issuance in an audit trail. The other
+commands administer a running authority over its admin socket (root and the
+authority's own user only).
+
+Files:
+  /etc/tessera/authority.toml        the configuration (TOML)
+  /run/tessera/authority-admin.sock  the admin socket (default)
+  /var/lib/tessera/authority         state: CA and JWT keys, SQLite datastore
+
+Environment:
+  TESSERA_LOG               log filter, overrides [log] level (e.g. debug)
+  NOTIFY_SOCKET, WATCHDOG_USEC
+                            set by systemd (Type=notify): readiness and
+                            watchdog pings at half WATCHDOG_USEC
+
+Signals: SIGTERM or SIGINT stops serving and exits; SIGHUP reloads the
+configuration.
+
+Exit status: 0 on success, 1 on an error (one line on stderr), 2 on a bad
+command line.";
+
 #[derive(Parser)]
 #[command(
     name = "tessera-authority",
     version,
-    about = "tessera upstream authority: CA, registration entries, attestation, audit"
+    about = "tessera upstream authority: CA, registration entries, attestation, audit",
+    long_about = LONG_ABOUT
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,6 +64,7 @@ fn dur(s: &str) -> Result<Duration, String> {
 enum Cmd {
     /// Run the authority.
     Run {
+        /// The config file (TOML), e.g. /etc/tessera/authority.toml.
         #[arg(long)]
         config: PathBuf,
     },
@@ -59,6 +90,12 @@ enum Cmd {
         limit: Option<u32>,
         #[command(flatten)]
         socket: AdminSocket,
+    },
+    /// Exit 0 if the authority is ready (listeners up, datastore answering), 1 otherwise.
+    Healthcheck {
+        /// Its config: asks [telemetry] listen's /ready, else the admin socket.
+        #[arg(long, default_value = tessera_authority::ops::DEFAULT_CONFIG)]
+        config: PathBuf,
     },
 }
 
@@ -199,6 +236,7 @@ fn main() -> ExitCode {
                 limit,
                 socket,
             } => admin_cli::audit(&socket.admin_socket, spiffe_id, agent, limit).await,
+            Cmd::Healthcheck { config } => tessera_authority::ops::healthcheck(&config).await,
         }
     })
 }

@@ -4,6 +4,7 @@ use crate::attestation::{AttestError, Challenger};
 use crate::authority::Authority;
 use crate::datastore::{AgentRecord, AuditEvent};
 use crate::error::ApiError;
+use crate::metrics::Outcome;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,11 +59,13 @@ impl Challenger for StreamChallenger<'_> {
 impl NodeApi {
     /// `caller` is the agent's current ID when it re-attests over mTLS
     /// (continuous verification at renewal).
+    /// `method` becomes the attestation method once it is known to be enabled.
     async fn attest(
         &self,
         caller: Option<String>,
         mut inbound: Streaming<pb::AttestRequest>,
         tx: &mpsc::Sender<Result<pb::AttestResponse, Status>>,
+        method: &mut &'static str,
     ) -> Result<pb::AttestResult, ApiError> {
         let a = &self.0;
         let begin = match tokio::time::timeout(STEP_TIMEOUT, inbound.next()).await {
@@ -82,6 +85,7 @@ impl NodeApi {
                 begin.method
             ))
         })?;
+        *method = verifier.method();
         let mut challenger = StreamChallenger {
             inbound: &mut inbound,
             outbound: tx,
@@ -127,6 +131,7 @@ impl NodeApi {
         a.datastore
             .record_attestation(&agent, &audit, node.consume_token.as_deref())
             .await?;
+        a.metrics.x509_signed("agent", 1);
         tracing::info!(agent_id = %agent.id, method = %agent.method, "node attested");
         Ok(pb::AttestResult {
             agent_id: agent.id,
@@ -169,14 +174,31 @@ impl Node for NodeApi {
         let (tx, rx) = mpsc::channel(4);
         let this = NodeApi(self.0.clone());
         let inbound = req.into_inner();
+        let mut shutdown = self.0.shutdown.clone();
         tokio::spawn(async move {
-            let msg = match this.attest(caller, inbound, &tx).await {
-                Ok(result) => Ok(pb::AttestResponse {
-                    step: Some(pb::attest_response::Step::Result(result)),
-                }),
-                Err(e) => {
-                    tracing::warn!(error = %e, "node attestation failed");
-                    Err(Status::from(e))
+            let mut method = "unknown";
+            // On shutdown the exchange ends now rather than waiting for the agent;
+            // a datastore write in progress is rolled back, never half-done.
+            let outcome = tokio::select! {
+                r = this.attest(caller, inbound, &tx, &mut method) => r.map_err(Status::from),
+                _ = shutdown.wait_for(|s| *s) => {
+                    Err(Status::unavailable("the authority is shutting down; retry"))
+                }
+            };
+            let msg = match outcome {
+                Ok(result) => {
+                    this.0.metrics.node_attestation(method, Outcome::Ok);
+                    Ok(pb::AttestResponse {
+                        step: Some(pb::attest_response::Step::Result(result)),
+                    })
+                }
+                Err(st) => {
+                    tracing::warn!(method, error = %st.message(), "node attestation failed");
+                    this.0
+                        .metrics
+                        .node_attestation(method, Outcome::of(st.code()));
+                    this.0.metrics.rpc_error("node", "Attest", st.code());
+                    Err(st)
                 }
             };
             let _ = tx.send(msg).await;
@@ -213,6 +235,7 @@ impl Node for NodeApi {
             .renew_agent(&agent.id, &serial, expires_at, &audit)
             .await
             .map_err(ApiError::from)?;
+        a.metrics.x509_signed("agent", 1);
         Ok(Response::new(pb::RenewAgentResponse {
             svid_chain: x509::join_der(&chain),
             bundle: Some(a.bundle()),
@@ -290,6 +313,7 @@ impl Node for NodeApi {
             .record_audit(&audit)
             .await
             .map_err(ApiError::from)?;
+        a.metrics.x509_signed("workload", svids.len() as u64);
         Ok(Response::new(pb::BatchSignX509Response { svids }))
     }
 
@@ -345,6 +369,7 @@ impl Node for NodeApi {
             .record_audit(&[audit])
             .await
             .map_err(ApiError::from)?;
+        a.metrics.jwt_signed();
         Ok(Response::new(pb::SignJwtResponse {
             token: jwt.token,
             expires_at: jwt.expires_at,

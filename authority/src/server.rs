@@ -8,8 +8,11 @@ use crate::authority::Authority;
 use crate::ca::Ca;
 use crate::config::Config;
 use crate::datastore::Datastore;
+use crate::metrics::Metrics;
 use crate::node_api::NodeApi;
+use crate::ops;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_attestors::node::tpm::ekcert::EkCaStore;
@@ -30,9 +33,14 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub async fn run(config: Config) -> Result<(), BoxError> {
     tessera_common::tls::install_default_provider();
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new(&registry).map_err(|e| format!("metrics: {e}"))?;
+    ops::handle_sighup(config.clone())?;
     fsutil::ensure_dir(&config.data_dir, 0o700)
         .map_err(|e| format!("data_dir {}: {e}", config.data_dir.display()))?;
-    let datastore = Datastore::open(&config.database_url).await?;
+    let datastore = Datastore::open(&config.database_url)
+        .await?
+        .with_latency(metrics.datastore_latency());
     let ca = Ca::load_or_create(
         &config.data_dir,
         &config.trust_domain,
@@ -49,12 +57,15 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
     if let Some(tpm) = &config.tpm {
         verifiers.push(Arc::new(tpm_verifier(tpm, &datastore, &config)?));
     }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let authority = Arc::new(Authority {
         config: config.clone(),
         datastore,
         ca,
         jwt,
         verifiers,
+        metrics: metrics.clone(),
+        shutdown: stop_rx.clone(),
     });
 
     let (chain, key) =
@@ -70,13 +81,22 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
         .map_err(|e| format!("listen_address {}: {e}", config.listen_address))?;
     let incoming = tls_incoming(listener, tokio_rustls::TlsAcceptor::from(tls));
     let admin_incoming = admin_listener(&config.admin_socket_path)?;
+    let listening = Arc::new(AtomicBool::new(false));
+    let probes = ops::AuthorityProbes {
+        registry,
+        datastore: authority.datastore.clone(),
+        listening: listening.clone(),
+        shutdown: stop_rx.clone(),
+    };
+    ops::start_telemetry(&config, probes).await?;
 
     let shutdown = shutdown_signal();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let node = tonic::transport::Server::builder()
+        .layer(metrics.grpc_layer("node"))
         .add_service(NodeServer::new(NodeApi(authority.clone())))
         .serve_with_incoming_shutdown(incoming, wait_stop(stop_rx.clone()));
     let admin = tonic::transport::Server::builder()
+        .layer(metrics.grpc_layer("admin"))
         .add_service(AdminServer::with_interceptor(
             AdminApi(authority.clone()),
             check_peer,
@@ -85,8 +105,14 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
     tracing::info!(listen = %config.listen_address, admin = %config.admin_socket_path.display(), trust_domain = %config.trust_domain, "authority ready");
     let node = tokio::spawn(node);
     let admin = tokio::spawn(admin);
+    listening.store(true, Ordering::SeqCst);
+    tessera_common::systemd::spawn_watchdog();
+    tessera_common::systemd::ready();
     shutdown.await;
     tracing::info!("shutting down");
+    tessera_common::systemd::stopping();
+    listening.store(false, Ordering::SeqCst);
+    // Ends open Attest exchanges too (node_api), so the drain is short.
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         let _ = node.await;
@@ -94,7 +120,15 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
     })
     .await;
     let _ = std::fs::remove_file(&config.admin_socket_path);
-    authority.datastore.close().await;
+    // Every audit event was committed with its request; closing returns the
+    // connections (and checkpoints SQLite's WAL), bounded in time.
+    if tokio::time::timeout(Duration::from_secs(3), authority.datastore.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("datastore connections still busy after 3s; exiting anyway");
+    }
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -8,6 +8,8 @@ pub mod jwt;
 pub mod logging;
 pub mod selector;
 pub mod spiffe_id;
+pub mod systemd;
+pub mod telemetry;
 pub mod tls;
 pub mod uds;
 pub mod x509;

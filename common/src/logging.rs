@@ -1,19 +1,73 @@
 //! tracing setup shared by both daemons.
 
-use tracing_subscriber::EnvFilter;
+use std::sync::OnceLock;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
+
+/// The filter's reload handle, and whether TESSERA_LOG chose the filter.
+static RELOAD: OnceLock<(reload::Handle<EnvFilter, Registry>, bool)> = OnceLock::new();
 
 /// Human-readable logs to stderr; `json` for machine ingestion. Under systemd
-/// (JOURNAL_STREAM set) timestamps are left to the journal.
+/// (JOURNAL_STREAM set) timestamps are left to the journal. A non-empty
+/// TESSERA_LOG overrides `level`, also across reloads.
 pub fn init(level: &str, json: bool) {
-    let filter = EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let from_env = std::env::var("TESSERA_LOG")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .and_then(|s| EnvFilter::try_new(s).ok());
+    let env_override = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| EnvFilter::new(level));
+    let (filter, handle) = reload::Layer::new(filter);
     let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let res = match (json, under_journal) {
-        (true, _) => builder.json().try_init(),
-        (false, true) => builder.without_time().try_init(),
-        (false, false) => builder.try_init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match (json, under_journal) {
+        (true, _) => fmt.json().boxed(),
+        (false, true) => fmt.without_time().boxed(),
+        (false, false) => fmt.boxed(),
     };
-    let _ = res;
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .is_ok()
+    {
+        let _ = RELOAD.set((handle, env_override));
+    }
+}
+
+/// Checks a `[log] level` value (an EnvFilter directive such as `info` or
+/// `info,tessera_agent=debug`).
+pub fn check_level(level: &str) -> Result<(), String> {
+    EnvFilter::try_new(level)
+        .map(|_| ())
+        .map_err(|e| format!("log.level: {level:?}: {e}"))
+}
+
+/// Applies a new level at run time (SIGHUP). Ok(false) when nothing changed
+/// because TESSERA_LOG overrides the config or logging was not set up here.
+pub fn set_level(level: &str) -> Result<bool, String> {
+    let filter = EnvFilter::try_new(level).map_err(|e| format!("log.level: {level:?}: {e}"))?;
+    match RELOAD.get() {
+        Some((_, true)) | None => Ok(false),
+        Some((handle, false)) => handle
+            .reload(filter)
+            .map(|_| true)
+            .map_err(|e| format!("log.level: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_are_checked_and_errors_name_the_field() {
+        assert!(check_level("info").is_ok());
+        assert!(check_level("info,tessera_agent=debug").is_ok());
+        let e = check_level("tessera=loud").unwrap_err();
+        assert!(e.starts_with("log.level:"), "{e}");
+        // A bad level is refused before anything changes.
+        assert!(set_level("tessera=loud").is_err());
+    }
 }

@@ -3,6 +3,7 @@
 
 use super::rotation::{backoff, random_jitter, rotate_at};
 use super::{Bundle, CachedSvid, Snapshot, State};
+use crate::metrics::Metrics;
 use crate::node::key_and_csr;
 use crate::upstream::Upstream;
 use std::collections::HashMap;
@@ -58,6 +59,7 @@ pub struct Manager {
     state: State,
     /// Where `inspect` finds the synced entries (metadata only, never keys).
     entries_file: Option<PathBuf>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Manager {
@@ -76,14 +78,23 @@ impl Manager {
             bundle: None,
             state: State::Syncing,
             entries_file,
+            metrics: None,
         };
         (m, rx)
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// One round: sync, sign what is due, publish. The snapshot is published
     /// even when the round fails, so expired SVIDs are never served.
     pub async fn step(&mut self) -> Result<(), SyncError> {
         let result = self.sync_and_sign().await;
+        if let Some(m) = &self.metrics {
+            m.entry_sync(result.is_ok());
+        }
         if let Err(SyncError::Refused(_)) = &result {
             self.state = State::Refused;
             self.entries.clear();
@@ -156,7 +167,10 @@ impl Manager {
                 match cached_svid(entry, &s.svid_chain, key.serialize_der(), self.clock.now()) {
                     Ok(svid) => {
                         tracing::info!(spiffe_id = %svid.spiffe_id, entry_id = %entry.id, not_after = svid.not_after, "X509-SVID updated");
-                        self.svids.insert(entry.id.clone(), Arc::new(svid));
+                        let replaced = self.svids.insert(entry.id.clone(), Arc::new(svid));
+                        if let (Some(m), Some(_)) = (&self.metrics, replaced) {
+                            m.svid_rotated();
+                        }
                     }
                     Err(e) => {
                         tracing::error!(entry_id = %entry.id, error = %e, "authority returned an unusable SVID")

@@ -7,12 +7,18 @@ mod responses;
 mod service;
 
 pub use error::WorkloadError;
-pub use service::WorkloadApi;
+pub use service::{Caller, WorkloadApi};
 
+use crate::cache::{Snapshot, State};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
 use tessera_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
+use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic::server::NamedService;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
 
 /// Binds the socket: creates its directory, removes a stale socket (but never
 /// one a live agent is serving on), and opens it to every local user.
@@ -42,9 +48,11 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<SpiffeWorkloadApiServer<WorkloadApi>>()
-        .await;
+    tokio::spawn(follow_health(
+        health,
+        api.snapshots.clone(),
+        api.shutdown.clone(),
+    ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tessera_proto::WORKLOAD_FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -53,7 +61,8 @@ pub async fn serve(
     let mut builder = tonic::transport::Server::builder()
         .initial_connection_window_size(256 * 1024)
         .initial_stream_window_size(64 * 1024)
-        .max_concurrent_streams(64);
+        .max_concurrent_streams(64)
+        .layer(api.metrics.workload_layer());
     let router = builder
         .add_service(tonic::service::interceptor::InterceptedService::new(
             SpiffeWorkloadApiServer::new(api),
@@ -64,4 +73,32 @@ pub async fn serve(
     router
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// gRPC health says SERVING only while identities can be served (entries
+/// synced, not shutting down), so `tessera-agent healthcheck` means "ready".
+async fn follow_health(
+    health: HealthReporter,
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    const API: &str = <SpiffeWorkloadApiServer<WorkloadApi> as NamedService>::NAME;
+    let mut last = None;
+    loop {
+        let ready = snapshots.borrow_and_update().state == State::Ready && !*shutdown.borrow();
+        if last != Some(ready) {
+            let status = if ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            health.set_service_status(API, status).await;
+            last = Some(ready);
+        }
+        tokio::select! {
+            r = snapshots.changed() => if r.is_err() { return },
+            r = shutdown.changed() => if r.is_err() { return },
+        }
+    }
 }

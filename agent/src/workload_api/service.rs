@@ -5,9 +5,11 @@ use super::responses;
 use super::WorkloadError;
 use crate::cache::jwt::JwtCache;
 use crate::cache::Snapshot;
+use crate::metrics::Metrics;
 use crate::upstream::Upstream;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 use tessera_attestors::workload::unix::UnixAttestor;
 use tessera_common::{jwt, unix_now, Selector, SpiffeId, TrustDomain};
 use tessera_proto::workload as wl;
@@ -27,31 +29,134 @@ pub struct WorkloadApi {
     pub trust_domain: TrustDomain,
     /// Turns true when the agent stops: every stream ends.
     pub shutdown: watch::Receiver<bool>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Who is calling, as the kernel and /proc tell it: every issuance and denial
+/// log names the pid, uid, binary path and SPIFFE ID, so the journal answers
+/// "who got which identity, when and why".
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub pid: i32,
+    /// From SO_PEERCRED; the `unix:uid` selector says the same once attested.
+    pub uid: Option<u32>,
+    pub selectors: Vec<Selector>,
+}
+
+impl Caller {
+    fn unix(&self, key: &str) -> Option<&str> {
+        self.selectors
+            .iter()
+            .filter(|s| s.kind == "unix")
+            .find_map(|s| s.value.strip_prefix(key)?.strip_prefix(':'))
+    }
+
+    fn uid(&self) -> String {
+        self.unix("uid")
+            .map(str::to_string)
+            .or_else(|| self.uid.map(|u| u.to_string()))
+            .unwrap_or_else(|| "?".into())
+    }
+
+    fn path(&self) -> &str {
+        self.unix("path").unwrap_or("?")
+    }
+
+    fn issued(&self, what: &str, spiffe_id: &str, not_after: i64) {
+        tracing::info!(
+            pid = self.pid,
+            uid = %self.uid(),
+            path = %self.path(),
+            spiffe_id = %spiffe_id,
+            not_after,
+            "{what} issued"
+        );
+    }
+
+    /// `spiffe_id` is the identity asked for, or "-" when the caller asked for all of its.
+    fn denied(&self, what: &str, spiffe_id: &str, e: &WorkloadError) {
+        tracing::info!(
+            pid = self.pid,
+            uid = %self.uid(),
+            path = %self.path(),
+            spiffe_id = %spiffe_id,
+            reason = %e,
+            "{what} denied"
+        );
+    }
+}
+
+/// What a stream logs when it sends a message: `(caller, previous, current)`.
+type OnSend<T> = fn(&Caller, Option<&T>, &T);
+
+fn no_log<T>(_: &Caller, _: Option<&T>, _: &T) {}
+
+/// Logs each X.509-SVID that is new to this stream (first answer or rotation).
+fn log_x509(c: &Caller, prev: Option<&wl::X509svidResponse>, cur: &wl::X509svidResponse) {
+    for s in &cur.svids {
+        let seen = prev.is_some_and(|p| p.svids.iter().any(|o| o.x509_svid == s.x509_svid));
+        if seen {
+            continue;
+        }
+        // The leaf comes first; its notAfter is parsed only for the log.
+        let not_after = tessera_common::x509::split_der_chain(&s.x509_svid)
+            .ok()
+            .and_then(|c| tessera_common::x509::not_after(c.first()?).ok())
+            .unwrap_or(0);
+        c.issued("X509-SVID", &s.spiffe_id, not_after);
+    }
 }
 
 impl WorkloadApi {
     /// The caller's selectors from its kernel-reported pid.
-    async fn attest<T>(&self, req: &Request<T>) -> Result<Vec<Selector>, WorkloadError> {
-        let pid = req
+    async fn attest<T>(&self, req: &Request<T>) -> Result<Caller, WorkloadError> {
+        let cred = req
             .extensions()
             .get::<tonic::transport::server::UdsConnectInfo>()
-            .and_then(|i| i.peer_cred)
-            .and_then(|c| c.pid())
-            .ok_or_else(|| {
-                WorkloadError::Attestation("no peer credentials on the connection".into())
-            })?;
+            .and_then(|i| i.peer_cred);
+        let uid = cred.map(|c| c.uid());
+        let Some(pid) = cred.and_then(|c| c.pid()) else {
+            let e = WorkloadError::Attestation("no peer credentials on the connection".into());
+            tracing::info!(uid = ?uid, reason = %e, "Workload API caller denied");
+            return Err(e);
+        };
         let attestor = self.attestor.clone();
-        let selectors = tokio::task::spawn_blocking(move || attestor.attest(pid))
+        let start = Instant::now();
+        let result = tokio::task::spawn_blocking(move || attestor.attest(pid))
             .await
-            .map_err(|e| WorkloadError::Attestation(e.to_string()))?
-            .map_err(|e| WorkloadError::Attestation(e.to_string()))?;
-        tracing::debug!(pid, ?selectors, "workload attested");
-        Ok(selectors)
+            .map_err(|e| WorkloadError::Attestation(e.to_string()))
+            .and_then(|r| r.map_err(|e| WorkloadError::Attestation(e.to_string())));
+        self.metrics.workload_attested(start.elapsed());
+        match result {
+            Ok(selectors) => {
+                tracing::debug!(pid, ?selectors, "workload attested");
+                Ok(Caller {
+                    pid,
+                    uid,
+                    selectors,
+                })
+            }
+            Err(e) => {
+                let c = Caller {
+                    pid,
+                    uid,
+                    selectors: Vec::new(),
+                };
+                c.denied("Workload API call", "-", &e);
+                Err(e)
+            }
+        }
     }
 
     /// A stream that sends `build(snapshot)` now and again whenever it changes;
     /// it ends with the error when the caller's last identity goes away.
-    fn follow<T, F>(&self, selectors: Vec<Selector>, build: F) -> Result<Stream_<T>, Status>
+    fn follow<T, F>(
+        &self,
+        caller: Caller,
+        what: &'static str,
+        build: F,
+        on_send: OnSend<T>,
+    ) -> Result<Stream_<T>, Status>
     where
         T: PartialEq + Send + Sync + 'static,
         T: Clone,
@@ -59,7 +164,10 @@ impl WorkloadApi {
     {
         let mut rx = self.snapshots.clone();
         let mut shutdown = self.shutdown.clone();
-        let first = build(&rx.borrow_and_update(), &selectors).map_err(Status::from)?;
+        let first = build(&rx.borrow_and_update(), &caller.selectors)
+            .inspect_err(|e| caller.denied(what, "-", e))
+            .map_err(Status::from)?;
+        on_send(&caller, None, &first);
         let (tx, out) = mpsc::channel(2);
         tokio::spawn(async move {
             let mut last = first.clone();
@@ -76,15 +184,17 @@ impl WorkloadApi {
                     }
                 }
                 let snap = rx.borrow_and_update().clone();
-                match build(&snap, &selectors) {
+                match build(&snap, &caller.selectors) {
                     Ok(msg) if msg == last => {}
                     Ok(msg) => {
+                        on_send(&caller, Some(&last), &msg);
                         last = msg.clone();
                         if tx.send(Ok(msg)).await.is_err() {
                             return;
                         }
                     }
                     Err(e) => {
+                        caller.denied(what, "-", &e);
                         let _ = tx.send(Err(e.into())).await;
                         return;
                     }
@@ -99,20 +209,6 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-fn log_denial(what: &str, selectors: &[Selector], e: &WorkloadError) {
-    let uid = selectors
-        .iter()
-        .find(|s| s.kind == "unix" && s.value.starts_with("uid:"))
-        .map(|s| s.value.as_str())
-        .unwrap_or("?");
-    let path = selectors
-        .iter()
-        .find(|s| s.kind == "unix" && s.value.starts_with("path:"))
-        .map(|s| s.value.as_str())
-        .unwrap_or("?");
-    tracing::info!(%uid, %path, error = %e, "{what} denied");
-}
-
 #[tonic::async_trait]
 impl SpiffeWorkloadApi for WorkloadApi {
     type FetchX509SVIDStream = Stream_<wl::X509svidResponse>;
@@ -125,35 +221,39 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<wl::X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let selectors = self.attest(&req).await?;
-        if let Err(e) = responses::identities(&self.snapshots.borrow(), &selectors) {
-            log_denial("X509-SVID", &selectors, &e);
-        }
-        let ids: Vec<String> = responses::identities(&self.snapshots.borrow(), &selectors)
-            .map(|v| v.iter().map(|s| s.spiffe_id.to_string()).collect())
-            .unwrap_or_default();
-        tracing::info!(spiffe_ids = ?ids, "serving X509-SVIDs");
-        Ok(Response::new(self.follow(selectors, responses::x509_svid)?))
+        let caller = self.attest(&req).await?;
+        Ok(Response::new(self.follow(
+            caller,
+            "X509-SVID",
+            responses::x509_svid,
+            log_x509,
+        )?))
     }
 
     async fn fetch_x509_bundles(
         &self,
         req: Request<wl::X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        let selectors = self.attest(&req).await?;
-        Ok(Response::new(
-            self.follow(selectors, responses::x509_bundles)?,
-        ))
+        let caller = self.attest(&req).await?;
+        Ok(Response::new(self.follow(
+            caller,
+            "X.509 bundle",
+            responses::x509_bundles,
+            no_log,
+        )?))
     }
 
     async fn fetch_jwt_bundles(
         &self,
         req: Request<wl::JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        let selectors = self.attest(&req).await?;
-        Ok(Response::new(
-            self.follow(selectors, responses::jwt_bundles)?,
-        ))
+        let caller = self.attest(&req).await?;
+        Ok(Response::new(self.follow(
+            caller,
+            "JWT bundle",
+            responses::jwt_bundles,
+            no_log,
+        )?))
     }
 
     async fn fetch_jwtsvid(
@@ -171,14 +271,17 @@ impl SpiffeWorkloadApi for WorkloadApi {
                     .map_err(|e| WorkloadError::InvalidArgument(format!("spiffe_id: {e}")))?,
             ),
         };
-        let selectors = self.attest(&req).await?;
+        let caller = self.attest(&req).await?;
+        let asked = wanted.as_ref().map_or("-".into(), |w| w.to_string());
         let snap = self.snapshots.borrow().clone();
-        let mut ids = responses::identities(&snap, &selectors)
-            .inspect_err(|e| log_denial("JWT-SVID", &selectors, e))?;
+        let mut ids = responses::identities(&snap, &caller.selectors)
+            .inspect_err(|e| caller.denied("JWT-SVID", &asked, e))?;
         if let Some(w) = &wanted {
             ids.retain(|s| &s.spiffe_id == w);
             if ids.is_empty() {
-                return Err(WorkloadError::NotEntitled(w.to_string()).into());
+                let e = WorkloadError::NotEntitled(w.to_string());
+                caller.denied("JWT-SVID", &asked, &e);
+                return Err(e.into());
             }
         }
         let mut svids = Vec::with_capacity(ids.len());
@@ -186,8 +289,19 @@ impl SpiffeWorkloadApi for WorkloadApi {
             let token = self
                 .jwt_cache
                 .get(self.upstream.as_ref(), &s.entry_id, &r.audience, unix_now())
-                .await?;
-            tracing::info!(spiffe_id = %s.spiffe_id, audience = ?r.audience, "serving JWT-SVID");
+                .await
+                .inspect_err(|st| {
+                    let e = WorkloadError::Upstream(st.message().to_string());
+                    caller.denied("JWT-SVID", s.spiffe_id.as_str(), &e);
+                })?;
+            tracing::info!(
+                pid = caller.pid,
+                uid = %caller.uid(),
+                path = %caller.path(),
+                spiffe_id = %s.spiffe_id,
+                audience = ?r.audience,
+                "JWT-SVID issued"
+            );
             svids.push(wl::Jwtsvid {
                 spiffe_id: s.spiffe_id.to_string(),
                 svid: token,

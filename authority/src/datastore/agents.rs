@@ -17,6 +17,7 @@ impl Datastore {
         audit: &AuditEvent,
         consume_token: Option<&str>,
     ) -> Result<(), DatastoreError> {
+        let _t = self.timer("record_attestation");
         let mut tx = self.pool.begin().await?;
         if let Some(token) = consume_token {
             tokens::consume(&mut tx, token, audit.time).await?;
@@ -56,6 +57,7 @@ impl Datastore {
         expires_at: i64,
         audit: &AuditEvent,
     ) -> Result<(), DatastoreError> {
+        let _t = self.timer("renew_agent");
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
             "UPDATE agents SET serial = $1, expires_at = $2 WHERE id = $3 AND evicted = 0",
@@ -82,6 +84,7 @@ impl Datastore {
     }
 
     pub async fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>, DatastoreError> {
+        let _t = self.timer("get_agent");
         let sql = format!("SELECT {COLUMNS} FROM agents WHERE id = $1");
         let row = sqlx::query(&sql)
             .bind(id)
@@ -92,6 +95,7 @@ impl Datastore {
 
     /// All agents, evicted ones included, by ID.
     pub async fn list_agents(&self) -> Result<Vec<AgentRecord>, DatastoreError> {
+        let _t = self.timer("list_agents");
         let sql = format!("SELECT {COLUMNS} FROM agents ORDER BY id");
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
         rows.iter().map(agent_from_row).collect()
@@ -99,6 +103,7 @@ impl Datastore {
 
     /// Marks the agent evicted; the row stays for the record. False if unknown.
     pub async fn evict_agent(&self, id: &str) -> Result<bool, DatastoreError> {
+        let _t = self.timer("evict_agent");
         let res = sqlx::query("UPDATE agents SET evicted = 1 WHERE id = $1")
             .bind(id)
             .execute(&self.pool)

@@ -11,6 +11,7 @@ use super::{
 impl Datastore {
     /// Stores a batch of events in one transaction (`id` is ignored).
     pub async fn record_audit(&self, events: &[AuditEvent]) -> Result<(), DatastoreError> {
+        let _t = self.timer("record_audit");
         if events.is_empty() {
             return Ok(());
         }
@@ -24,6 +25,7 @@ impl Datastore {
 
     /// Matching events, newest first, at most `f.limit` (default 1000, max 10000).
     pub async fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>, DatastoreError> {
+        let _t = self.timer("list_audit");
         let mut sql = String::from(
             "SELECT id, event_time, kind, agent_id, node_selectors, entry_id, spiffe_id, \
              serial, expires_at, audience, detail FROM audit",

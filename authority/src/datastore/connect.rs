@@ -58,7 +58,10 @@ impl Datastore {
             .connect(url)
             .await
             .map_err(|e| DatastoreError::Open(e.to_string()))?;
-        let store = Datastore { pool };
+        let store = Datastore {
+            pool,
+            latency: None,
+        };
         if let Err(e) = migrations::run(&store.pool, backend).await {
             store.pool.close().await;
             return Err(e);

@@ -13,6 +13,7 @@ impl Datastore {
     /// Stores a new entry. `AlreadyExists` names the entry with the same parent ID,
     /// SPIFFE ID and selector set (order and repeats ignored).
     pub async fn create_entry(&self, e: NewEntry) -> Result<Entry, DatastoreError> {
+        let _t = self.timer("create_entry");
         let entry = Entry {
             id: hex::encode(rand::random::<[u8; 16]>()),
             spiffe_id: e.spiffe_id,
@@ -87,6 +88,7 @@ impl Datastore {
     }
 
     pub async fn get_entry(&self, id: &str) -> Result<Option<Entry>, DatastoreError> {
+        let _t = self.timer("get_entry");
         let sql = format!("SELECT {COLUMNS} FROM entries WHERE id = $1");
         let row = sqlx::query(&sql)
             .bind(id)
@@ -97,6 +99,7 @@ impl Datastore {
 
     /// All entries, oldest first.
     pub async fn list_entries(&self) -> Result<Vec<Entry>, DatastoreError> {
+        let _t = self.timer("list_entries");
         let sql = format!("SELECT {COLUMNS} FROM entries ORDER BY created_at, id");
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
         rows.iter().map(entry_from_row).collect()
@@ -104,6 +107,7 @@ impl Datastore {
 
     /// True if the entry existed.
     pub async fn delete_entry(&self, id: &str) -> Result<bool, DatastoreError> {
+        let _t = self.timer("delete_entry");
         let mut tx = self.pool.begin().await?;
         let deleted = sqlx::query("DELETE FROM entries WHERE id = $1")
             .bind(id)
@@ -120,6 +124,7 @@ impl Datastore {
 
     /// Changes whenever any entry is created or deleted.
     pub async fn entries_revision(&self) -> Result<i64, DatastoreError> {
+        let _t = self.timer("entries_revision");
         let row = sqlx::query("SELECT value FROM counters WHERE name = 'entries'")
             .fetch_optional(&self.pool)
             .await?

@@ -59,6 +59,8 @@ enum Backend {
 #[derive(Debug, Clone)]
 pub struct Datastore {
     pool: AnyPool,
+    /// Latency per operation, when the daemon exports metrics.
+    latency: Option<prometheus::HistogramVec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -131,5 +133,25 @@ pub const AUDIT_MAX_LIMIT: u32 = 10_000;
 impl Datastore {
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Observes every operation's latency in `h` (label: the operation).
+    pub fn with_latency(mut self, h: prometheus::HistogramVec) -> Self {
+        self.latency = Some(h);
+        self
+    }
+
+    /// Observes on drop, so every return path of an operation is timed.
+    fn timer(&self, op: &str) -> Option<prometheus::HistogramTimer> {
+        self.latency
+            .as_ref()
+            .map(|h| h.with_label_values(&[op]).start_timer())
+    }
+
+    /// A trivial query: the database answers.
+    pub async fn ping(&self) -> Result<(), DatastoreError> {
+        let _t = self.timer("ping");
+        sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
+        Ok(())
     }
 }

@@ -11,6 +11,7 @@ impl Datastore {
         token: &str,
         expires_at: i64,
     ) -> Result<(), DatastoreError> {
+        let _t = self.timer("create_join_token");
         let res = sqlx::query("INSERT INTO join_tokens (token_hash, expires_at) VALUES ($1, $2)")
             .bind(rows::token_hash(token))
             .bind(expires_at)
@@ -27,6 +28,7 @@ impl Datastore {
 
     /// True if the token exists and `now` is before its expiry. Does not consume it.
     pub async fn join_token_valid(&self, token: &str, now: i64) -> Result<bool, DatastoreError> {
+        let _t = self.timer("join_token_valid");
         let row = sqlx::query(
             "SELECT expires_at FROM join_tokens WHERE token_hash = $1 AND expires_at > $2",
         )
@@ -39,6 +41,7 @@ impl Datastore {
 
     /// Deletes tokens expired at `now`; returns how many.
     pub async fn purge_expired_tokens(&self, now: i64) -> Result<u64, DatastoreError> {
+        let _t = self.timer("purge_expired_tokens");
         let res = sqlx::query("DELETE FROM join_tokens WHERE expires_at <= $1")
             .bind(now)
             .execute(&self.pool)

@@ -31,6 +31,7 @@ impl Datastore {
         ak_name: &str,
         now: TpmClock,
     ) -> Result<bool, DatastoreError> {
+        let _t = self.timer("advance_tpm_clock");
         let mut tx = self.pool.begin().await?;
         let prev = sqlx::query(
             "SELECT reset_count, restart_count, clock FROM tpm_clock WHERE ak_name = $1",

@@ -39,6 +39,14 @@ pub const PROPAGATION: Duration = Duration::from_secs(25);
 // ---------------------------------------------------------------------------------------
 // small utilities
 
+/// A command whose child inherits no descriptor >= 3: libtss2's swtpm TCTI
+/// opens a socket per TPM command without CLOEXEC, and swtpm serves one
+/// connection at a time, so a long-lived child holding one would stall the
+/// in-process TPM tests.
+pub fn child_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    tessera_attestors::node::tpm::device::swtpm::command(program)
+}
+
 pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -147,7 +155,7 @@ impl Daemon {
             args
         );
         let err = out.try_clone().expect("dup log fd");
-        let mut cmd = Command::new(program);
+        let mut cmd = child_command(program);
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(out)
@@ -326,7 +334,7 @@ pub async fn run_cmd(
     uid: Option<u32>,
     env: &[(&str, &str)],
 ) -> CmdOut {
-    let mut cmd = tokio::process::Command::new(program);
+    let mut cmd = tokio::process::Command::from(child_command(program));
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -362,6 +370,8 @@ pub struct Opts {
     pub agent_ttl: &'static str,
     /// Appended to the authority's config (e.g. a `[tpm]` section).
     pub authority_extra: String,
+    /// Appended to every agent config the deployment writes (e.g. `[telemetry]`).
+    pub agent_extra: String,
 }
 
 impl Default for Opts {
@@ -371,6 +381,7 @@ impl Default for Opts {
             default_jwt_ttl: "5m",
             agent_ttl: "1h",
             authority_extra: String::new(),
+            agent_extra: String::new(),
         }
     }
 }
@@ -387,6 +398,8 @@ pub struct Deployment {
     agent: Option<Daemon>,
     /// Further daemons a test started (e.g. a second agent); their logs are printed too.
     pub extra: Vec<Daemon>,
+    /// `Opts::agent_extra`.
+    pub agent_extra: String,
 }
 
 impl Deployment {
@@ -426,6 +439,7 @@ impl Deployment {
             authority: None,
             agent: None,
             extra: Vec::new(),
+            agent_extra: opts.agent_extra.clone(),
         };
         d.start_authority().await;
         d.token = d.generate_token().await;
@@ -488,7 +502,7 @@ impl Deployment {
             socket = socket.display(),
             data = data_dir.display(),
         );
-        fs::write(path, cfg).unwrap();
+        fs::write(path, cfg + &self.agent_extra).unwrap();
     }
 
     // ---- logs
@@ -865,7 +879,7 @@ pub fn connect_from_child(
     )?;
     let addr = UnixAddr::new(path)?;
     let raw = fd.as_raw_fd();
-    let mut cmd = Command::new(program);
+    let mut cmd = child_command(program);
     cmd.args(args)
         .uid(uid)
         .gid(gid)

@@ -6,5 +6,8 @@
 mod conformance;
 mod harness;
 mod lifecycle;
+mod packaging;
 mod pki;
+mod systemd;
+mod telemetry;
 mod tpm;

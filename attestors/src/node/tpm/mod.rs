@@ -13,3 +13,9 @@ pub mod quote;
 pub mod signature;
 pub mod verifier;
 pub mod wire;
+
+/// Serializes swtpm start-ups in one test process: two tests that probe the
+/// same free port pair at once would otherwise share one swtpm.
+#[cfg(any(test, feature = "swtpm-testing"))]
+#[doc(hidden)]
+pub static SWTPM_START: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -93,6 +93,7 @@ impl Swtpm {
             eprintln!("NOTICE: swtpm is not on PATH; skipping the swtpm MakeCredential test");
             return None;
         }
+        let _serial = crate::node::tpm::SWTPM_START.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..10 {
             let Some(port) = free_port_pair() else {
                 continue;
@@ -121,7 +122,12 @@ impl Swtpm {
                     break; // lost a port race: try other ports
                 }
                 if TcpStream::connect(("127.0.0.1", port + 1)).is_ok() {
-                    return Some(Self { child, dir, port });
+                    // Listening, but is it ours? A swtpm that lost the port exits at once.
+                    std::thread::sleep(Duration::from_millis(100));
+                    if let Ok(None) = child.try_wait() {
+                        return Some(Self { child, dir, port });
+                    }
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }

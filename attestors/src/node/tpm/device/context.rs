@@ -97,14 +97,9 @@ impl Owner {
 }
 
 fn connect(conf: TctiNameConf, tcti: &str) -> Result<Context, TpmError> {
-    let before = inheritable_fds();
-    let ctx = Context::new(conf);
-    // libtss2 opens the device / socket without O_CLOEXEC: every child process
-    // would inherit our TPM connection (and keep a swtpm socket busy after
-    // we close it). Mark the descriptors Context::new created.
-    for fd in inheritable_fds().difference(&before) {
-        let _ = fcntl(*fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
-    }
+    // libtss2 opens /dev/tpmrm0 without O_CLOEXEC: every child process of the
+    // agent would inherit our TPM connection.
+    let ctx = cloexec_new_fds(|| Context::new(conf));
     let mut ctx = ctx.map_err(|e| TpmError::Open(format!("cannot open TPM {tcti}: {e}")))?;
     // A TCTI can "open" without a TPM behind it (e.g. a socket to nothing yet
     // accepted): ask for something cheap so absence shows up here.
@@ -118,6 +113,17 @@ fn connect(conf: TctiNameConf, tcti: &str) -> Result<Context, TpmError> {
         "TPM opened"
     );
     Ok(ctx)
+}
+
+/// Run `f` and mark the descriptors it left open without FD_CLOEXEC. (The
+/// swtpm TCTI connects per command, out of reach: see swtpm.rs.)
+pub(crate) fn cloexec_new_fds<T>(f: impl FnOnce() -> T) -> T {
+    let before = inheritable_fds();
+    let out = f();
+    for fd in inheritable_fds().difference(&before) {
+        let _ = fcntl(*fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    }
+    out
 }
 
 /// Open descriptors without FD_CLOEXEC (empty where /proc is missing).

@@ -7,7 +7,7 @@
 //! the authority's challenge, [`Tpm::quote`] for each attestation.
 //!
 //! Object slots: the EK is resolved once (persistent handle, or created and
-//! kept loaded until the last `Tpm` clone is dropped); the AK and every
+//! kept loaded until [`Tpm::close`] or the last clone is dropped); the AK and every
 //! session are loaded only for the command that needs them and flushed after,
 //! because swtpm and PTP-minimum TPMs hold three loaded objects.
 
@@ -125,6 +125,19 @@ impl Tpm {
         Ok(Tpm {
             owner: context::Owner::open(tcti)?,
         })
+    }
+
+    /// Flush what the TPM holds for us (a created EK) and wait for it, e.g.
+    /// at shutdown. Other clones keep working; the EK is re-resolved on use.
+    pub async fn close(self) -> Result<(), TpmError> {
+        self.owner
+            .run(|state| {
+                if let Some(ek) = state.ek.take() {
+                    ek.release(&mut state.ctx);
+                }
+                Ok(())
+            })
+            .await
     }
 
     /// EK certificate and EK public area.

@@ -10,12 +10,17 @@
 //! * [`Swtpm::ca_certs()`] are the local CA's issuer and root certificate (PEM paths).
 //! * [`Swtpm::dir()`] is a scratch dir removed on drop; the swtpm process is
 //!   killed by pid on drop.
-//! * [`Swtpm::tool()`] runs a tpm2-tools command against it (e.g. `tpm2_pcrextend`).
-//!   swtpm serves ONE connection at a time: drop every [`super::Tpm`] on it
-//!   first, or the tool waits for that connection to close.
+//! * [`Swtpm::tool()`] runs a tpm2-tools command against it (e.g. `tpm2_pcrextend`),
+//!   fine between two [`super::Tpm`] calls: libtss2's swtpm TCTI connects per
+//!   command, and swtpm serves one connection at a time.
 //! * [`make_credential()`] is `tpm2_makecredential -T none` (no TPM needed), an
 //!   independent MakeCredential to check activation or the authority against;
 //!   [`parse_credential_file()`] splits its output format.
+//!
+//! Pitfall: those per-command sockets are opened without O_CLOEXEC, so a child
+//! forked while a TPM command is in flight inherits one and swtpm then waits
+//! on it (hang) until that child exits. Every process spawned here marks its
+//! fds >= 3 close-on-exec; spawn others likewise (see [`command()`]).
 //!
 //! Needs `swtpm`, `swtpm_setup`, `swtpm_localca` (and tpm2-tools for the
 //! helpers) on PATH.
@@ -23,6 +28,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,6 +48,7 @@ impl Swtpm {
             .tempdir()?;
         provision(dir.path())?;
         // Ports can be taken between probing and binding: retry a few times.
+        let _serial = super::super::SWTPM_START.lock().unwrap_or_else(|p| p.into_inner());
         let mut last_err = None;
         for _ in 0..5 {
             let port = free_port_pair()?;
@@ -78,7 +85,7 @@ impl Swtpm {
         let (tool, rest) = args
             .split_first()
             .ok_or_else(|| io::Error::other("no tool given"))?;
-        let out = Command::new(tool)
+        let out = command(tool)
             .args(rest)
             .env("TPM2TOOLS_TCTI", self.tools_tcti())
             .stdin(Stdio::null())
@@ -109,6 +116,23 @@ impl Drop for Swtpm {
     }
 }
 
+/// `Command::new(program)` whose child cannot inherit descriptors >= 3 (TPM
+/// sockets from other threads) past exec.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    // SAFETY: runs between fork and exec and only makes one async-signal-safe
+    // syscall; CLOEXEC (not close) keeps std's exec-error pipe working.
+    unsafe {
+        cmd.pre_exec(|| {
+            let cloexec = nix::libc::CLOSE_RANGE_CLOEXEC as nix::libc::c_int;
+            // Best effort: kernels before 5.11 lack the flag.
+            let _ = nix::libc::close_range(3, u32::MAX, cloexec);
+            Ok(())
+        });
+    }
+    cmd
+}
+
 fn provision(dir: &Path) -> io::Result<()> {
     let state = dir.join("state");
     let ca = dir.join("ca");
@@ -136,7 +160,7 @@ fn provision(dir: &Path) -> io::Result<()> {
         &dir.join("swtpm-localca.options"),
         "--platform-manufacturer Tessera\n--platform-version 2.1\n--platform-model swtpm\n",
     )?;
-    let out = Command::new("swtpm_setup")
+    let out = command("swtpm_setup")
         .arg("--tpm2")
         .arg("--tpmstate")
         .arg(&state)
@@ -180,7 +204,7 @@ fn free_port_pair() -> io::Result<u16> {
 }
 
 fn spawn(dir: &Path, port: u16) -> io::Result<Child> {
-    let mut child = Command::new("swtpm")
+    let mut child = command("swtpm")
         .args(["socket", "--tpm2", "--tpmstate"])
         .arg(format!("dir={}", dir.join("state").display()))
         .arg("--server")
@@ -203,6 +227,11 @@ fn spawn(dir: &Path, port: u16) -> io::Result<Child> {
         // Probing the data port opens a client session swtpm serves one at a
         // time; it is closed right away, before the real client connects.
         if up(port + 1) && up(port) {
+            // Listening, but is it ours? A swtpm that lost the port exits at once.
+            std::thread::sleep(Duration::from_millis(100));
+            if let Some(status) = child.try_wait()? {
+                return Err(io::Error::other(format!("swtpm exited: {status}")));
+            }
             return Ok(child);
         }
         if Instant::now() > deadline {
@@ -232,7 +261,7 @@ pub fn make_credential(
     fs::write(&ek, [&len.to_be_bytes()[..], ek_public].concat())?;
     fs::write(&sec, secret)?;
     let name: String = ak_name.iter().map(|b| format!("{b:02x}")).collect();
-    let run = Command::new("tpm2_makecredential")
+    let run = command("tpm2_makecredential")
         .args(["-T", "none", "-u"])
         .arg(&ek)
         .arg("-s")

@@ -1,5 +1,5 @@
-//! Against a private swtpm per test. swtpm serves one connection at a time, so
-//! a test drops its `Tpm` before running tpm2-tools against the same swtpm.
+//! Against a private swtpm per test. tpm2-tools run between `Tpm` calls (the
+//! swtpm TCTI connects per command; see swtpm.rs for the fork pitfall).
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
@@ -54,6 +54,17 @@ fn futures_are_send(tpm: &Tpm, dir: &std::path::Path, sel: &PcrSelection) {
     send(tpm.activate_credential(dir, &[], &[]));
     send(tpm.quote(dir, &[], sel));
     send(tpm.clone());
+}
+
+#[test]
+fn fds_opened_by_libtss2_become_cloexec() {
+    use nix::fcntl::{fcntl, open, FcntlArg, FdFlag, OFlag};
+    let fd = context::cloexec_new_fds(|| {
+        open("/dev/null", OFlag::O_RDONLY, nix::sys::stat::Mode::empty()).expect("open")
+    });
+    let flags = FdFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFD).expect("getfd"));
+    let _ = nix::unistd::close(fd);
+    assert!(flags.contains(FdFlag::FD_CLOEXEC));
 }
 
 #[tokio::test]
@@ -270,16 +281,12 @@ async fn quote_binds_nonce_and_follows_pcr_extend() {
     let before = check_quote(&q, &nonce, &ak);
     let idx: Vec<u32> = before.iter().map(|(i, _)| *i).collect();
     assert_eq!(idx, sel.pcrs);
-    assert!(
-        before.iter().all(|(_, v)| v == &[0u8; 32]),
-        "fresh swtpm PCRs are zero"
-    );
+    assert!(before.iter().all(|(_, v)| v == &[0u8; 32]), "fresh PCRs");
 
-    drop(tpm);
+    // Extended by another process while the agent holds the TPM open.
     let digest = Sha256::digest(b"tessera");
     let arg = format!("14:sha256={}", hex::encode(digest));
     swtpm.tool(&["tpm2_pcrextend", &arg]).expect("pcrextend");
-    let tpm = Tpm::open(&swtpm.tcti()).expect("reopen");
     let nonce = b"second nonce";
     let q = tpm.quote(dir.path(), nonce, &sel).await.expect("quote 2");
     let after = check_quote(&q, nonce, &ak);
@@ -292,13 +299,8 @@ async fn quote_binds_nonce_and_follows_pcr_extend() {
         pcrs: vec![14, 0],
     };
     let q = tpm.quote(dir.path(), b"", &sha1).await.expect("sha1 bank");
-    assert_eq!(
-        q.pcr_values
-            .iter()
-            .map(|(i, v)| (*i, v.len()))
-            .collect::<Vec<_>>(),
-        [(0, 20), (14, 20)]
-    );
+    let lens: Vec<_> = q.pcr_values.iter().map(|(i, v)| (*i, v.len())).collect();
+    assert_eq!(lens, [(0, 20), (14, 20)]);
     let bad = PcrSelection {
         bank: PcrBank::Sha256,
         pcrs: vec![24],
@@ -333,14 +335,7 @@ async fn twenty_quotes_leak_nothing() {
         check_quote(&q, &[i; 16], &ak);
     }
     eprintln!("timing: 20 quotes {:?}", t.elapsed());
-    // Children must not inherit the TPM connection (libtss2 opens it without
-    // O_CLOEXEC): a leaked copy keeps swtpm's single connection busy.
-    let fds = std::process::Command::new("ls")
-        .args(["-l", "/proc/self/fd"])
-        .output();
-    let fds = String::from_utf8(fds.expect("ls").stdout).expect("utf8");
-    assert!(!fds.contains("socket:"), "inherited: {fds}");
-    drop(tpm);
+    tpm.close().await.expect("close");
     // Closing the TPM leaves no transient object or session behind.
     for cap in [
         "handles-transient",
@@ -385,8 +380,8 @@ async fn created_ek_matches_cert_when_not_persistent() {
             .await
             .expect("quote");
     }
-    drop(tpm);
-    // The created EK is flushed when the last handle goes.
+    tpm.close().await.expect("close");
+    // close() flushed the created EK.
     let out = swtpm
         .tool(&["tpm2_getcap", "handles-transient"])
         .expect("getcap");
