@@ -179,7 +179,10 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
         &cfg.trust_domain,
         &svid,
     )?));
-    systemd::status(&format!("attested as {}; serving the Workload API", svid.id));
+    systemd::status(&format!(
+        "attested as {}; serving the Workload API",
+        svid.id
+    ));
     metrics.agent_svid(svid.not_after);
     tokio::spawn(
         manager

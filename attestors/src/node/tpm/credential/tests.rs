@@ -93,7 +93,9 @@ impl Swtpm {
             eprintln!("NOTICE: swtpm is not on PATH; skipping the swtpm MakeCredential test");
             return None;
         }
-        let _serial = crate::node::tpm::SWTPM_START.lock().unwrap_or_else(|p| p.into_inner());
+        let _serial = crate::node::tpm::SWTPM_START
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         for _ in 0..10 {
             let Some(port) = free_port_pair() else {
                 continue;

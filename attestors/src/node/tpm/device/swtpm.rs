@@ -48,7 +48,9 @@ impl Swtpm {
             .tempdir()?;
         provision(dir.path())?;
         // Ports can be taken between probing and binding: retry a few times.
-        let _serial = super::super::SWTPM_START.lock().unwrap_or_else(|p| p.into_inner());
+        let _serial = super::super::SWTPM_START
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let mut last_err = None;
         for _ in 0..5 {
             let port = free_port_pair()?;
