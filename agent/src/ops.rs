@@ -97,21 +97,11 @@ fn reload(running: &mut Config) {
             return;
         }
     };
-    for field in restart_needed(running, &new) {
-        tracing::warn!(
-            field,
-            "SIGHUP: {field} changed in {}; it takes effect only after a restart",
-            path.display()
-        );
-    }
-    let level = new.log.level.as_deref().unwrap_or("info");
-    match tessera_common::logging::set_level(level) {
-        Ok(true) => tracing::info!(level, "SIGHUP: log level set"),
-        Ok(false) => {
-            tracing::info!("SIGHUP: log level unchanged: TESSERA_LOG overrides [log] level")
-        }
-        Err(e) => tracing::warn!(error = %e, "SIGHUP: log level unchanged"),
-    }
+    tessera_common::logging::apply_reload(
+        &path,
+        &restart_needed(running, &new),
+        new.log.level.as_deref(),
+    );
     running.log.level = new.log.level;
 }
 

@@ -71,3 +71,23 @@ mod tests {
         assert!(set_level("tessera=loud").is_err());
     }
 }
+
+/// After a SIGHUP re-read of `path`: warns once per changed field that only a
+/// restart applies, then sets the log level (`info` when unset).
+pub fn apply_reload(path: &std::path::Path, restart_fields: &[&'static str], level: Option<&str>) {
+    for field in restart_fields {
+        tracing::warn!(
+            field,
+            "SIGHUP: {field} changed in {}; it takes effect only after a restart",
+            path.display()
+        );
+    }
+    let level = level.unwrap_or("info");
+    match set_level(level) {
+        Ok(true) => tracing::info!(level, "SIGHUP: log level set"),
+        Ok(false) => {
+            tracing::info!("SIGHUP: log level unchanged: TESSERA_LOG overrides [log] level")
+        }
+        Err(e) => tracing::warn!(error = %e, "SIGHUP: log level unchanged"),
+    }
+}
