@@ -4,6 +4,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tessera_common::config::{self, ConfigError};
+use tessera_attestors::node::tpm::public::EkTemplate;
 use tessera_common::{duration, TrustDomain};
 
 pub const DEFAULT_SOCKET: &str = "/run/tessera/agent.sock";
@@ -41,6 +42,7 @@ struct NodeAttestationRaw {
 pub struct TpmConfig {
     pub tcti: Option<String>,
     pub event_log_path: Option<PathBuf>,
+    pub ek_template: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Default)]
@@ -63,10 +65,14 @@ pub enum NodeAttestation {
     Tpm {
         tcti: String,
         event_log_path: PathBuf,
+        /// The EK to attest with: the template the authority identifies TPMs by.
+        ek_template: EkTemplate,
     },
 }
 
 pub const DEFAULT_TCTI: &str = "device:/dev/tpmrm0";
+/// The authority's default too: RSA-2048, low range (certificate at 0x01C00002).
+pub const DEFAULT_EK_TEMPLATE: EkTemplate = EkTemplate::L1Rsa2048;
 pub const DEFAULT_EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
 
 #[derive(Debug, Clone)]
@@ -141,6 +147,10 @@ impl Config {
                         .event_log_path
                         .clone()
                         .unwrap_or_else(|| DEFAULT_EVENT_LOG.into()),
+                    ek_template: match &raw.tpm.ek_template {
+                        Some(t) => t.parse().map_err(|e| format!("tpm.ek_template: {e}"))?,
+                        None => DEFAULT_EK_TEMPLATE,
+                    },
                 }
             }
             other => {
@@ -206,9 +216,11 @@ mod tests {
             NodeAttestation::Tpm {
                 tcti,
                 event_log_path,
+                ek_template,
             } => {
                 assert_eq!(tcti, DEFAULT_TCTI);
                 assert_eq!(event_log_path, PathBuf::from(DEFAULT_EVENT_LOG));
+                assert_eq!(ek_template, DEFAULT_EK_TEMPLATE);
             }
             other => panic!("{other:?}"),
         }

@@ -48,8 +48,10 @@ fn evidence(cfg: &Config) -> Result<Box<dyn NodeEvidence>, BoxError> {
         NodeAttestation::Tpm {
             tcti,
             event_log_path,
+            ek_template,
         } => Box::new(TpmEvidence {
-            tpm: Tpm::open(tcti).map_err(|e| format!("tpm.tcti {tcti:?}: {e}"))?,
+            tpm: Tpm::open_with_ek(tcti, *ek_template)
+                .map_err(|e| format!("tpm.tcti {tcti:?}: {e}"))?,
             key_dir: cfg.data_dir.clone(),
             event_log_path: event_log_path.clone(),
         }),

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::datastore::{AgentRecord, Datastore, Entry};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::reserved;
 use std::sync::Arc;
 use tessera_common::jwt::{JwtBundle, JwtSigner};
 use tessera_common::selector::all_present;
@@ -44,47 +45,16 @@ impl Authority {
         }
     }
 
-    /// The calling agent, from the client certificate rustls already verified
-    /// against our roots; it must be a live (not evicted) agent of this domain.
-    pub async fn caller_agent<T>(&self, req: &tonic::Request<T>) -> Result<AgentRecord, ApiError> {
-        let certs = req.peer_certs().ok_or_else(|| {
-            ApiError::Unauthenticated("an agent SVID (client certificate) is required".into())
-        })?;
-        let leaf = certs
-            .first()
-            .ok_or_else(|| ApiError::Unauthenticated("empty client certificate chain".into()))?;
-        let id = x509::spiffe_id_of(leaf)
-            .map_err(|e| ApiError::Unauthenticated(format!("client certificate: {e}")))?;
-        if id.trust_domain() != self.config.trust_domain
-            || !id.path().starts_with("/tessera/agent/")
-        {
-            return Err(ApiError::PermissionDenied(format!(
-                "{id} is not an agent of this trust domain"
-            )));
-        }
-        let agent = self
-            .datastore
-            .get_agent(id.as_str())
-            .await?
-            .ok_or_else(|| ApiError::PermissionDenied(format!("{id} is not a known agent")))?;
-        if agent.evicted {
-            return Err(ApiError::PermissionDenied(format!("{id} has been evicted")));
-        }
-        Ok(agent)
-    }
-
     /// Entries the agent may sign for: those parented to it, and those parented
     /// to a node alias whose selectors all hold for the agent.
     pub async fn authorized_entries(&self, agent: &AgentRecord) -> Result<Vec<Entry>, ApiError> {
         let now = unix_now();
         let all = self.datastore.list_entries().await?;
-        Ok(authorized(&all, agent, &self.alias_parent(), now))
+        Ok(authorized(&all, agent, &self.authority_id()?, now))
     }
 
-    fn alias_parent(&self) -> String {
-        authority_id(&self.config.trust_domain)
-            .map(|i| i.to_string())
-            .unwrap_or_default()
+    fn authority_id(&self) -> Result<SpiffeId, ApiError> {
+        authority_id(&self.config.trust_domain).map_err(|e| ApiError::Internal(e.to_string()))
     }
 
     pub fn validate_entry(&self, e: &pb::Entry) -> Result<(), ApiError> {
@@ -104,6 +74,9 @@ impl Authority {
                 "parent_id: {parent} is not in trust domain {}",
                 self.config.trust_domain
             ));
+        }
+        if let Some(why) = reserved::violation(&self.authority_id()?, &e.spiffe_id, &e.parent_id) {
+            return bad(why);
         }
         if e.selectors.is_empty() {
             return bad("selectors: at least one selector is required".into());
@@ -132,8 +105,20 @@ impl Authority {
     }
 }
 
-fn authorized(all: &[Entry], agent: &AgentRecord, alias_parent: &str, now: i64) -> Vec<Entry> {
-    let live = |e: &&Entry| e.expires_at.is_none_or(|t| t > now);
+fn authorized(all: &[Entry], agent: &AgentRecord, authority: &SpiffeId, now: i64) -> Vec<Entry> {
+    let alias_parent = authority.as_str();
+    // Stored rows that break the reserved-name rule (written before it existed, or
+    // straight into the database) are never signed, nor do they act as aliases.
+    let live = |e: &&Entry| {
+        e.expires_at.is_none_or(|t| t > now)
+            && match reserved::violation(authority, &e.spiffe_id, &e.parent_id) {
+                None => true,
+                Some(why) => {
+                    tracing::warn!(entry_id = %e.id, "entry ignored: {why}");
+                    false
+                }
+            }
+    };
     let mut parents = vec![agent.id.clone()];
     parents.extend(
         all.iter()
@@ -164,7 +149,8 @@ mod tests {
 
     #[test]
     fn agent_gets_own_and_matching_alias_entries_only() {
-        let alias = "spiffe://td/tessera/authority";
+        let authority: SpiffeId = "spiffe://td/tessera/authority".parse().unwrap();
+        let alias = authority.as_str();
         let agent = AgentRecord {
             id: "spiffe://td/tessera/agent/a".into(),
             selectors: vec![Selector::parse("tpm:secure_boot:enabled").unwrap()],
@@ -203,11 +189,47 @@ mod tests {
             ),
             entry("6", "spiffe://td/other", "spiffe://td/w6", &["unix:uid:0"]),
         ];
-        let ids: Vec<_> = authorized(&all, &agent, alias, 0)
+        let ids: Vec<_> = authorized(&all, &agent, &authority, 0)
             .into_iter()
             .map(|e| e.id)
             .collect();
         assert_eq!(ids, vec!["1", "4"]);
+    }
+
+    #[test]
+    fn stored_entries_with_reserved_ids_are_never_authorized() {
+        let authority: SpiffeId = "spiffe://td/tessera/authority".parse().unwrap();
+        let agent = AgentRecord {
+            id: "spiffe://td/tessera/agent/a".into(),
+            selectors: vec![Selector::parse("tpm:secure_boot:enabled").unwrap()],
+            ..Default::default()
+        };
+        let all = vec![
+            entry(
+                "1",
+                "spiffe://td/tessera/agent/a",
+                "spiffe://td/tessera/authority",
+                &["unix:uid:0"],
+            ),
+            entry(
+                "2",
+                authority.as_str(),
+                "spiffe://td/tessera/agent/tpm/x",
+                &["tpm:secure_boot:enabled"],
+            ),
+            entry(
+                "3",
+                "spiffe://td/tessera/agent/tpm/x",
+                "spiffe://td/w3",
+                &["unix:uid:0"],
+            ),
+            entry("4", "spiffe://td/tessera/agent/a", "spiffe://td/w4", &["unix:uid:0"]),
+        ];
+        let ids: Vec<_> = authorized(&all, &agent, &authority, 0)
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, vec!["4"]);
     }
 
     #[test]
@@ -223,7 +245,8 @@ mod tests {
             &["unix:uid:0"],
         );
         e.expires_at = Some(100);
-        assert_eq!(authorized(&[e.clone()], &agent, "x", 50).len(), 1);
-        assert!(authorized(&[e], &agent, "x", 100).is_empty());
+        let authority: SpiffeId = "spiffe://td/tessera/authority".parse().unwrap();
+        assert_eq!(authorized(&[e.clone()], &agent, &authority, 50).len(), 1);
+        assert!(authorized(&[e], &agent, &authority, 100).is_empty());
     }
 }

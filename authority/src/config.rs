@@ -4,6 +4,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tessera_attestors::node::tpm::policy::{BootPolicy, BootPolicyConfig};
+use tessera_attestors::node::tpm::public::EkTemplate;
 use tessera_common::config::{self, ConfigError};
 use tessera_common::{duration, TrustDomain};
 
@@ -42,6 +43,7 @@ struct TpmRaw {
     #[serde(default)]
     allowed_ek_hashes: Vec<String>,
     pcrs: Option<Vec<u8>>,
+    ek_template: Option<String>,
     #[serde(default)]
     policy: Vec<BootPolicyConfig>,
 }
@@ -52,8 +54,13 @@ pub struct TpmConfig {
     pub ek_ca_dir: Option<PathBuf>,
     pub allowed_ek_hashes: Vec<String>,
     pub pcrs: Vec<u8>,
+    /// Which of a TPM's EKs identifies it; the others are refused.
+    pub ek_template: EkTemplate,
     pub policies: Vec<BootPolicy>,
 }
+
+/// RSA-2048, low range: the EK nearly every TPM has, with its certificate at 0x01C00002.
+pub const DEFAULT_EK_TEMPLATE: EkTemplate = EkTemplate::L1Rsa2048;
 
 /// The firmware's PCRs: what the event log covers.
 pub const DEFAULT_PCRS: [u8; 11] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14];
@@ -90,6 +97,10 @@ fn tpm_config(raw: TpmRaw) -> Result<TpmConfig, String> {
         ek_ca_dir: raw.ek_ca_dir,
         allowed_ek_hashes: raw.allowed_ek_hashes,
         pcrs,
+        ek_template: match raw.ek_template {
+            Some(t) => t.parse().map_err(|e| format!("tpm.ek_template: {e}"))?,
+            None => DEFAULT_EK_TEMPLATE,
+        },
         policies,
     })
 }
@@ -247,6 +258,16 @@ mod tests {
         let c = Config::parse(&tpm).unwrap().tpm.unwrap();
         assert_eq!(c.pcrs, super::DEFAULT_PCRS.to_vec());
         assert_eq!(c.policies[0].name, "sb");
+        assert_eq!(c.ek_template, DEFAULT_EK_TEMPLATE);
+        let ecc = format!("{MIN}[tpm]\nek_ca_dir = \"/x\"\nek_template = \"H-3\"\n");
+        assert_eq!(
+            Config::parse(&ecc).unwrap().tpm.unwrap().ek_template,
+            EkTemplate::H3EccP384
+        );
+        let bad = format!("{MIN}[tpm]\nek_ca_dir = \"/x\"\nek_template = \"rsa\"\n");
+        assert!(Config::parse(&bad)
+            .unwrap_err()
+            .starts_with("tpm.ek_template: \"rsa\" is not an EK template"));
         let bad = format!("{MIN}[tpm]\n");
         assert!(Config::parse(&bad).unwrap_err().starts_with("tpm:"));
         let bad = format!("{MIN}[tpm]\nek_ca_dir = \"/x\"\npcrs = [24]\n");

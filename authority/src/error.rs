@@ -16,6 +16,8 @@ pub enum ApiError {
     Unauthenticated(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("attestation: {0}")]
     Attest(#[from] AttestError),
     #[error("signing: {0}")]
@@ -33,6 +35,7 @@ impl From<ApiError> for Status {
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::Unauthenticated(_) => Code::Unauthenticated,
             ApiError::NotFound(_) => Code::NotFound,
+            ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
             ApiError::Attest(AttestError::Malformed(_)) => Code::InvalidArgument,
             ApiError::Attest(AttestError::Rejected(_)) => Code::PermissionDenied,
             ApiError::Attest(AttestError::StreamClosed) => Code::Cancelled,
@@ -41,7 +44,8 @@ impl From<ApiError> for Status {
                 DatastoreError::NotFound(_) => Code::NotFound,
                 DatastoreError::TokenUsed
                 | DatastoreError::TokenExpired
-                | DatastoreError::Evicted(_) => Code::PermissionDenied,
+                | DatastoreError::Evicted(_)
+                | DatastoreError::Superseded(_) => Code::PermissionDenied,
                 _ => Code::Unavailable,
             },
             ApiError::Ca(CaError::Csr(_)) => Code::InvalidArgument,

@@ -2,6 +2,7 @@
 
 use crate::attestation::{AttestError, Challenger};
 use crate::authority::Authority;
+use crate::caller::Caller;
 use crate::datastore::{AgentRecord, AuditEvent};
 use crate::error::ApiError;
 use crate::metrics::Outcome;
@@ -57,12 +58,12 @@ impl Challenger for StreamChallenger<'_> {
 }
 
 impl NodeApi {
-    /// `caller` is the agent's current ID when it re-attests over mTLS
-    /// (continuous verification at renewal).
+    /// `caller` is the agent when it re-attests over mTLS (continuous
+    /// verification at renewal); the SVID it presented becomes the previous one.
     /// `method` becomes the attestation method once it is known to be enabled.
     async fn attest(
         &self,
-        caller: Option<String>,
+        caller: Option<Caller>,
         mut inbound: Streaming<pb::AttestRequest>,
         tx: &mpsc::Sender<Result<pb::AttestResponse, Status>>,
         method: &mut &'static str,
@@ -92,10 +93,10 @@ impl NodeApi {
         };
         let node = verifier.attest(&begin.payload, &mut challenger).await?;
         if let Some(caller) = &caller {
-            if caller != node.agent_id.as_str() {
+            if caller.agent.id != node.agent_id.as_str() {
                 return Err(ApiError::PermissionDenied(format!(
-                    "{caller} re-attested as {}",
-                    node.agent_id
+                    "{} re-attested as {}",
+                    caller.agent.id, node.agent_id
                 )));
             }
         }
@@ -108,6 +109,7 @@ impl NodeApi {
             method: verifier.method().to_string(),
             selectors: node.selectors.clone(),
             serial: serial.clone(),
+            prev_serial: caller.as_ref().map(|c| c.serial.clone()),
             expires_at,
             attested_at: now,
             evicted: false,
@@ -168,7 +170,7 @@ impl Node for NodeApi {
         // A client certificate means renewal by re-attestation: the caller must be a
         // live agent, and the evidence must prove the same node.
         let caller = match req.peer_certs() {
-            Some(_) => Some(self.0.caller_agent(&req).await?.id),
+            Some(_) => Some(self.0.caller(&req).await?),
             None => None,
         };
         let (tx, rx) = mpsc::channel(4);
@@ -211,7 +213,16 @@ impl Node for NodeApi {
         req: Request<pb::RenewAgentRequest>,
     ) -> Result<Response<pb::RenewAgentResponse>, Status> {
         let a = &self.0;
-        let agent = a.caller_agent(&req).await?;
+        let Caller { agent, serial: presented } = a.caller(&req).await?;
+        // A TPM host's identity lasts only as long as its TPM proves it: it gets a
+        // new agent SVID only by attesting again (quote, event log, policies).
+        if agent.method == crate::attestation::tpm::METHOD {
+            return Err(ApiError::FailedPrecondition(format!(
+                "{}: a TPM-attested agent renews by attesting again, not with RenewAgent",
+                agent.id
+            ))
+            .into());
+        }
         let id: SpiffeId = agent
             .id
             .parse()
@@ -232,7 +243,7 @@ impl Node for NodeApi {
             ..Default::default()
         };
         a.datastore
-            .renew_agent(&agent.id, &serial, expires_at, &audit)
+            .renew_agent(&agent.id, &presented, &serial, expires_at, &audit)
             .await
             .map_err(ApiError::from)?;
         a.metrics.x509_signed("agent", 1);

@@ -150,6 +150,7 @@ fn tpm_verifier(
         ek_cas,
         allowed_ek_hashes: tpm.allowed_ek_hashes.clone(),
         pcrs: tpm.pcrs.clone(),
+        ek_template: tpm.ek_template,
         policies: tpm.policies.clone(),
     };
     Ok(TpmNodeVerifier {

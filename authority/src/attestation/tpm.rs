@@ -2,7 +2,7 @@
 //! activation + quote), then the clock-counter check and the selectors.
 
 use super::{AttestError, Challenger, NodeIdentity, NodeVerifier};
-use crate::datastore::{Datastore, TpmClock};
+use crate::datastore::{ClockCheck, Datastore, TpmClock};
 use tessera_attestors::node::tpm::verifier::{TpmVerifier, TpmVerifyError};
 use tessera_common::TrustDomain;
 
@@ -45,15 +45,25 @@ impl NodeVerifier for TpmNodeVerifier {
             restart_count: i64::from(outcome.clock.restart_count),
             clock: i64::try_from(outcome.clock.clock).unwrap_or(i64::MAX),
         };
-        if !self
+        let check = self
             .datastore
-            .advance_tpm_clock(&outcome.ak_name, clock)
-            .await?
-        {
-            return Err(AttestError::Rejected(
-                "quote: TPM clock or reset/restart counters went backwards (replayed quote?)"
-                    .into(),
-            ));
+            .advance_tpm_clock(&outcome.ek_hash, clock, outcome.event_log_replayed)
+            .await?;
+        match check {
+            ClockCheck::Advanced => {}
+            ClockCheck::WentBack => {
+                return Err(AttestError::Rejected(
+                    "quote: TPM clock or reset/restart counters went backwards (replayed quote?)"
+                        .into(),
+                ))
+            }
+            ClockCheck::RebootWithoutLog => {
+                return Err(AttestError::Rejected(
+                    "quote: the TPM reset count changed (a reboot) and no event log shows what \
+                     booted"
+                        .into(),
+                ))
+            }
         }
         let detail = format!(
             "ek_hash={} pcr_digest={} secure_boot={} policies={}",

@@ -2,11 +2,13 @@
 //! one transaction, so the trail never misses an issuance and never records a failed one.
 
 use sqlx::any::AnyRow;
+use sqlx::Row;
 
 use super::rows::{self, RowReader};
 use super::{audit, tokens, AgentRecord, AuditEvent, Datastore, DatastoreError};
 
-const COLUMNS: &str = "id, method, selectors, serial, expires_at, attested_at, evicted";
+const COLUMNS: &str =
+    "id, method, selectors, serial, prev_serial, expires_at, attested_at, evicted";
 
 impl Datastore {
     /// Consumes `consume_token` (if any; expiry judged at `audit.time`), inserts or
@@ -22,37 +24,44 @@ impl Datastore {
         if let Some(token) = consume_token {
             tokens::consume(&mut tx, token, audit.time).await?;
         }
-        // The WHERE makes the evicted check part of the write itself: no window in which
-        // another replica's eviction could be overwritten.
+        // The WHERE makes the evicted and superseded checks part of the write itself:
+        // no window in which another replica's eviction or renewal could be overwritten.
         let written = sqlx::query(
-            "INSERT INTO agents (id, method, selectors, serial, expires_at, attested_at, evicted) \
-             VALUES ($1, $2, $3, $4, $5, $6, 0) \
+            "INSERT INTO agents \
+             (id, method, selectors, serial, prev_serial, expires_at, attested_at, evicted) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0) \
              ON CONFLICT (id) DO UPDATE SET method = excluded.method, \
              selectors = excluded.selectors, serial = excluded.serial, \
+             prev_serial = excluded.prev_serial, \
              expires_at = excluded.expires_at, attested_at = excluded.attested_at \
-             WHERE agents.evicted = 0",
+             WHERE agents.evicted = 0 AND (excluded.prev_serial IS NULL \
+             OR agents.serial = excluded.prev_serial OR agents.prev_serial = excluded.prev_serial)",
         )
         .bind(&agent.id)
         .bind(&agent.method)
         .bind(rows::selectors_json(&agent.selectors)?)
         .bind(&agent.serial)
+        .bind(&agent.prev_serial)
         .bind(agent.expires_at)
         .bind(agent.attested_at)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if written == 0 {
-            return Err(DatastoreError::Evicted(agent.id.clone()));
+            return Err(refusal(&mut tx, &agent.id).await?);
         }
         audit::insert(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Records a renewed agent SVID and its audit event in one transaction.
+    /// Records a renewed agent SVID and its audit event in one transaction, if the
+    /// SVID `presented` for the renewal is still accepted (the latest or the one
+    /// before it); it becomes the one before the new SVID.
     pub async fn renew_agent(
         &self,
         id: &str,
+        presented: &str,
         serial: &str,
         expires_at: i64,
         audit: &AuditEvent,
@@ -60,26 +69,32 @@ impl Datastore {
         let _t = self.timer("renew_agent");
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
-            "UPDATE agents SET serial = $1, expires_at = $2 WHERE id = $3 AND evicted = 0",
+            "UPDATE agents SET serial = $1, prev_serial = $2, expires_at = $3 \
+             WHERE id = $4 AND evicted = 0 AND (serial = $2 OR prev_serial = $2)",
         )
         .bind(serial)
+        .bind(presented)
         .bind(expires_at)
         .bind(id)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if updated == 0 {
-            let known = sqlx::query("SELECT id FROM agents WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            return Err(match known {
-                Some(_) => DatastoreError::Evicted(id.to_string()),
-                None => DatastoreError::NotFound(format!("agent {id}")),
-            });
+            return Err(refusal(&mut tx, id).await?);
         }
         audit::insert(&mut tx, audit).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends the renewal overlap once the agent presents its latest SVID `serial`.
+    pub async fn retire_prev_serial(&self, id: &str, serial: &str) -> Result<(), DatastoreError> {
+        let _t = self.timer("retire_prev_serial");
+        sqlx::query("UPDATE agents SET prev_serial = NULL WHERE id = $1 AND serial = $2")
+            .bind(id)
+            .bind(serial)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -112,6 +127,22 @@ impl Datastore {
     }
 }
 
+/// Why an agent write matched no row: unknown, evicted, or a superseded SVID.
+async fn refusal(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+) -> Result<DatastoreError, DatastoreError> {
+    let row = sqlx::query("SELECT evicted FROM agents WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(match row {
+        None => DatastoreError::NotFound(format!("agent {id}")),
+        Some(r) if r.try_get::<i64, _>(0)? != 0 => DatastoreError::Evicted(id.to_string()),
+        Some(_) => DatastoreError::Superseded(id.to_string()),
+    })
+}
+
 fn agent_from_row(row: &AnyRow) -> Result<AgentRecord, DatastoreError> {
     let id = RowReader {
         row,
@@ -126,6 +157,7 @@ fn agent_from_row(row: &AnyRow) -> Result<AgentRecord, DatastoreError> {
         method: r.string("method")?,
         selectors: r.selectors("selectors")?,
         serial: r.string("serial")?,
+        prev_serial: r.opt_string("prev_serial")?,
         expires_at: r.i64("expires_at")?,
         attested_at: r.i64("attested_at")?,
         evicted: r.bool("evicted")?,

@@ -21,10 +21,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0002_tpm_clock.sql"),
         postgres: include_str!("../../migrations/postgres/0002_tpm_clock.sql"),
     },
+    Migration {
+        version: 3,
+        sqlite: include_str!("../../migrations/sqlite/0003_node_identity.sql"),
+        postgres: include_str!("../../migrations/postgres/0003_node_identity.sql"),
+    },
 ];
 
 /// The newest schema this build knows.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 pub(super) async fn run(pool: &AnyPool, backend: Backend) -> Result<(), DatastoreError> {
     let fail = |what: &str, e: sqlx::Error| DatastoreError::Migrate(format!("{what}: {e}"));

@@ -18,7 +18,7 @@ use sqlx::AnyPool;
 use tessera_common::Selector;
 
 pub use migrations::SCHEMA_VERSION;
-pub use tpm_clock::TpmClock;
+pub use tpm_clock::{ClockCheck, TpmClock};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -46,6 +46,8 @@ pub enum DatastoreError {
     TokenExpired,
     #[error("agent {0} has been evicted")]
     Evicted(String),
+    #[error("agent {0}: agent SVID superseded (a newer one has been issued)")]
+    Superseded(String),
 }
 
 /// Which engine is behind the pool; only migrations differ between them.
@@ -98,6 +100,11 @@ pub struct AgentRecord {
     pub method: String,
     pub selectors: Vec<Selector>,
     pub serial: String,
+    /// The agent SVID issued before `serial`, accepted until the agent presents
+    /// `serial`. When recording an attestation: the SVID the caller presented,
+    /// which must still be accepted at the time of the write (None: a fresh
+    /// attestation, which supersedes every earlier SVID).
+    pub prev_serial: Option<String>,
     pub expires_at: i64,
     pub attested_at: i64,
     pub evicted: bool,

@@ -67,6 +67,10 @@ impl RowReader<'_> {
         self.row.try_get(col).map_err(|e| self.corrupt(col, e))
     }
 
+    pub fn opt_string(&self, col: &str) -> Result<Option<String>, DatastoreError> {
+        self.row.try_get(col).map_err(|e| self.corrupt(col, e))
+    }
+
     pub fn bool(&self, col: &str) -> Result<bool, DatastoreError> {
         match self.i64(col)? {
             0 => Ok(false),

@@ -41,6 +41,7 @@ fn agent(id: &str, serial: &str) -> AgentRecord {
         method: "join_token".into(),
         selectors: vec![sel("tpm:secure_boot:true")],
         serial: serial.into(),
+        prev_serial: None,
         expires_at: NOW + 3600,
         attested_at: NOW,
         evicted: false,
@@ -216,6 +217,7 @@ async fn check_eviction(ds: &Datastore) {
     assert_eq!(ds.get_agent(&a.id).await.unwrap(), Some(a2.clone()));
     ds.renew_agent(
         &a.id,
+        "02",
         "03",
         NOW + 7200,
         &event(NOW + 6, "renew", &a.id, &a.id),
@@ -243,6 +245,7 @@ async fn check_eviction(ds: &Datastore) {
     let res = ds
         .renew_agent(
             &a.id,
+            "03",
             "04",
             NOW + 9000,
             &event(NOW + 8, "renew", &a.id, &a.id),
@@ -258,6 +261,7 @@ async fn check_eviction(ds: &Datastore) {
     let res = ds
         .renew_agent(
             "spiffe://td/nobody",
+            "00",
             "01",
             NOW,
             &event(NOW, "renew", "x", "x"),
@@ -265,6 +269,65 @@ async fn check_eviction(ds: &Datastore) {
         .await;
     assert!(matches!(res, Err(DatastoreError::NotFound(_))), "{res:?}");
     assert_eq!(audit_count(ds).await, 3);
+}
+
+/// The latest SVID and the one before it are accepted; using the latest ends the
+/// overlap; a fresh attestation supersedes everything.
+async fn check_serial_overlap(ds: &Datastore) {
+    let id = "spiffe://td/tessera/agent/join_token/t";
+    let serials = |ds: &Datastore| {
+        let ds = ds.clone();
+        async move {
+            let a = ds.get_agent(id).await.unwrap().unwrap();
+            (a.serial, a.prev_serial)
+        }
+    };
+    let a = agent(id, "01");
+    ds.record_attestation(&a, &event(NOW, "attest", id, id), None)
+        .await
+        .unwrap();
+    let reattest = AgentRecord {
+        serial: "02".into(),
+        prev_serial: Some("01".into()),
+        ..a.clone()
+    };
+    ds.record_attestation(&reattest, &event(NOW, "attest", id, id), None)
+        .await
+        .unwrap();
+    assert_eq!(serials(ds).await, ("02".into(), Some("01".into())));
+    // A copy of 01 renews during the overlap; the holder of 02 is then locked out.
+    ds.renew_agent(id, "01", "03", NOW + 60, &event(NOW, "renew", id, id))
+        .await
+        .unwrap();
+    assert_eq!(serials(ds).await, ("03".into(), Some("01".into())));
+    let res = ds
+        .renew_agent(id, "02", "04", NOW + 60, &event(NOW, "renew", id, id))
+        .await;
+    assert!(matches!(res, Err(DatastoreError::Superseded(_))), "{res:?}");
+    ds.retire_prev_serial(id, "01").await.unwrap();
+    assert_eq!(serials(ds).await.1, Some("01".into()), "only the latest retires");
+    ds.retire_prev_serial(id, "03").await.unwrap();
+    assert_eq!(serials(ds).await, ("03".into(), None));
+    let res = ds
+        .renew_agent(id, "01", "05", NOW + 60, &event(NOW, "renew", id, id))
+        .await;
+    assert!(matches!(res, Err(DatastoreError::Superseded(_))), "{res:?}");
+    let stale = AgentRecord {
+        serial: "06".into(),
+        prev_serial: Some("02".into()),
+        ..a.clone()
+    };
+    let res = ds
+        .record_attestation(&stale, &event(NOW, "attest", id, id), None)
+        .await;
+    assert!(matches!(res, Err(DatastoreError::Superseded(_))), "{res:?}");
+    assert_eq!(serials(ds).await, ("03".into(), None));
+    assert_eq!(audit_count(ds).await, 3, "refused writes leave no audit event");
+    let fresh = agent(id, "07");
+    ds.record_attestation(&fresh, &event(NOW, "attest", id, id), None)
+        .await
+        .unwrap();
+    assert_eq!(serials(ds).await, ("07".into(), None));
 }
 
 async fn check_audit_queries(ds: &Datastore) {
@@ -422,6 +485,12 @@ async fn evicted_agent_cannot_be_upserted_or_renewed() {
 }
 
 #[tokio::test]
+async fn superseded_agent_svids_stop_working() {
+    let (_dir, ds) = fresh().await;
+    check_serial_overlap(&ds).await;
+}
+
+#[tokio::test]
 async fn audit_filters_order_and_limit() {
     let (_dir, ds) = fresh().await;
     check_audit_queries(&ds).await;
@@ -547,7 +616,7 @@ async fn postgres_runs_the_same_checks() {
     let admin = sqlx::AnyPool::connect(&format!("{base}/postgres"))
         .await
         .unwrap();
-    for n in 0..9 {
+    for n in 0..10 {
         let db = format!("tessera_test_{}", hex::encode(rand::random::<[u8; 6]>()));
         sqlx::raw_sql(&format!("CREATE DATABASE {db}"))
             .execute(&admin)
@@ -564,6 +633,7 @@ async fn postgres_runs_the_same_checks() {
             5 => check_eviction(&ds).await,
             6 => check_audit_queries(&ds).await,
             7 => check_corrupt_rows(&ds).await,
+            8 => check_serial_overlap(&ds).await,
             _ => check_default_and_max_audit_limit(&ds).await,
         }
         ds.close().await;

@@ -1,5 +1,8 @@
-//! The last TPM clock seen per AK. A quote whose reset or restart counter
-//! went back is a replay of an old quote or a rolled-back TPM.
+//! The last TPM clock seen per TPM (EK hash), whatever AK quoted it: a new AK
+//! must not wipe the history. A quote whose clock or counters went back is a
+//! replay of an old quote or a rolled-back TPM; a new reset count (a reboot)
+//! means new boot measurements, so it is taken only with an event log that
+//! replayed against this quote.
 
 use sqlx::Row;
 
@@ -13,6 +16,17 @@ pub struct TpmClock {
     pub clock: i64,
 }
 
+/// What [`Datastore::advance_tpm_clock`] made of a quote's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockCheck {
+    /// Recorded as the TPM's latest clock.
+    Advanced,
+    /// Not after the last one seen: refused, nothing written.
+    WentBack,
+    /// A reboot without an event log to show what booted: refused, nothing written.
+    RebootWithoutLog,
+}
+
 impl TpmClock {
     /// Strictly after `prev`: a later boot, a later resume, or a later tick.
     fn follows(&self, prev: &TpmClock) -> bool {
@@ -24,19 +38,21 @@ impl TpmClock {
 }
 
 impl Datastore {
-    /// Records `now` for `ak_name` if it follows the stored value; false (and
-    /// nothing written) if it does not.
+    /// Records `now` for the TPM `ek_hash` if it follows the stored value and, when
+    /// the reset count changed, `event_log` (a non-empty log replayed against this
+    /// quote) is true. Check and write are one transaction.
     pub async fn advance_tpm_clock(
         &self,
-        ak_name: &str,
+        ek_hash: &str,
         now: TpmClock,
-    ) -> Result<bool, DatastoreError> {
+        event_log: bool,
+    ) -> Result<ClockCheck, DatastoreError> {
         let _t = self.timer("advance_tpm_clock");
         let mut tx = self.pool.begin().await?;
         let prev = sqlx::query(
-            "SELECT reset_count, restart_count, clock FROM tpm_clock WHERE ak_name = $1",
+            "SELECT reset_count, restart_count, clock FROM tpm_clock WHERE ek_hash = $1",
         )
-        .bind(ak_name)
+        .bind(ek_hash)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(r) = prev {
@@ -46,22 +62,25 @@ impl Datastore {
                 clock: r.try_get(2)?,
             };
             if !now.follows(&prev) {
-                return Ok(false);
+                return Ok(ClockCheck::WentBack);
+            }
+            if now.reset_count != prev.reset_count && !event_log {
+                return Ok(ClockCheck::RebootWithoutLog);
             }
         }
         sqlx::query(
-            "INSERT INTO tpm_clock (ak_name, reset_count, restart_count, clock) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (ak_name) DO UPDATE SET reset_count = excluded.reset_count, \
+            "INSERT INTO tpm_clock (ek_hash, reset_count, restart_count, clock) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (ek_hash) DO UPDATE SET reset_count = excluded.reset_count, \
              restart_count = excluded.restart_count, clock = excluded.clock",
         )
-        .bind(ak_name)
+        .bind(ek_hash)
         .bind(now.reset_count)
         .bind(now.restart_count)
         .bind(now.clock)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(ClockCheck::Advanced)
     }
 }
 
@@ -95,19 +114,34 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn stored_per_ak_and_refuses_rollback() {
+    async fn stored_per_tpm_and_refuses_rollback() {
+        use ClockCheck::*;
         let dir = tempfile::tempdir().unwrap();
         let ds = Datastore::open_sqlite(&dir.path().join("db"))
             .await
             .unwrap();
-        assert!(ds.advance_tpm_clock("ak1", c(3, 1, 1000)).await.unwrap());
-        assert!(ds.advance_tpm_clock("ak2", c(1, 0, 5)).await.unwrap());
-        assert!(!ds.advance_tpm_clock("ak1", c(3, 1, 1000)).await.unwrap());
-        assert!(!ds.advance_tpm_clock("ak1", c(2, 1, 2000)).await.unwrap());
-        assert!(ds.advance_tpm_clock("ak1", c(3, 1, 1500)).await.unwrap());
-        assert!(
-            !ds.advance_tpm_clock("ak1", c(3, 1, 1200)).await.unwrap(),
+        let adv = |ek: &'static str, t: TpmClock, log: bool| {
+            let ds = ds.clone();
+            async move { ds.advance_tpm_clock(ek, t, log).await.unwrap() }
+        };
+        assert_eq!(adv("ek1", c(3, 1, 1000), false).await, Advanced);
+        assert_eq!(adv("ek2", c(1, 0, 5), false).await, Advanced);
+        assert_eq!(adv("ek1", c(3, 1, 1000), true).await, WentBack);
+        assert_eq!(adv("ek1", c(2, 1, 2000), true).await, WentBack);
+        assert_eq!(adv("ek1", c(3, 1, 1500), false).await, Advanced);
+        assert_eq!(
+            adv("ek1", c(3, 1, 1200), true).await,
+            WentBack,
             "compared with the latest"
         );
+        assert_eq!(adv("ek1", c(3, 2, 10), false).await, Advanced, "resume");
+        assert_eq!(adv("ek1", c(4, 0, 5), false).await, RebootWithoutLog);
+        assert_eq!(
+            adv("ek1", c(3, 2, 20), false).await,
+            Advanced,
+            "the refused reboot was not recorded"
+        );
+        assert_eq!(adv("ek1", c(4, 0, 5), true).await, Advanced);
+        assert_eq!(adv("ek1", c(4, 0, 6), false).await, Advanced, "same boot");
     }
 }

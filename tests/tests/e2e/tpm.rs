@@ -341,6 +341,7 @@ fn verifier(ca: Option<EkCaStore>, policies: Vec<BootPolicy>) -> TpmVerifier {
         ek_cas: ca,
         allowed_ek_hashes: vec![],
         pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14],
+        ek_template: tessera_attestors::node::tpm::public::EkTemplate::L1Rsa2048,
         policies,
     }
 }

@@ -8,7 +8,7 @@ use super::ekcert::{self, EkCaStore};
 use super::eventlog::{self, EventLog};
 use super::facts::{self, BootFacts};
 use super::policy::BootPolicy;
-use super::public::{AkPublic, TpmtPublic};
+use super::public::{AkPublic, EkTemplate, TpmtPublic};
 use super::quote::verify_quote;
 use super::wire::HashAlg;
 use prost::Message;
@@ -49,6 +49,9 @@ pub struct TpmVerifier {
     pub allowed_ek_hashes: Vec<String>,
     /// PCRs to quote in the SHA-256 bank.
     pub pcrs: Vec<u8>,
+    /// The one EK template that identifies a TPM: EKs of other templates
+    /// (the same TPM's other EKs) are refused, so eviction holds for the TPM.
+    pub ek_template: EkTemplate,
     pub policies: Vec<BootPolicy>,
 }
 
@@ -86,6 +89,8 @@ pub struct TpmOutcome {
     pub policies_passed: Vec<String>,
     pub pcr_digest: String,
     pub boot: BootFacts,
+    /// A non-empty event log replayed against this quote's PCRs.
+    pub event_log_replayed: bool,
 }
 
 impl TpmVerifier {
@@ -93,7 +98,14 @@ impl TpmVerifier {
     pub fn challenge(&self, evidence: &[u8]) -> Result<(Pending, Vec<u8>), TpmVerifyError> {
         let ev = pb::Evidence::decode(evidence).map_err(|e| malformed("tpm evidence", e))?;
         let ek = TpmtPublic::parse(&ev.ek_public).map_err(|e| malformed("ek_public", e))?;
-        ek.ek_template().map_err(|e| rejected("ek_public", e))?;
+        let template = ek.ek_template().map_err(|e| rejected("ek_public", e))?;
+        if template != self.ek_template {
+            return Err(TpmVerifyError::Rejected(format!(
+                "ek_public: an EK of template {template}; this authority identifies TPMs by \
+                 their {} EK (agent [tpm] ek_template)",
+                self.ek_template
+            )));
+        }
         let ek_spki = ek.spki_der().map_err(|e| malformed("ek_public", e))?;
         let ek_hash = hex::encode(Sha256::digest(&ek_spki));
         let (ek_cert_verified, ek_manufacturer) =
@@ -265,6 +277,7 @@ impl TpmVerifier {
             policies_passed,
             pcr_digest: hex::encode(&quote.pcr_digest),
             boot,
+            event_log_replayed: pending.log.is_some(),
         })
     }
 }

@@ -19,6 +19,7 @@ use tss_esapi::structures::CapabilityData;
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::Context;
 
+use super::super::public::EkTemplate;
 use super::ek::Ek;
 use super::TpmError;
 
@@ -28,6 +29,8 @@ pub(crate) struct State {
     /// Resolved once: a created EK stays loaded for the life of the thread
     /// because CreatePrimary RSA costs seconds on discrete TPMs.
     pub(crate) ek: Option<Ek>,
+    /// The EK to use; None: the first EK with a certificate, RSA-2048 first.
+    pub(crate) ek_template: Option<EkTemplate>,
 }
 
 type Job = Box<dyn FnOnce(&mut State) + Send>;
@@ -41,7 +44,7 @@ pub(crate) struct Owner {
 
 impl Owner {
     /// Start the thread and open the context on it (the context never moves).
-    pub(crate) fn open(tcti: &str) -> Result<Owner, TpmError> {
+    pub(crate) fn open(tcti: &str, ek_template: Option<EkTemplate>) -> Result<Owner, TpmError> {
         if let Some(path) = tcti.strip_prefix("device:") {
             let path = path.split(',').next().unwrap_or(path);
             if !std::path::Path::new(path).exists() {
@@ -59,7 +62,11 @@ impl Owner {
                 let mut state = match connect(conf, &tcti_owned) {
                     Ok(ctx) => {
                         let _ = ready_tx.send(Ok(()));
-                        State { ctx, ek: None }
+                        State {
+                            ctx,
+                            ek: None,
+                            ek_template,
+                        }
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));

@@ -9,6 +9,7 @@ use tss_esapi::structures::Public;
 use tss_esapi::traits::Marshall;
 use tss_esapi::Context;
 
+use super::super::public::{EkTemplate, TpmtPublic};
 use super::context::{flush, handles, tss, State};
 use super::{Endorsement, TpmError};
 
@@ -63,7 +64,10 @@ impl Ek {
 /// The EK, resolving it on first use.
 pub(crate) fn ensure(state: &mut State) -> Result<&Ek, TpmError> {
     if state.ek.is_none() {
-        state.ek = Some(resolve(&mut state.ctx)?);
+        state.ek = Some(match state.ek_template {
+            None => resolve(&mut state.ctx)?,
+            Some(t) => resolve_template(&mut state.ctx, t)?,
+        });
     }
     state.ek.as_ref().ok_or(TpmError::NoEk)
 }
@@ -95,6 +99,42 @@ fn resolve(ctx: &mut Context) -> Result<Ek, TpmError> {
         ));
     }
     find_ek(ctx, Alg::Rsa(RsaKeyBits::Rsa2048), None, true)?.ok_or(TpmError::NoEk)
+}
+
+/// The EK of `template`: its certificate's NV index only, or without a
+/// certificate there the EK created from the template. The authority refuses
+/// every other EK, so no other one is tried.
+fn resolve_template(ctx: &mut Context, template: EkTemplate) -> Result<Ek, TpmError> {
+    let index = template.cert_nv_index();
+    let (alg, creatable) = CERT_INDICES
+        .iter()
+        .find(|(i, _, _)| *i == index)
+        .map(|(_, alg, creatable)| (*alg, *creatable))
+        .ok_or_else(|| TpmError::Ek(format!("EK template {template} is not supported")))?;
+    let present = handles(ctx, index, index).map_err(TpmError::Nv)?;
+    let cert = match present.contains(&index) {
+        true => Some(read_cert(ctx, index)?),
+        false => None,
+    };
+    let ek = find_ek(ctx, alg, cert, creatable)?.ok_or_else(|| {
+        TpmError::Ek(format!(
+            "no EK of template {template} (certificate NV index {index:#x}) on this TPM"
+        ))
+    })?;
+    let public = ek
+        .public
+        .marshall()
+        .map_err(|e| TpmError::Ek(format!("marshal EK public: {}", tss(&e))))?;
+    let found = TpmtPublic::parse(&public)
+        .ok()
+        .and_then(|p| p.ek_template().ok());
+    if found != Some(template) {
+        ek.release(ctx);
+        return Err(TpmError::Ek(format!(
+            "the EK found for template {template} is not of that template"
+        )));
+    }
+    Ok(ek)
 }
 
 /// A persistent EK for `alg` (matching `cert` if given), else a new one from

@@ -23,6 +23,8 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
+use super::public::EkTemplate;
+
 pub use ak::AK_BLOB_FILE;
 pub use quote::MAX_NONCE;
 
@@ -123,7 +125,15 @@ impl Tpm {
     /// `swtpm:host=127.0.0.1,port=2321`). Fails if no TPM answers.
     pub fn open(tcti: &str) -> Result<Tpm, TpmError> {
         Ok(Tpm {
-            owner: context::Owner::open(tcti)?,
+            owner: context::Owner::open(tcti, None)?,
+        })
+    }
+
+    /// [`Tpm::open`], attesting with the EK of `template` only (the one the
+    /// authority identifies TPMs by) instead of the first EK with a certificate.
+    pub fn open_with_ek(tcti: &str, template: EkTemplate) -> Result<Tpm, TpmError> {
+        Ok(Tpm {
+            owner: context::Owner::open(tcti, Some(template))?,
         })
     }
 

@@ -123,6 +123,34 @@ impl EkTemplate {
         }
     }
 
+    /// The name the EK Credential Profile gives it ("L-1", "H-3", …), as in configs.
+    pub fn name(self) -> &'static str {
+        use EkTemplate::*;
+        match self {
+            L1Rsa2048 => "L-1",
+            L2EccP256 => "L-2",
+            H1Rsa2048 => "H-1",
+            H2EccP256 => "H-2",
+            H3EccP384 => "H-3",
+            H6Rsa3072 => "H-6",
+            H7Rsa4096 => "H-7",
+        }
+    }
+
+    /// The NV index where the EK Credential Profile stores this template's certificate.
+    pub fn cert_nv_index(self) -> u32 {
+        use EkTemplate::*;
+        match self {
+            L1Rsa2048 => 0x01C0_0002,
+            L2EccP256 => 0x01C0_000A,
+            H1Rsa2048 => 0x01C0_0012,
+            H2EccP256 => 0x01C0_0014,
+            H3EccP384 => 0x01C0_0016,
+            H6Rsa3072 => 0x01C0_001C,
+            H7Rsa4096 => 0x01C0_001E,
+        }
+    }
+
     /// The EK's nameAlg: the hash of MakeCredential's KDFs, OAEP and HMAC.
     pub fn name_alg(self) -> HashAlg {
         self.spec().2
@@ -162,6 +190,26 @@ impl EkTemplate {
             && a.symmetric == Some(self.symmetric())
             && a.symmetric.map(|s| s.key_bits) == Some(sym_bits)
             && a.scheme.is_none()
+    }
+}
+
+impl std::fmt::Display for EkTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for EkTemplate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|t| t.name()).collect();
+                format!("{s:?} is not an EK template (one of {})", names.join(", "))
+            })
     }
 }
 
