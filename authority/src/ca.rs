@@ -176,6 +176,10 @@ impl Ca {
         if alg != &rcgen::PKCS_ECDSA_P256_SHA256 && alg != &rcgen::PKCS_ECDSA_P384_SHA384 {
             return Err(CaError::Csr("key must be ECDSA P-256 or P-384".into()));
         }
+        // Last line of defence for the reserved names: no SVID ever names the authority.
+        if *id == authority_id(&self.trust_domain)? {
+            return Err(CaError::Sign(format!("{id} is reserved for the authority")));
+        }
         let mut params = self.leaf_params(id, dns_names, ttl, now)?;
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,

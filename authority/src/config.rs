@@ -240,7 +240,7 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::Config;
+    use super::{Config, EkTemplate, DEFAULT_EK_TEMPLATE};
 
     const MIN: &str = "trust_domain = \"example.org\"\nlisten_address = \"127.0.0.1:8081\"\ndata_dir = \"/var/lib/tessera\"\n";
 

@@ -1,7 +1,7 @@
 //! TLS between agent and authority, authenticated by SPIFFE ID rather than DNS name.
 
 use crate::spiffe_id::SpiffeId;
-use crate::x509::spiffe_id_of;
+use crate::x509::{allows_client_auth, spiffe_id_of};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -71,6 +71,15 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             return Err(TlsError::General(format!(
                 "authority presented {id}, expected {}",
                 self.expected
+            )));
+        }
+        // The authority's own certificate is for servers only; every SVID the same
+        // CA signs is also a client certificate. So an SVID is never taken for the
+        // authority, even one that names it.
+        if allows_client_auth(end_entity).map_err(|e| TlsError::General(e.to_string()))? {
+            return Err(TlsError::General(format!(
+                "authority presented a client certificate (an SVID) for {id}, not the \
+                 authority's server certificate"
             )));
         }
         Ok(ServerCertVerified::assertion())

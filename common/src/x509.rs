@@ -84,6 +84,17 @@ pub fn spiffe_id_of(der: &[u8]) -> Result<SpiffeId, X509Error> {
     }
 }
 
+/// Whether the certificate may authenticate a TLS client (extended key usage
+/// clientAuth or anyExtendedKeyUsage, or no EKU extension at all).
+pub fn allows_client_auth(der: &[u8]) -> Result<bool, X509Error> {
+    let cert = parse(der)?;
+    let eku = cert.extensions().iter().find_map(|ext| match ext.parsed_extension() {
+        ParsedExtension::ExtendedKeyUsage(eku) => Some(eku),
+        _ => None,
+    });
+    Ok(eku.is_none_or(|e| e.client_auth || e.any))
+}
+
 /// notAfter as Unix seconds.
 pub fn not_after(der: &[u8]) -> Result<i64, X509Error> {
     Ok(parse(der)?.validity().not_after.timestamp())

@@ -6,6 +6,7 @@
 mod conformance;
 mod harness;
 mod lifecycle;
+mod node_identity;
 mod packaging;
 mod pki;
 mod systemd;

@@ -16,7 +16,7 @@ use tessera_attestors::node::tpm::verifier::{TpmVerifier, TpmVerifyError};
 use tessera_attestors::node::NodeEvidence;
 
 /// GCE RHEL 8 with secure boot on: its sha256 PCRs 0-9,14 are known.
-fn rhel8_log() -> PathBuf {
+pub(crate) fn rhel8_log() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../shared/testdata/eventlogs/go-tpm-tools/rhel8-uefi.bin"
@@ -32,8 +32,14 @@ fn testdata(p: &str) -> PathBuf {
 }
 
 /// A provisioned swtpm whose PCRs hold what the firmware of `log` measured.
-fn swtpm_booted(log: &Path) -> Swtpm {
+pub(crate) fn swtpm_booted(log: &Path) -> Swtpm {
     let tpm = Swtpm::start().expect("start swtpm (swtpm and swtpm-tools installed?)");
+    measure_boot(&tpm, log);
+    tpm
+}
+
+/// Extends what the firmware of `log` measured into the PCRs.
+pub(crate) fn measure_boot(tpm: &Swtpm, log: &Path) {
     let parsed = eventlog::parse(&fs::read(log).unwrap()).unwrap();
     for e in parsed
         .events
@@ -50,7 +56,6 @@ fn swtpm_booted(log: &Path) -> Swtpm {
         ])
         .expect("tpm2_pcrextend");
     }
-    tpm
 }
 
 fn hex(b: &[u8]) -> String {
@@ -68,7 +73,7 @@ fn ek_ca_dir(tpm: &Swtpm) -> PathBuf {
 }
 
 /// Authority with `[tpm]` (+ `policies`), agent configured for the TPM.
-async fn tpm_deployment(
+pub(crate) async fn tpm_deployment(
     tpm: &Swtpm,
     log: &Path,
     policies: &str,
@@ -99,7 +104,7 @@ async fn tpm_deployment(
     d
 }
 
-async fn tpm_agent_id(d: &Deployment) -> String {
+pub(crate) async fn tpm_agent_id(d: &Deployment) -> String {
     poll(secs(30), "the TPM agent to attest", || async {
         d.agent_ids()
             .await

@@ -10,6 +10,7 @@
 //! * [`Swtpm::ca_certs()`] are the local CA's issuer and root certificate (PEM paths).
 //! * [`Swtpm::dir()`] is a scratch dir removed on drop; the swtpm process is
 //!   killed by pid on drop.
+//! * [`Swtpm::reboot()`] power-cycles it (same state and ports; reset count up).
 //! * [`Swtpm::tool()`] runs a tpm2-tools command against it (e.g. `tpm2_pcrextend`),
 //!   fine between two [`super::Tpm`] calls: libtss2's swtpm TCTI connects per
 //!   command, and swtpm serves one connection at a time.
@@ -60,6 +61,19 @@ impl Swtpm {
             }
         }
         Err(last_err.unwrap_or_else(|| io::Error::other("swtpm did not start")))
+    }
+
+    /// Power-cycle: swtpm is killed and started again on the same state and
+    /// ports, so the next TPM2_Startup(CLEAR) is a TPM Reset (reset count up,
+    /// PCRs back to zero, persistent objects and NV kept).
+    pub fn reboot(&mut self) -> io::Result<()> {
+        let _ = self.child.kill();
+        self.child.wait()?;
+        let _serial = super::super::SWTPM_START
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.child = spawn(self.dir.path(), self.port)?;
+        Ok(())
     }
 
     /// TCTI configuration for `tss-esapi`.

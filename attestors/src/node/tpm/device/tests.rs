@@ -391,3 +391,27 @@ async fn created_ek_matches_cert_when_not_persistent() {
         String::from_utf8_lossy(&out)
     );
 }
+
+#[tokio::test]
+async fn ek_template_picks_that_ek_and_no_other() {
+    use crate::node::tpm::public::{EkTemplate, TpmtPublic};
+    let swtpm = Swtpm::start().expect("swtpm");
+    let template_of = |e: &Endorsement| TpmtPublic::parse(&e.ek_public).unwrap().ek_template();
+    let mut seen = Vec::new();
+    // swtpm_setup provisions an RSA-2048 and a P-384 EK, both with certificates.
+    for t in [EkTemplate::L1Rsa2048, EkTemplate::H3EccP384] {
+        let tpm = Tpm::open_with_ek(&swtpm.tcti(), t).expect("open");
+        let e = tpm.endorsement().await.expect("endorsement");
+        assert_eq!(template_of(&e), Ok(t));
+        assert!(e.ek_cert.is_some(), "{t}: the certificate of that EK");
+        tpm.close().await.expect("close");
+        seen.push(e.ek_public);
+    }
+    assert_ne!(seen[0], seen[1]);
+    // No L-2 certificate: the EK created from the L-2 template, without one.
+    let tpm = Tpm::open_with_ek(&swtpm.tcti(), EkTemplate::L2EccP256).expect("open");
+    let e = tpm.endorsement().await.expect("endorsement");
+    assert_eq!(template_of(&e), Ok(EkTemplate::L2EccP256));
+    assert_eq!(e.ek_cert, None);
+    tpm.close().await.expect("close");
+}
