@@ -63,10 +63,12 @@ impl Swtpm {
         Err(last_err.unwrap_or_else(|| io::Error::other("swtpm did not start")))
     }
 
-    /// Power-cycle: swtpm is killed and started again on the same state and
-    /// ports, so the next TPM2_Startup(CLEAR) is a TPM Reset (reset count up,
-    /// PCRs back to zero, persistent objects and NV kept).
+    /// Orderly reboot: TPM2_Shutdown(CLEAR) (so the clock stays "safe"), then
+    /// swtpm is started again on the same state and ports and its
+    /// TPM2_Startup(CLEAR) is a TPM Reset (reset count up, PCRs back to zero,
+    /// persistent objects and NV kept).
     pub fn reboot(&mut self) -> io::Result<()> {
+        self.tool(&["tpm2_shutdown", "--clear"])?;
         let _ = self.child.kill();
         self.child.wait()?;
         let _serial = super::super::SWTPM_START
