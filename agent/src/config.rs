@@ -3,8 +3,8 @@
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tessera_common::config::{self, ConfigError};
 use tessera_attestors::node::tpm::public::EkTemplate;
+use tessera_common::config::{self, ConfigError};
 use tessera_common::{duration, TrustDomain};
 
 pub const DEFAULT_SOCKET: &str = "/run/tessera/agent.sock";

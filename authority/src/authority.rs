@@ -223,7 +223,12 @@ mod tests {
                 "spiffe://td/w3",
                 &["unix:uid:0"],
             ),
-            entry("4", "spiffe://td/tessera/agent/a", "spiffe://td/w4", &["unix:uid:0"]),
+            entry(
+                "4",
+                "spiffe://td/tessera/agent/a",
+                "spiffe://td/w4",
+                &["unix:uid:0"],
+            ),
         ];
         let ids: Vec<_> = authorized(&all, &agent, &authority, 0)
             .into_iter()

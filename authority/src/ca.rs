@@ -367,6 +367,24 @@ mod tests {
     }
 
     #[test]
+    fn never_signs_an_svid_for_the_authority() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ca(dir.path());
+        let id = authority_id(&TrustDomain::new("example.org").unwrap()).unwrap();
+        let res = ca.sign_svid(
+            &csr(&rcgen::PKCS_ECDSA_P256_SHA256),
+            &id,
+            &[],
+            Duration::from_secs(60),
+            tessera_common::unix_now(),
+        );
+        assert!(
+            matches!(res, Err(CaError::Sign(ref m)) if m.contains("reserved")),
+            "{res:?}"
+        );
+    }
+
+    #[test]
     fn lifetime_is_capped_by_the_ca() {
         let dir = tempfile::tempdir().unwrap();
         let ca = ca(dir.path());

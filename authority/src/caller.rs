@@ -28,7 +28,8 @@ impl Authority {
         let leaf = certs
             .first()
             .ok_or_else(|| ApiError::Unauthenticated("empty client certificate chain".into()))?;
-        let unauth = |e: x509::X509Error| ApiError::Unauthenticated(format!("client certificate: {e}"));
+        let unauth =
+            |e: x509::X509Error| ApiError::Unauthenticated(format!("client certificate: {e}"));
         let not_after = x509::not_after(leaf).map_err(unauth)?;
         if unix_now() > not_after {
             return Err(ApiError::Unauthenticated(format!(
@@ -55,7 +56,9 @@ impl Authority {
         if serial == agent.serial {
             // The agent holds its newest SVID: the overlap is over.
             if agent.prev_serial.is_some() {
-                self.datastore.retire_prev_serial(&agent.id, &serial).await?;
+                self.datastore
+                    .retire_prev_serial(&agent.id, &serial)
+                    .await?;
             }
         } else if agent.prev_serial.as_deref() != Some(serial.as_str()) {
             return Err(ApiError::PermissionDenied(format!(

@@ -213,7 +213,10 @@ impl Node for NodeApi {
         req: Request<pb::RenewAgentRequest>,
     ) -> Result<Response<pb::RenewAgentResponse>, Status> {
         let a = &self.0;
-        let Caller { agent, serial: presented } = a.caller(&req).await?;
+        let Caller {
+            agent,
+            serial: presented,
+        } = a.caller(&req).await?;
         // A TPM host's identity lasts only as long as its TPM proves it: it gets a
         // new agent SVID only by attesting again (quote, event log, policies).
         if agent.method == crate::attestation::tpm::METHOD {

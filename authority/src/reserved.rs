@@ -17,7 +17,8 @@ pub fn violation(authority: &SpiffeId, spiffe_id: &str, parent_id: &str) -> Opti
             authority.trust_domain()
         ));
     }
-    if under_tessera(authority, parent_id) && parent_id != authority.as_str()
+    if under_tessera(authority, parent_id)
+        && parent_id != authority.as_str()
         && !is_agent(authority, parent_id)
     {
         return Some(format!(
@@ -39,7 +40,8 @@ fn under_tessera(authority: &SpiffeId, id: &str) -> bool {
 /// the node API applies to callers).
 fn is_agent(authority: &SpiffeId, id: &str) -> bool {
     let prefix = format!("spiffe://{}/tessera/agent/", authority.trust_domain());
-    id.strip_prefix(&prefix).is_some_and(|rest| !rest.is_empty())
+    id.strip_prefix(&prefix)
+        .is_some_and(|rest| !rest.is_empty())
 }
 
 #[cfg(test)]
@@ -79,14 +81,30 @@ mod tests {
     #[test]
     fn ordinary_entries_and_aliases_pass() {
         let a = authority();
-        assert_eq!(violation(&a, "spiffe://td/web", "spiffe://td/tessera/agent/tpm/ab"), None);
         assert_eq!(
-            violation(&a, "spiffe://td/web", "spiffe://td/tessera/agent/join_token/t"),
+            violation(&a, "spiffe://td/web", "spiffe://td/tessera/agent/tpm/ab"),
+            None
+        );
+        assert_eq!(
+            violation(
+                &a,
+                "spiffe://td/web",
+                "spiffe://td/tessera/agent/join_token/t"
+            ),
             None
         );
         assert_eq!(violation(&a, "spiffe://td/sb-hosts", a.as_str()), None);
-        assert_eq!(violation(&a, "spiffe://td/web", "spiffe://td/sb-hosts"), None);
-        assert_eq!(violation(&a, "spiffe://td/tesseract", "spiffe://td/x"), None);
-        assert_eq!(violation(&a, "spiffe://td/x/tessera/y", "spiffe://td/x"), None);
+        assert_eq!(
+            violation(&a, "spiffe://td/web", "spiffe://td/sb-hosts"),
+            None
+        );
+        assert_eq!(
+            violation(&a, "spiffe://td/tesseract", "spiffe://td/x"),
+            None
+        );
+        assert_eq!(
+            violation(&a, "spiffe://td/x/tessera/y", "spiffe://td/x"),
+            None
+        );
     }
 }

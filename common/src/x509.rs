@@ -88,10 +88,13 @@ pub fn spiffe_id_of(der: &[u8]) -> Result<SpiffeId, X509Error> {
 /// clientAuth or anyExtendedKeyUsage, or no EKU extension at all).
 pub fn allows_client_auth(der: &[u8]) -> Result<bool, X509Error> {
     let cert = parse(der)?;
-    let eku = cert.extensions().iter().find_map(|ext| match ext.parsed_extension() {
-        ParsedExtension::ExtendedKeyUsage(eku) => Some(eku),
-        _ => None,
-    });
+    let eku = cert
+        .extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::ExtendedKeyUsage(eku) => Some(eku),
+            _ => None,
+        });
     Ok(eku.is_none_or(|e| e.client_auth || e.any))
 }
 

@@ -305,7 +305,11 @@ async fn check_serial_overlap(ds: &Datastore) {
         .await;
     assert!(matches!(res, Err(DatastoreError::Superseded(_))), "{res:?}");
     ds.retire_prev_serial(id, "01").await.unwrap();
-    assert_eq!(serials(ds).await.1, Some("01".into()), "only the latest retires");
+    assert_eq!(
+        serials(ds).await.1,
+        Some("01".into()),
+        "only the latest retires"
+    );
     ds.retire_prev_serial(id, "03").await.unwrap();
     assert_eq!(serials(ds).await, ("03".into(), None));
     let res = ds
@@ -322,7 +326,11 @@ async fn check_serial_overlap(ds: &Datastore) {
         .await;
     assert!(matches!(res, Err(DatastoreError::Superseded(_))), "{res:?}");
     assert_eq!(serials(ds).await, ("03".into(), None));
-    assert_eq!(audit_count(ds).await, 3, "refused writes leave no audit event");
+    assert_eq!(
+        audit_count(ds).await,
+        3,
+        "refused writes leave no audit event"
+    );
     let fresh = agent(id, "07");
     ds.record_attestation(&fresh, &event(NOW, "attest", id, id), None)
         .await

@@ -108,7 +108,12 @@ async fn copied_join_token_credential_stops_working_once_the_agent_renews() {
     wait_x509(&mut raw, &[&id]).await;
     let copy = steal(&d);
     let mut thief = node_client(&d, &copy).await;
-    assert_eq!(sync(&mut thief).await.expect("the copy works until renewal"), 1);
+    assert_eq!(
+        sync(&mut thief)
+            .await
+            .expect("the copy works until renewal"),
+        1
+    );
     poll(secs(30), "the agent's renewal", || async {
         (audit_count(&d, &d.agent_id, "agent_renewal").await > 0).then_some(())
     })
@@ -146,7 +151,11 @@ async fn tpm_agent_renews_only_by_attesting_and_a_copy_dies_with_the_next_attest
     let renewal = thief
         .renew_agent(apb::RenewAgentRequest { csr: csr() })
         .await;
-    let st = assert_code(renewal, Code::FailedPrecondition, "RenewAgent by a TPM agent");
+    let st = assert_code(
+        renewal,
+        Code::FailedPrecondition,
+        "RenewAgent by a TPM agent",
+    );
     assert!(st.message().contains("attesting again"), "{st:?}");
     poll(secs(30), "a re-attestation", || async {
         (audit_count(&d, &agent, "node_reattestation").await > 0).then_some(())
@@ -190,7 +199,10 @@ async fn expired_agent_svid_is_refused_on_a_connection_opened_before_expiry() {
         // Closing the connection at notAfter is a defence too (no new handshake
         // succeeds with the expired certificate); the request must not succeed.
         Err(st) => assert!(
-            matches!(st.code(), Code::Unavailable | Code::Unknown | Code::Cancelled),
+            matches!(
+                st.code(),
+                Code::Unavailable | Code::Unknown | Code::Cancelled
+            ),
             "{st:?}"
         ),
         Ok(n) => panic!(
@@ -211,7 +223,9 @@ async fn evicted_tpm_cannot_return_under_its_other_ek() {
     d.stop_agent().await;
     // The same TPM's P-384 EK (certificate at 0x01C00016, same manufacturer CA).
     let cfg = fs::read_to_string(d.agent_config()).unwrap();
-    assert!(cfg.trim_end().ends_with(&format!("event_log_path = \"{}\"", log.display())));
+    assert!(cfg
+        .trim_end()
+        .ends_with(&format!("event_log_path = \"{}\"", log.display())));
     fs::write(d.agent_config(), format!("{cfg}ek_template = \"H-3\"\n")).unwrap();
     fs::remove_dir_all(d.dir.join("agent-data")).unwrap();
     let mut other = d.spawn_agent_daemon("agent-h3", &d.agent_config(), &d.dir.join("h3.log"));
@@ -225,7 +239,11 @@ async fn evicted_tpm_cannot_return_under_its_other_ek() {
         agent_log.contains("template H-3") && agent_log.contains("L-1"),
         "{agent_log}"
     );
-    assert_eq!(d.agent_ids().await, vec![agent], "no new agent for the other EK");
+    assert_eq!(
+        d.agent_ids().await,
+        vec![agent],
+        "no new agent for the other EK"
+    );
 }
 
 #[tokio::test]
@@ -251,11 +269,17 @@ async fn tpm_reboot_is_accepted_only_with_an_event_log() {
         (d.spawn_agent_daemon(name, &d.agent_config(), &log), log)
     };
     let (mut nolog, nolog_log) = attempt("agent-nolog");
-    let status = poll(secs(30), "the attestation without a log to be refused", || {
-        std::future::ready(nolog.exited())
-    })
+    let status = poll(
+        secs(30),
+        "the attestation without a log to be refused",
+        || std::future::ready(nolog.exited()),
+    )
     .await;
-    assert!(!status.success(), "{}", fs::read_to_string(&nolog_log).unwrap());
+    assert!(
+        !status.success(),
+        "{}",
+        fs::read_to_string(&nolog_log).unwrap()
+    );
     let authority_log = fs::read_to_string(d.dir.join("authority.log")).unwrap();
     assert!(
         authority_log.contains("reset count changed"),
@@ -356,7 +380,11 @@ async fn server_with_ca_signed_cert(d: &Deployment, svid_profile: bool) -> u16 {
     let key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::default();
     p.subject_alt_names = vec![
-        SanType::URI(format!("spiffe://{TD}/tessera/authority").try_into().unwrap()),
+        SanType::URI(
+            format!("spiffe://{TD}/tessera/authority")
+                .try_into()
+                .unwrap(),
+        ),
         SanType::IpAddress("127.0.0.1".parse().unwrap()),
     ];
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -396,11 +424,7 @@ async fn agent_against(d: &mut Deployment, port: u16, name: &str, needle: &str) 
     let daemon = d.spawn_agent_daemon(name, &path, &log);
     d.extra.push(daemon);
     poll(secs(30), needle, || {
-        std::future::ready(
-            fs::read_to_string(&log)
-                .ok()
-                .filter(|l| l.contains(needle)),
-        )
+        std::future::ready(fs::read_to_string(&log).ok().filter(|l| l.contains(needle)))
     })
     .await
 }
@@ -419,5 +443,8 @@ async fn agent_accepts_only_the_authoritys_own_certificate() {
     let own = server_with_ca_signed_cert(&d, false).await;
     let log = agent_against(&mut d, own, "agent-own", "node attestation failed").await;
     assert!(log.contains("Unimplemented"), "{log}");
-    assert!(!log.contains("not the authority's server certificate"), "{log}");
+    assert!(
+        !log.contains("not the authority's server certificate"),
+        "{log}"
+    );
 }
