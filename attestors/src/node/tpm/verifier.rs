@@ -275,3 +275,28 @@ fn random(len: usize) -> Result<Vec<u8>, TpmVerifyError> {
         .map_err(|_| TpmVerifyError::Rejected("random source failed".into()))?;
     Ok(b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::tpm_selector;
+
+    #[test]
+    fn selector_values_with_control_characters_are_left_out() {
+        assert_eq!(
+            tpm_selector("ek_manufacturer:id:00001014".into())
+                .unwrap()
+                .to_string(),
+            "tpm:ek_manufacturer:id:00001014"
+        );
+        // A certificate field that would forge a second selector line in
+        // `agent list` or a log, or hide part of the value on a terminal.
+        for forged in [
+            "ek_manufacturer:IBM\nSelector      : tpm:policy:prod",
+            "ek_manufacturer:IBM\u{1b}[2K",
+            "ek_manufacturer:IBM\0",
+            "ek_manufacturer:IBM\u{85}",
+        ] {
+            assert_eq!(tpm_selector(forged.into()), None, "{forged:?}");
+        }
+    }
+}
