@@ -4,9 +4,12 @@
 //! start, and an unverified EK certificate names no manufacturer.
 
 use crate::harness::*;
-use crate::tpm::{alias_entry, local_ca, rhel8_log, rig, tpm_agent_id, tpm_deployment, verifier};
+use crate::tpm::{
+    alias_entry, local_ca, rhel8_log, rig, tpm_agent_id, tpm_deployment, verifier, Rig,
+};
 use std::fs;
 use tessera_attestors::node::tpm::device::swtpm::Swtpm;
+use tessera_attestors::node::tpm::verifier::TpmVerifier;
 use tessera_attestors::node::NodeEvidence;
 
 #[tokio::test]
@@ -104,25 +107,22 @@ async fn boot_policy_over_an_unquoted_pcr_stops_the_authority() {
     );
 }
 
+/// One attestation of `r` by `v`: the EK hash and the node selectors.
+async fn selectors(r: &Rig, evidence: &[u8], v: &TpmVerifier) -> (String, Vec<String>) {
+    let (pending, challenge) = v.challenge(evidence).unwrap();
+    let out = v
+        .verify(pending, &r.ev.respond(&challenge).await.unwrap())
+        .unwrap();
+    let sel = out.selectors.iter().map(|s| s.to_string()).collect();
+    (out.ek_hash, sel)
+}
+
 #[tokio::test]
 async fn allow_listed_ek_with_an_unverified_certificate_names_no_manufacturer() {
     let r = rig(&rhel8_log());
     let evidence = r.ev.evidence().await.unwrap();
-    let selectors = |v: &tessera_attestors::node::tpm::verifier::TpmVerifier| {
-        let v = v;
-        let evidence = evidence.clone();
-        let ev = &r.ev;
-        async move {
-            let (pending, challenge) = v.challenge(&evidence).unwrap();
-            let out = v
-                .verify(pending, &ev.respond(&challenge).await.unwrap())
-                .unwrap();
-            let sel: Vec<String> = out.selectors.iter().map(|s| s.to_string()).collect();
-            (out.ek_hash, sel)
-        }
-    };
     // Chain verified: the manufacturer the certificate names is a fact.
-    let (ek_hash, sel) = selectors(&verifier(Some(local_ca(&r)), vec![])).await;
+    let (ek_hash, sel) = selectors(&r, &evidence, &verifier(Some(local_ca(&r)), vec![])).await;
     assert!(
         sel.contains(&"tpm:ek_manufacturer:id:00001014".to_string()),
         "{sel:?}"
@@ -131,7 +131,7 @@ async fn allow_listed_ek_with_an_unverified_certificate_names_no_manufacturer() 
     // anyone can write a certificate, so it names nothing.
     let mut allow_listed = verifier(None, vec![]);
     allow_listed.allowed_ek_hashes = vec![ek_hash];
-    let (_, sel) = selectors(&allow_listed).await;
+    let (_, sel) = selectors(&r, &evidence, &allow_listed).await;
     assert!(
         sel.contains(&"tpm:ek_cert_verified:false".to_string()),
         "{sel:?}"
