@@ -260,7 +260,8 @@ mod tests {
     /// and a quote without the PCR.
     #[test]
     fn log_requirements_fail_closed() {
-        let reqs: [(u32, fn(&mut BootPolicyConfig)); 4] = [
+        type Requirement = (u32, fn(&mut BootPolicyConfig));
+        let reqs: [Requirement; 4] = [
             (7, |c| c.require_secure_boot = true),
             (4, |c| c.boot_digests = vec!["aa".into(), "bb".into()]),
             (8, |c| c.kernel_cmdline = vec!["quiet".into()]),

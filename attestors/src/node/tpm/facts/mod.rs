@@ -85,7 +85,7 @@ fn cmdline(pcr: u32, ipl: Ipl) -> Option<String> {
             matches!(cmd, "linux" | "linuxefi" | "linux16").then(|| rest.trim_start().to_string())
         }
         // Unlabelled text where only grub's labels or systemd-boot write.
-        (8, Ipl::Text(c)) => Some(c),
+        (8 | 12, Ipl::Text(c)) => Some(c),
         (8 | 12, Ipl::SdBootCmdline(c)) => Some(c.trim().to_string()),
         _ => None,
     }
