@@ -5,10 +5,14 @@
 
 use crate::harness::*;
 use crate::tpm::{
-    alias_entry, local_ca, rhel8_log, rig, tpm_agent_id, tpm_deployment, verifier, Rig,
+    alias_entry, hex, local_ca, rhel8_log, rig, tpm_agent_id, tpm_deployment, verifier, Rig,
 };
 use std::fs;
 use tessera_attestors::node::tpm::device::swtpm::Swtpm;
+use tessera_attestors::node::tpm::eventlog::{
+    self, event_type::EV_EFI_BOOT_SERVICES_APPLICATION, HashAlg,
+};
+use tessera_attestors::node::tpm::policy::{BootPolicy, BootPolicyConfig};
 use tessera_attestors::node::tpm::verifier::TpmVerifier;
 use tessera_attestors::node::NodeEvidence;
 
@@ -140,4 +144,36 @@ async fn allow_listed_ek_with_an_unverified_certificate_names_no_manufacturer() 
         !sel.iter().any(|s| s.starts_with("tpm:ek_manufacturer:")),
         "{sel:?}"
     );
+}
+
+#[tokio::test]
+async fn real_boot_passes_a_full_policy_only_when_every_pcr_it_reads_is_quoted() {
+    let r = rig(&rhel8_log());
+    let log = eventlog::parse(&fs::read(rhel8_log()).unwrap()).unwrap();
+    let apps: Vec<String> = log
+        .events
+        .iter()
+        .filter(|e| e.pcr == 4 && e.event_type == EV_EFI_BOOT_SERVICES_APPLICATION)
+        .map(|e| hex(e.digest(HashAlg::Sha256).unwrap()))
+        .collect();
+    assert_eq!(apps.len(), 3, "shim, grub, kernel");
+    let prod = BootPolicy::new(&BootPolicyConfig {
+        name: "prod".into(),
+        require_secure_boot: true,
+        boot_digests: apps,
+        kernel_cmdline: vec![
+            "^\\S+/vmlinuz-4\\.18\\S+ root=UUID=\\S+ ro .*console=ttyS0,38400n8$".into(),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    let mut v = verifier(Some(local_ca(&r)), vec![prod]);
+    v.pcrs = vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 14];
+    let evidence = r.ev.evidence().await.unwrap();
+    let (_, sel) = selectors(&r, &evidence, &v).await;
+    assert!(sel.contains(&"tpm:policy:prod".to_string()), "{sel:?}");
+    // Without PCR 12 the command line systemd-boot would measure is unknown.
+    v.pcrs = vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14];
+    let (_, sel) = selectors(&r, &evidence, &v).await;
+    assert!(!sel.iter().any(|s| s.starts_with("tpm:policy:")), "{sel:?}");
 }

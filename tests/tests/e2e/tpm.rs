@@ -53,7 +53,7 @@ pub(crate) fn swtpm_booted(log: &Path) -> Swtpm {
     tpm
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
