@@ -3,6 +3,7 @@
 //!
 //! One binary (links once). Build the daemons first: `cargo build --workspace --bins`.
 
+mod boot_policy;
 mod conformance;
 mod harness;
 mod lifecycle;

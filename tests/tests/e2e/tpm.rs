@@ -58,12 +58,12 @@ pub(crate) fn measure_boot(tpm: &Swtpm, log: &Path) {
     }
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The swtpm's local CA, as an operator would configure it as `ek_ca_dir`.
-fn ek_ca_dir(tpm: &Swtpm) -> PathBuf {
+pub(crate) fn ek_ca_dir(tpm: &Swtpm) -> PathBuf {
     let dir = tpm.dir().join("ek-ca");
     fs::create_dir_all(&dir).unwrap();
     let (issuer, root) = tpm.ca_certs();
@@ -118,7 +118,7 @@ const ALIAS_PARENT: &str = "spiffe://example.org/tessera/authority";
 
 /// Node alias `alias` for hosts with `node_selector`, and an entry for this
 /// test process under it.
-async fn alias_entry(d: &Deployment, alias: &str, node_selector: &str, workload: &str) {
+pub(crate) async fn alias_entry(d: &Deployment, alias: &str, node_selector: &str, workload: &str) {
     d.admin_ok(&[
         "entry",
         "create",
@@ -320,13 +320,13 @@ async fn tpm_evicted_ek_loses_identity_at_renewal_and_cannot_reattest() {
 
 // ---- the authority's checks, each on real TPM evidence ----------------------------
 
-struct Rig {
-    _swtpm: Swtpm,
-    ev: TpmEvidence,
-    key_dir: tempfile::TempDir,
+pub(crate) struct Rig {
+    pub(crate) _swtpm: Swtpm,
+    pub(crate) ev: TpmEvidence,
+    pub(crate) key_dir: tempfile::TempDir,
 }
 
-fn rig(log: &Path) -> Rig {
+pub(crate) fn rig(log: &Path) -> Rig {
     let swtpm = swtpm_booted(log);
     let key_dir = tempfile::tempdir().unwrap();
     let ev = TpmEvidence {
@@ -341,7 +341,7 @@ fn rig(log: &Path) -> Rig {
     }
 }
 
-fn verifier(ca: Option<EkCaStore>, policies: Vec<BootPolicy>) -> TpmVerifier {
+pub(crate) fn verifier(ca: Option<EkCaStore>, policies: Vec<BootPolicy>) -> TpmVerifier {
     TpmVerifier {
         ek_cas: ca,
         allowed_ek_hashes: vec![],
@@ -351,7 +351,7 @@ fn verifier(ca: Option<EkCaStore>, policies: Vec<BootPolicy>) -> TpmVerifier {
     }
 }
 
-fn local_ca(r: &Rig) -> EkCaStore {
+pub(crate) fn local_ca(r: &Rig) -> EkCaStore {
     EkCaStore::load_dir(&ek_ca_dir(&r._swtpm)).unwrap()
 }
 
