@@ -3,7 +3,9 @@
 //!
 //! One binary (links once). Build the daemons first: `cargo build --workspace --bins`.
 
+mod caller_pinning;
 mod conformance;
+mod flood;
 mod harness;
 mod lifecycle;
 mod packaging;
