@@ -9,7 +9,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_attestors::workload::unix::UnixAttestor;
+use tessera_attestors::workload::unix::{UnixAttestor, UnixError};
 use tokio::net::UnixListener;
 
 /// Pause after an accept failed for want of descriptors or memory.
@@ -48,19 +48,9 @@ impl Accept {
     /// One accept; `None` when nothing usable came of it.
     async fn next(&mut self) -> Option<Conn> {
         let stream = match self.listener.accept().await {
-            Ok((s, _)) => {
-                if self.starved {
-                    tracing::info!("Workload API accepting connections again");
-                    self.starved = false;
-                }
-                s
-            }
+            Ok((s, _)) => s,
             Err(e) if out_of_resources(&e) => {
-                if !self.starved {
-                    tracing::warn!(error = %e, "Workload API cannot accept connections (out of descriptors or memory); retrying every {BACKOFF:?}");
-                    self.starved = true;
-                }
-                tokio::time::sleep(BACKOFF).await;
+                self.starve(&e).await;
                 return None;
             }
             Err(e) => {
@@ -92,11 +82,20 @@ impl Accept {
         };
         let process = match self.attestor.pin_peer(stream.as_fd()) {
             Ok(p) => p,
+            // Pinning needs descriptors too (the pidfd, /proc).
+            Err(UnixError::Io { source, .. }) if out_of_resources(&source) => {
+                self.starve(&source).await;
+                return None;
+            }
             Err(e) => {
-                tracing::info!(uid, error = %e, "Workload API caller cannot be pinned; connection closed");
+                tracing::debug!(uid, error = %e, "Workload API caller cannot be pinned; connection closed");
                 return None;
             }
         };
+        if self.starved {
+            tracing::info!("Workload API accepting connections again");
+            self.starved = false;
+        }
         let cfg = self.limits.config();
         Some(Conn::new(
             stream,
@@ -105,6 +104,17 @@ impl Accept {
             cfg.first_request_timeout,
             cfg.idle_timeout,
         ))
+    }
+}
+
+impl Accept {
+    /// Out of descriptors or memory: log once per episode, then wait before the next accept.
+    async fn starve(&mut self, e: &io::Error) {
+        if !self.starved {
+            tracing::warn!(error = %e, "Workload API cannot accept connections (out of descriptors or memory); retrying every {BACKOFF:?}");
+            self.starved = true;
+        }
+        tokio::time::sleep(BACKOFF).await;
     }
 }
 
