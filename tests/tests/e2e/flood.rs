@@ -360,3 +360,36 @@ async fn accept_backs_off_when_out_of_descriptors() {
         .unwrap_or_else(|st| panic!("served again once descriptors are back: {st:?}"));
     assert!(d.agent_exited().is_none());
 }
+
+#[tokio::test]
+async fn streams_per_connection_are_capped() {
+    let mut d = Deployment::new(Opts {
+        agent_extra: "\n[workload_api]\nmax_streams_per_connection = 2\n".into(),
+        ..Opts::default()
+    })
+    .await;
+    let (id, _) = d.register_self("flood/streams", &[]).await;
+    d.start_agent().await;
+    let mut raw = d.raw().await;
+    wait_x509(&mut raw, &[&id]).await;
+
+    let one = open("stream 1", raw.fetch_x509svid(req(pb::X509svidRequest {}))).await;
+    let _two = open("stream 2", raw.fetch_x509svid(req(pb::X509svidRequest {}))).await;
+    // The server allows 2 concurrent streams on this connection: a third waits.
+    let mut third_client = raw.clone();
+    let third = tokio::spawn(async move {
+        third_client
+            .fetch_x509svid(req(pb::X509svidRequest {}))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !third.is_finished(),
+        "a third stream on a connection capped at 2 must wait"
+    );
+    drop(one);
+    let resp = within(secs(10), "the third stream once one closed", third)
+        .await
+        .unwrap();
+    resp.unwrap_or_else(|st| panic!("the third stream opens once a slot is free: {st:?}"));
+}
