@@ -100,8 +100,11 @@ impl WorkloadApiRaw {
                 self.first_request_timeout.as_deref(),
             )?
             .unwrap_or(d.first_request_timeout),
-            idle_timeout: duration::field("workload_api.idle_timeout", self.idle_timeout.as_deref())?
-                .unwrap_or(d.idle_timeout),
+            idle_timeout: duration::field(
+                "workload_api.idle_timeout",
+                self.idle_timeout.as_deref(),
+            )?
+            .unwrap_or(d.idle_timeout),
             attestations_per_second: positive(
                 "attestations_per_second",
                 self.attestations_per_second.map(u64::from),

@@ -216,10 +216,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqB>) -> Self::Future {
-        let open = req
-            .extensions()
-            .get::<Peer>()
-            .map(Peer::request_started);
+        let open = req.extensions().get::<Peer>().map(Peer::request_started);
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await?;

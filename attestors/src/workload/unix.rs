@@ -334,7 +334,10 @@ fn agent_view_path<'a>(link: &'a std::ffi::OsStr, exe: &Metadata) -> Option<&'a 
     match std::fs::metadata(p) {
         Ok(m) if m.dev() == exe.dev() && m.ino() == exe.ino() => Some(p),
         _ => {
-            tracing::debug!(path = p, "executable path is not that file in the agent's view; no path selector");
+            tracing::debug!(
+                path = p,
+                "executable path is not that file in the agent's view; no path selector"
+            );
             None
         }
     }

@@ -39,10 +39,14 @@ fn spawn_with_pid(pid: u32, uid: u32, program: &str, args: &[&str]) -> Option<Ch
 
 /// Waits until process `pid` runs `want` (its exec completed).
 async fn wait_exe(pid: u32, want: &Path) {
-    poll(secs(10), &format!("pid {pid} to exec {}", want.display()), || {
-        let link = fs::read_link(format!("/proc/{pid}/exe")).ok();
-        async move { (link.as_deref() == Some(want)).then_some(()) }
-    })
+    poll(
+        secs(10),
+        &format!("pid {pid} to exec {}", want.display()),
+        || {
+            let link = fs::read_link(format!("/proc/{pid}/exe")).ok();
+            async move { (link.as_deref() == Some(want)).then_some(()) }
+        },
+    )
     .await
 }
 
@@ -134,9 +138,17 @@ async fn connection_handed_on_stops_when_its_connector_exits() {
     connector.0.kill().unwrap();
     connector.0.wait().unwrap();
     // The open stream ends with Unavailable (no rotation needed to notice)...
-    match next(&mut stream, secs(10), "the stream after the connector exited").await {
+    match next(
+        &mut stream,
+        secs(10),
+        "the stream after the connector exited",
+    )
+    .await
+    {
         Err(st) => assert_eq!(st.code(), Code::Unavailable, "{st:?}"),
-        Ok(m) => panic!("the stream must end with Unavailable once its connector exited, got {m:?}"),
+        Ok(m) => {
+            panic!("the stream must end with Unavailable once its connector exited, got {m:?}")
+        }
     }
     // ...and every new call too: neither the connector's identity nor the holder's.
     assert_code(
@@ -153,7 +165,11 @@ async fn connection_handed_on_stops_when_its_connector_exits() {
         })),
     )
     .await;
-    assert_code(validate, Code::Unavailable, "ValidateJWTSVID on a dead connector's socket");
+    assert_code(
+        validate,
+        Code::Unavailable,
+        "ValidateJWTSVID on a dead connector's socket",
+    );
 }
 
 #[tokio::test]

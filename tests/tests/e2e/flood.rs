@@ -100,7 +100,9 @@ async fn http_status(addr: &str, path: &str) -> u16 {
             .parse()
             .ok()
     };
-    within(secs(10), "telemetry GET", exchange).await.unwrap_or(0)
+    within(secs(10), "telemetry GET", exchange)
+        .await
+        .unwrap_or(0)
 }
 
 fn open_fds(pid: u32) -> usize {
@@ -164,7 +166,11 @@ async fn connection_flood_from_one_uid_leaves_others_served() {
     let mut loaded = Vec::new();
     for _ in 0..20 {
         loaded.push(fetch_latency(&d, &id).await);
-        assert_eq!(http_status(&tel, "/ready").await, 200, "/ready under a flood");
+        assert_eq!(
+            http_status(&tel, "/ready").await,
+            200,
+            "/ready under a flood"
+        );
     }
     let loaded_median = median(loaded);
     eprintln!("unloaded median {unloaded:?}, loaded median {loaded_median:?}");
@@ -199,7 +205,10 @@ async fn per_uid_connection_cap_closes_extra_connections() {
         let (fd, child) =
             connect_from_child(&d.socket_path(), NOBODY, NOBODY, "sleep", &["60"]).unwrap();
         let s = UnixStream::from(fd);
-        assert!(served(&s), "connection {i} of uid {NOBODY} is within the cap");
+        assert!(
+            served(&s),
+            "connection {i} of uid {NOBODY} is within the cap"
+        );
         held.push((s, child));
     }
     let (fd, _c) = connect_from_child(&d.socket_path(), NOBODY, NOBODY, "sleep", &["60"]).unwrap();
@@ -314,7 +323,10 @@ async fn silent_and_idle_connections_are_closed() {
         async move { closed.then_some(()) }
     })
     .await;
-    assert!(t.elapsed() >= Duration::from_millis(1500), "closed too early");
+    assert!(
+        t.elapsed() >= Duration::from_millis(1500),
+        "closed too early"
+    );
     assert!(
         !closed_by_peer(&stream_probe),
         "a connection with an open stream is not idle"
@@ -333,7 +345,10 @@ async fn accept_backs_off_when_out_of_descriptors() {
             .args(["--pid", &pid.to_string(), &format!("--nofile={n}:")])
             .output()
             .unwrap();
-        assert!(out.status.success(), "prlimit --pid {pid} --nofile={n}: {out:?}");
+        assert!(
+            out.status.success(),
+            "prlimit --pid {pid} --nofile={n}: {out:?}"
+        );
     };
     // Only fds 0-2 (stdio, all open) allowed: every new descriptor fails with EMFILE, so a
     // waiting connection stays in the backlog and the listening socket stays readable.

@@ -243,7 +243,10 @@ mod tests {
             Err(UnixError::InvalidPid(0)) // any error: it must reach the caller
         });
         assert!(matches!(err, Err(UnixError::InvalidPid(0))));
-        assert_eq!(h.digest(key(7), || Ok(Some([9; 32]))).unwrap(), Some([9; 32]));
+        assert_eq!(
+            h.digest(key(7), || Ok(Some([9; 32]))).unwrap(),
+            Some([9; 32])
+        );
         // Cached now: the closure is not called again.
         assert_eq!(
             h.digest(key(7), || panic!("must be cached")).unwrap(),

@@ -39,7 +39,7 @@ impl PinnedProcess {
     /// True once the pinned process is known to have exited. Without a pidfd this only
     /// reports an exit seen at pin time; the start-time checks cover the rest.
     pub fn exited(&self) -> bool {
-        self.start_time.is_none() || self.pidfd.as_ref().is_some_and(|fd| pidfd_exited(fd))
+        self.start_time.is_none() || self.pidfd.as_ref().is_some_and(pidfd_exited)
     }
 }
 
@@ -143,7 +143,8 @@ mod tests {
         };
         assert!(!pidfd_exited(&fd));
         // The pidfd is for this very process: fdinfo names its pid.
-        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
+        let info =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
         let pid = info
             .lines()
             .find_map(|l| l.strip_prefix("Pid:"))

@@ -390,7 +390,10 @@ fn pinned_process_is_never_replaced() {
     let pid = child.id() as i32;
     let a = UnixAttestor::new();
     let pinned = a.pin(pid).unwrap();
-    assert!(pinned.pidfd().is_some(), "pidfd_open is available on this kernel");
+    assert!(
+        pinned.pidfd().is_some(),
+        "pidfd_open is available on this kernel"
+    );
     a.check(&pinned).unwrap();
     a.attest_pinned(&pinned).unwrap();
     child.kill().unwrap();
@@ -471,7 +474,10 @@ fn path_claimed_in_another_mount_namespace_is_left_out() {
         if link == claimed {
             break a.attest(pid).unwrap();
         }
-        assert!(Instant::now() < deadline, "child never exec'd the claimed path");
+        assert!(
+            Instant::now() < deadline,
+            "child never exec'd the claimed path"
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     child.kill().unwrap();
