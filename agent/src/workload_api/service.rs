@@ -60,7 +60,7 @@ pub struct Caller {
     pub uid: Option<u32>,
     pub selectors: Vec<Selector>,
     /// The process that connected; streams end when it exits.
-    pub process: Option<Arc<PinnedProcess>>,
+    pub process: Arc<PinnedProcess>,
 }
 
 impl Caller {
@@ -69,7 +69,7 @@ impl Caller {
             pid: peer.process.pid(),
             uid: Some(peer.uid),
             selectors,
-            process: Some(peer.process.clone()),
+            process: peer.process.clone(),
         }
     }
 
@@ -194,8 +194,8 @@ impl WorkloadApi {
         let attestor = self.attestor.clone();
         let exit_fd = caller
             .process
-            .as_ref()
-            .and_then(|p| p.pidfd()?.try_clone_to_owned().ok());
+            .pidfd()
+            .and_then(|fd| fd.try_clone_to_owned().ok());
         let first = build(&rx.borrow_and_update(), &caller.selectors)
             .inspect_err(|e| caller.denied(what, "-", e))
             .map_err(Status::from)?;
@@ -227,11 +227,9 @@ impl WorkloadApi {
                     }
                 }
                 // Without a pidfd to wait on, every update checks that the caller still runs.
-                if let Some(p) = &caller.process {
-                    if attestor.check(p).is_err() {
-                        let _ = tx.send(gone()).await;
-                        return;
-                    }
+                if attestor.check(&caller.process).is_err() {
+                    let _ = tx.send(gone()).await;
+                    return;
                 }
                 let snap = rx.borrow_and_update().clone();
                 match build(&snap, &caller.selectors) {
