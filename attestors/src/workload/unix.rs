@@ -188,10 +188,13 @@ impl UnixAttestor {
         let start = p.start_time.ok_or(UnixError::ProcessGone)?;
         let dir = ProcDir::open(&self.proc_root, p.pid)?;
         let first = dir.stat().map_err(gone_as_process_gone)?;
+        if p.exited() {
+            return Err(UnixError::ProcessGone);
+        }
         if first.start_time != start {
             return Err(UnixError::PidReused);
         }
-        if first.exited() || p.exited() {
+        if first.exited() {
             return Err(UnixError::ProcessGone);
         }
         let (selectors, status) = self
