@@ -3,6 +3,7 @@
 //!
 //! One binary (links once). Build the daemons first: `cargo build --workspace --bins`.
 
+mod boot_policy;
 mod caller_pinning;
 mod conformance;
 mod flood;
