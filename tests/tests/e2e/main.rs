@@ -4,7 +4,9 @@
 //! One binary (links once). Build the daemons first: `cargo build --workspace --bins`.
 
 mod boot_policy;
+mod caller_pinning;
 mod conformance;
+mod flood;
 mod harness;
 mod lifecycle;
 mod node_identity;
