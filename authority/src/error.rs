@@ -16,6 +16,9 @@ pub enum ApiError {
     Unauthenticated(String),
     #[error("{0}")]
     NotFound(String),
+    /// A limit on concurrent work or message size: retry later, or send less.
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error("attestation: {0}")]
     Attest(#[from] AttestError),
     #[error("signing: {0}")]
@@ -33,6 +36,9 @@ impl From<ApiError> for Status {
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::Unauthenticated(_) => Code::Unauthenticated,
             ApiError::NotFound(_) => Code::NotFound,
+            ApiError::ResourceExhausted(_) | ApiError::Attest(AttestError::TooLarge(_)) => {
+                Code::ResourceExhausted
+            }
             ApiError::Attest(AttestError::Malformed(_)) => Code::InvalidArgument,
             ApiError::Attest(AttestError::Rejected(_)) => Code::PermissionDenied,
             ApiError::Attest(AttestError::StreamClosed) => Code::Cancelled,
