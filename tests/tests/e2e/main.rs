@@ -3,7 +3,9 @@
 //!
 //! One binary (links once). Build the daemons first: `cargo build --workspace --bins`.
 
+mod authority_limits;
 mod conformance;
+mod file_safety;
 mod harness;
 mod lifecycle;
 mod packaging;
