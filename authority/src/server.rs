@@ -78,7 +78,9 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
             .ca
             .server_identity(&config.server_names, SERVER_CERT_TTL, unix_now())?;
     let certs = Arc::new(RotatingCert::new(chain, key)?);
-    let tls = Arc::new(server_config(certs.clone(), authority.ca.roots())?);
+    let mut tls = server_config(certs.clone(), authority.ca.roots())?;
+    crate::limits::conn::without_resumption(&mut tls);
+    let tls = Arc::new(tls);
     tokio::spawn(rotate_server_cert(authority.clone(), certs));
 
     let listener = TcpListener::bind(config.listen_address)

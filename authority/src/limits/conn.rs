@@ -49,10 +49,12 @@ pub fn tls_incoming(
             let tx = tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let conn = LimitedConn::new(tls, slot, idle);
-                        let _ = tx.send(Ok(conn)).await;
-                    }
+                    Ok(Ok(tls)) => match LimitedConn::new(tls, slot, idle) {
+                        Some(conn) => {
+                            let _ = tx.send(Ok(conn)).await;
+                        }
+                        None => tracing::debug!(%peer, "client certificate already expired"),
+                    },
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
@@ -74,15 +76,20 @@ pub struct LimitedConn {
 }
 
 impl LimitedConn {
-    fn new(inner: TlsStream, slot: Slot<IpAddr>, idle: Duration) -> Self {
-        let expiry = client_cert_expiry(&inner).map(|at| Box::pin(tokio::time::sleep_until(at)));
-        LimitedConn {
+    /// None when the client certificate has already expired.
+    fn new(inner: TlsStream, slot: Slot<IpAddr>, idle: Duration) -> Option<Self> {
+        let expiry = match client_cert_expiry(&inner) {
+            Some(at) if at <= Instant::now() => return None,
+            Some(at) => Some(Box::pin(tokio::time::sleep_until(at))),
+            None => None,
+        };
+        Some(LimitedConn {
             inner,
             _slot: slot,
             idle,
             idle_timer: Box::pin(tokio::time::sleep(idle)),
             expiry,
-        }
+        })
     }
 
     fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
@@ -104,17 +111,26 @@ impl LimitedConn {
     }
 }
 
-/// When the verified client certificate (if any) stops being valid. An
-/// unreadable one counts as expired: rustls accepted it, so this does not
-/// happen, but the connection must not outlive a credential we cannot date.
+/// When the verified client certificate (if any) stops being valid: the end
+/// of its notAfter second. An unreadable one counts as expired (rustls
+/// accepted it, so this does not happen, but a connection must not outlive a
+/// credential we cannot date).
 fn client_cert_expiry(tls: &TlsStream) -> Option<Instant> {
     let leaf = tls.get_ref().1.peer_certificates()?.first()?;
-    let left = match x509::not_after(leaf) {
-        Ok(not_after) => (not_after - unix_now()).max(0) as u64,
-        Err(_) => 0,
-    };
-    // notAfter is the last valid second.
-    Some(Instant::now() + Duration::from_secs(left) + Duration::from_secs(1))
+    let now = Instant::now();
+    let end = x509::not_after(leaf).map(|t| t + 1 - unix_now()).unwrap_or(0);
+    Some(match u64::try_from(end) {
+        Ok(left) if left > 0 => now + Duration::from_secs(left),
+        _ => now,
+    })
+}
+
+/// No TLS session resumption: a resumed session skips client certificate
+/// verification and carries the certificate of the session it resumes, so
+/// an expired (or superseded) agent SVID could open new connections.
+pub fn without_resumption(config: &mut rustls::ServerConfig) {
+    config.session_storage = std::sync::Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
 }
 
 impl AsyncRead for LimitedConn {
