@@ -187,7 +187,10 @@ mod tests {
         let e = ensure_private_dir(&d, 0o700).unwrap_err().to_string();
         assert!(e.contains("mode 777"), "{e}");
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        assert!(ensure_private_dir(&d, 0o700).is_err(), "sticky is not enough");
+        assert!(
+            ensure_private_dir(&d, 0o700).is_err(),
+            "sticky is not enough"
+        );
         assert!(ensure_socket_dir(&d, 0o755).is_ok(), "sticky socket dir");
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o770)).unwrap();
         assert!(ensure_socket_dir(&d, 0o755).is_err());

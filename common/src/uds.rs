@@ -77,7 +77,10 @@ mod tests {
             let p = dir.path().join(name);
             let l = bind(&p, mode).unwrap();
             assert_eq!(mode_of(&p), mode);
-            assert!(std::fs::symlink_metadata(&p).unwrap().file_type().is_socket());
+            assert!(std::fs::symlink_metadata(&p)
+                .unwrap()
+                .file_type()
+                .is_socket());
             UnixStream::connect(&p).unwrap();
             l.set_nonblocking(false).unwrap();
             l.accept().unwrap();
@@ -97,7 +100,10 @@ mod tests {
         let _l = bind(&p, 0o666).unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         assert_eq!(mode_of(&victim), 0o600, "chmod went through the symlink");
-        assert!(std::fs::symlink_metadata(&p).unwrap().file_type().is_socket());
+        assert!(std::fs::symlink_metadata(&p)
+            .unwrap()
+            .file_type()
+            .is_socket());
     }
 
     #[test]

@@ -118,7 +118,9 @@ impl LimitedConn {
 fn client_cert_expiry(tls: &TlsStream) -> Option<Instant> {
     let leaf = tls.get_ref().1.peer_certificates()?.first()?;
     let now = Instant::now();
-    let end = x509::not_after(leaf).map(|t| t + 1 - unix_now()).unwrap_or(0);
+    let end = x509::not_after(leaf)
+        .map(|t| t + 1 - unix_now())
+        .unwrap_or(0);
     Some(match u64::try_from(end) {
         Ok(left) if left > 0 => now + Duration::from_secs(left),
         _ => now,

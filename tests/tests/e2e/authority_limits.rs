@@ -51,7 +51,11 @@ fn node_channel(
     let port = d.port;
     let connector = tower::service_fn(move |_| {
         dials.fetch_add(1, Ordering::SeqCst);
-        async move { tcp_from(source, port).await.map(hyper_util::rt::TokioIo::new) }
+        async move {
+            tcp_from(source, port)
+                .await
+                .map(hyper_util::rt::TokioIo::new)
+        }
     });
     Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
         .unwrap()
@@ -107,7 +111,10 @@ fn begin(method: &str, payload: Vec<u8>) -> apb::AttestRequest {
 /// The code an Attest exchange that opens with `first` ends with.
 async fn attest_outcome(node: &mut NodeClient<Channel>, first: apb::AttestRequest) -> Code {
     let out = within(secs(30), "Attest", async {
-        let mut stream = node.attest(tokio_stream::iter(vec![first])).await?.into_inner();
+        let mut stream = node
+            .attest(tokio_stream::iter(vec![first]))
+            .await?
+            .into_inner();
         while stream.message().await?.is_some() {}
         Ok::<_, tonic::Status>(())
     })
@@ -165,9 +172,13 @@ async fn a_connection_flood_from_one_address_is_capped_while_others_attest() {
         started.elapsed()
     );
     let mut other = anonymous(&d, "127.0.0.1");
-    within(secs(10), "GetBundle", other.get_bundle(apb::GetBundleRequest {}))
-        .await
-        .expect("GetBundle from another address during the flood");
+    within(
+        secs(10),
+        "GetBundle",
+        other.get_bundle(apb::GetBundleRequest {}),
+    )
+    .await
+    .expect("GetBundle from another address during the flood");
     drop(flood);
 }
 
@@ -194,19 +205,31 @@ async fn an_idle_connection_is_closed() {
     let mut node = NodeClient::new(node_channel(&d, "127.0.0.1", None, dials.clone()));
     // Activity keeps the connection: 3 calls a second apart, one connection.
     for _ in 0..3 {
-        within(secs(10), "GetBundle", node.get_bundle(apb::GetBundleRequest {}))
-            .await
-            .expect("GetBundle");
+        within(
+            secs(10),
+            "GetBundle",
+            node.get_bundle(apb::GetBundleRequest {}),
+        )
+        .await
+        .expect("GetBundle");
         tokio::time::sleep(secs(1)).await;
     }
-    assert_eq!(dials.load(Ordering::SeqCst), 1, "an active connection was closed");
+    assert_eq!(
+        dials.load(Ordering::SeqCst),
+        1,
+        "an active connection was closed"
+    );
     tokio::time::sleep(Duration::from_millis(3500)).await;
     // The authority closed it: the next call needs a new connection.
     let mut ok = false;
     for _ in 0..3 {
-        if within(secs(10), "GetBundle", node.get_bundle(apb::GetBundleRequest {}))
-            .await
-            .is_ok()
+        if within(
+            secs(10),
+            "GetBundle",
+            node.get_bundle(apb::GetBundleRequest {}),
+        )
+        .await
+        .is_ok()
         {
             ok = true;
             break;
@@ -247,9 +270,13 @@ async fn a_connection_ends_when_its_client_certificate_expires() {
         dials.clone(),
     );
     let mut node = NodeClient::new(ch);
-    within(secs(10), "SyncEntries", node.sync_entries(apb::SyncEntriesRequest {}))
-        .await
-        .expect("SyncEntries with a valid agent SVID");
+    within(
+        secs(10),
+        "SyncEntries",
+        node.sync_entries(apb::SyncEntriesRequest {}),
+    )
+    .await
+    .expect("SyncEntries with a valid agent SVID");
     assert_eq!(dials.load(Ordering::SeqCst), 1);
     // Past notAfter, the open connection is gone: the next request cannot
     // ride on it, and a new handshake with the expired certificate fails.
@@ -331,9 +358,13 @@ async fn an_oversized_attest_message_is_resource_exhausted() {
 async fn anonymous_peers_reach_only_attest_and_get_bundle() {
     let d = deployment("1h", "").await;
     let mut node = anonymous(&d, "127.0.0.1");
-    within(secs(10), "GetBundle", node.get_bundle(apb::GetBundleRequest {}))
-        .await
-        .expect("anonymous GetBundle");
+    within(
+        secs(10),
+        "GetBundle",
+        node.get_bundle(apb::GetBundleRequest {}),
+    )
+    .await
+    .expect("anonymous GetBundle");
     // Refused before the body is read: a message over the size limit is not
     // even decoded (it would be OutOfRange).
     let big = apb::BatchSignX509Request {
@@ -350,7 +381,9 @@ async fn anonymous_peers_reach_only_attest_and_get_bundle() {
     for (what, res) in [
         (
             "SyncEntries",
-            node.sync_entries(apb::SyncEntriesRequest {}).await.map(|_| ()),
+            node.sync_entries(apb::SyncEntriesRequest {})
+                .await
+                .map(|_| ()),
         ),
         (
             "RenewAgent",

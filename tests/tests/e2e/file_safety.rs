@@ -96,7 +96,10 @@ async fn the_agent_refuses_a_data_dir_or_socket_dir_others_can_write() {
     let line = agent_run(cfg)
         .await
         .assert_one_line_error("agent with a world-writable data_dir");
-    assert!(line.contains("data_dir") && line.contains("mode 757"), "{line}");
+    assert!(
+        line.contains("data_dir") && line.contains("mode 757"),
+        "{line}"
+    );
 
     let run = d.dir.join("open-run");
     dir_with_mode(&run, 0o777);
@@ -148,9 +151,7 @@ async fn planted_symlinks_are_replaced_not_followed_and_sockets_get_their_modes(
         std::future::ready(
             ["agent_key.pem", "bundle.pem", "entries.json"]
                 .iter()
-                .all(|n| {
-                    fs::symlink_metadata(data.join(n)).is_ok_and(|m| m.file_type().is_file())
-                })
+                .all(|n| fs::symlink_metadata(data.join(n)).is_ok_and(|m| m.file_type().is_file()))
                 .then_some(()),
         )
     })
