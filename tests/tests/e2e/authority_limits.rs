@@ -5,7 +5,9 @@
 //! anonymous peers kept to Attest and GetBundle.
 
 use crate::harness::*;
+use std::ffi::OsStr;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -403,4 +405,58 @@ async fn anonymous_peers_reach_only_attest_and_get_bundle() {
     ] {
         assert_code(res, Code::Unauthenticated, what);
     }
+}
+
+/// The soft limit on open files, from /proc/<pid>/limits.
+fn soft_nofile(pid: u32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[tokio::test]
+async fn the_authority_raises_its_open_files_limit_to_the_hard_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = tmp.path().join("authority.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "trust_domain = \"{TD}\"\nlisten_address = \"127.0.0.1:{port}\"\n\
+             admin_socket_path = \"{}\"\ndata_dir = \"{}\"\n",
+            tmp.path().join("admin.sock").display(),
+            tmp.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let authority = bin("tessera-authority");
+    // prlimit execs the authority with soft 256, hard 4096.
+    let daemon = Daemon::spawn(
+        "authority",
+        Path::new("/usr/bin/prlimit"),
+        &[
+            OsStr::new("--nofile=256:4096"),
+            authority.as_os_str(),
+            OsStr::new("run"),
+            OsStr::new("--config"),
+            cfg.as_os_str(),
+        ],
+        &tmp.path().join("authority.log"),
+        &[],
+    );
+    let pid = daemon.pid();
+    poll(secs(20), "the authority's listener", || {
+        std::future::ready(std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+    })
+    .await;
+    assert_eq!(
+        soft_nofile(pid),
+        Some(4096),
+        "soft RLIMIT_NOFILE of the running authority\n{}",
+        std::fs::read_to_string(tmp.path().join("authority.log")).unwrap_or_default()
+    );
 }
