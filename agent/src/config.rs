@@ -27,6 +27,103 @@ struct Raw {
     telemetry: TelemetryConfig,
     #[serde(default)]
     log: LogConfig,
+    #[serde(default)]
+    workload_api: WorkloadApiRaw,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WorkloadApiRaw {
+    max_connections: Option<usize>,
+    max_connections_per_uid: Option<usize>,
+    max_streams_per_connection: Option<u32>,
+    first_request_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    attestations_per_second: Option<u32>,
+    attestation_burst: Option<u32>,
+}
+
+/// `[workload_api]`: how much of the Workload API one local user can take.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadApiConfig {
+    pub max_connections: usize,
+    pub max_connections_per_uid: usize,
+    pub max_streams_per_connection: u32,
+    /// A connection must send its first request within this.
+    pub first_request_timeout: Duration,
+    /// A connection without an open request or stream is closed after this.
+    pub idle_timeout: Duration,
+    pub attestations_per_second: u32,
+    pub attestation_burst: u32,
+}
+
+impl Default for WorkloadApiConfig {
+    fn default() -> Self {
+        WorkloadApiConfig {
+            max_connections: 1024,
+            max_connections_per_uid: 64,
+            max_streams_per_connection: 32,
+            first_request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            attestations_per_second: 100,
+            attestation_burst: 500,
+        }
+    }
+}
+
+impl WorkloadApiRaw {
+    fn parse(self) -> Result<WorkloadApiConfig, String> {
+        let d = WorkloadApiConfig::default();
+        let positive = |name: &str, v: Option<u64>, default: u64| match v {
+            Some(0) => Err(format!("workload_api.{name}: must be at least 1")),
+            Some(v) => Ok(v),
+            None => Ok(default),
+        };
+        let c = WorkloadApiConfig {
+            max_connections: positive(
+                "max_connections",
+                self.max_connections.map(|v| v as u64),
+                d.max_connections as u64,
+            )? as usize,
+            max_connections_per_uid: positive(
+                "max_connections_per_uid",
+                self.max_connections_per_uid.map(|v| v as u64),
+                d.max_connections_per_uid as u64,
+            )? as usize,
+            max_streams_per_connection: positive(
+                "max_streams_per_connection",
+                self.max_streams_per_connection.map(u64::from),
+                d.max_streams_per_connection.into(),
+            )? as u32,
+            first_request_timeout: duration::field(
+                "workload_api.first_request_timeout",
+                self.first_request_timeout.as_deref(),
+            )?
+            .unwrap_or(d.first_request_timeout),
+            idle_timeout: duration::field(
+                "workload_api.idle_timeout",
+                self.idle_timeout.as_deref(),
+            )?
+            .unwrap_or(d.idle_timeout),
+            attestations_per_second: positive(
+                "attestations_per_second",
+                self.attestations_per_second.map(u64::from),
+                d.attestations_per_second.into(),
+            )? as u32,
+            attestation_burst: positive(
+                "attestation_burst",
+                self.attestation_burst.map(u64::from),
+                d.attestation_burst.into(),
+            )? as u32,
+        };
+        if c.max_connections_per_uid > c.max_connections {
+            return Err(format!(
+                "workload_api.max_connections_per_uid: {} is more than max_connections ({})",
+                c.max_connections_per_uid, c.max_connections
+            ));
+        }
+        Ok(c)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +184,7 @@ pub struct Config {
     pub tpm: TpmConfig,
     pub telemetry: TelemetryConfig,
     pub log: LogConfig,
+    pub workload_api: WorkloadApiConfig,
     /// The file this was loaded from; SIGHUP re-reads it.
     pub source: Option<PathBuf>,
 }
@@ -174,6 +272,7 @@ impl Config {
             tpm: raw.tpm,
             telemetry: raw.telemetry,
             log: raw.log,
+            workload_api: raw.workload_api.parse()?,
             source: None,
         })
     }
@@ -196,6 +295,15 @@ mod tests {
     fn defaults() {
         let c = Config::parse(&base()).unwrap();
         assert_eq!(c.socket_path, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(c.workload_api, WorkloadApiConfig::default());
+        let t = format!(
+            "{}[workload_api]\nmax_connections_per_uid = 8\nidle_timeout = \"30s\"\n",
+            base()
+        );
+        let w = Config::parse(&t).unwrap().workload_api;
+        assert_eq!(w.max_connections_per_uid, 8);
+        assert_eq!(w.idle_timeout, Duration::from_secs(30));
+        assert_eq!(w.max_connections, 1024);
         assert!(matches!(c.node_attestation, NodeAttestation::JoinToken(ref t) if t == TOKEN));
     }
 
@@ -245,6 +353,25 @@ mod tests {
             (
                 format!("{}[log]\nlevel = \"info,tessera=loud\"\n", base()),
                 "log.level:",
+            ),
+            (
+                format!("{}[workload_api]\nmax_connections = 0\n", base()),
+                "workload_api.max_connections:",
+            ),
+            (
+                format!(
+                    "{}[workload_api]\nmax_connections = 10\nmax_connections_per_uid = 11\n",
+                    base()
+                ),
+                "workload_api.max_connections_per_uid:",
+            ),
+            (
+                format!("{}[workload_api]\nidle_timeout = \"soon\"\n", base()),
+                "workload_api.idle_timeout:",
+            ),
+            (
+                format!("{}[workload_api]\nattestation_burst = 0\n", base()),
+                "workload_api.attestation_burst:",
             ),
         ];
         for (text, want) in cases {

@@ -93,6 +93,7 @@ async fn attest(
 
 pub async fn run(cfg: Config) -> Result<(), BoxError> {
     tls::install_default_provider();
+    raise_nofile_limit();
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(|e| format!("metrics: {e}"))?;
     // Early, so a SIGHUP during attestation reloads rather than kills.
@@ -128,6 +129,7 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
         Some(cfg.data_dir.join("entries.json")),
     );
     let attestor = Arc::new(UnixAttestor::new());
+    let limits = workload_api::Limits::new(cfg.workload_api.clone());
     let probes = ops::AgentProbes {
         registry,
         metrics: metrics.clone(),
@@ -139,14 +141,21 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
     ops::start_telemetry(&cfg, probes).await?;
     let api = WorkloadApi {
         snapshots,
-        attestor,
+        attestor: attestor.clone(),
+        limiter: limits.clone(),
         upstream,
         jwt_cache: Arc::default(),
         trust_domain: cfg.trust_domain.clone(),
         shutdown: stop_rx.clone(),
         metrics: metrics.clone(),
     };
-    let mut server = tokio::spawn(workload_api::serve(incoming, api, wait_stop(stop_rx)));
+    let mut server = tokio::spawn(workload_api::serve(
+        incoming,
+        api,
+        limits,
+        attestor,
+        wait_stop(stop_rx),
+    ));
     tracing::info!(socket = %cfg.socket_path.display(), "Workload API listening");
 
     let evidence = timed_evidence(evidence(&cfg)?, metrics.clone());
@@ -220,6 +229,21 @@ async fn stop(
     let _ = std::fs::remove_file(&cfg.socket_path);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Every Workload API connection is a descriptor: use all the hard limit allows (the
+/// connection caps keep the agent well inside it).
+fn raise_nofile_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "cannot raise the open-files limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-files limit"),
+    }
 }
 
 async fn wait_stop(mut rx: watch::Receiver<bool>) {

@@ -57,8 +57,9 @@ pub struct TpmConfig {
     pub policies: Vec<BootPolicy>,
 }
 
-/// The firmware's PCRs: what the event log covers.
-pub const DEFAULT_PCRS: [u8; 11] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14];
+/// What the firmware event log covers: the firmware's PCRs 0-7, the boot
+/// loader's 8-9 (grub), 12 (systemd-boot's kernel command line) and 14 (shim).
+pub const DEFAULT_PCRS: [u8; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 14];
 
 fn tpm_config(raw: TpmRaw) -> Result<TpmConfig, String> {
     let pcrs = raw.pcrs.unwrap_or_else(|| DEFAULT_PCRS.to_vec());
@@ -78,12 +79,7 @@ fn tpm_config(raw: TpmRaw) -> Result<TpmConfig, String> {
         .map(BootPolicy::new)
         .collect::<Result<Vec<_>, _>>()?;
     for p in &policies {
-        if let Some(i) = p.pcr_indices().find(|i| !pcrs.contains(&(*i as u8))) {
-            return Err(format!(
-                "tpm.policy {:?}: pcrs: PCR {i} is not in tpm.pcrs, so it is never quoted",
-                p.name
-            ));
-        }
+        p.check_quoted(&pcrs)?;
     }
     if raw.ek_ca_dir.is_none() && raw.allowed_ek_hashes.is_empty() {
         return Err("tpm: set ek_ca_dir (manufacturer CAs) or allowed_ek_hashes".into());
@@ -256,9 +252,19 @@ mod tests {
         let bad = format!("{MIN}[tpm]\nek_ca_dir = \"/x\"\npcrs = [24]\n");
         assert!(Config::parse(&bad).unwrap_err().starts_with("tpm.pcrs:"));
         let bad = format!("{MIN}[tpm]\nek_ca_dir = \"/x\"\npcrs = [7]\n[[tpm.policy]]\nname = \"g\"\npcrs = {{ \"0\" = \"00\" }}\n");
+        assert_eq!(
+            Config::parse(&bad).unwrap_err(),
+            "tpm.policy \"g\": pcrs reads PCR 0, which tpm.pcrs does not quote"
+        );
+        let bad = format!("{MIN}[tpm]\nek_ca_dir = \"/x\"\npcrs = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14]\n[[tpm.policy]]\nname = \"cmd\"\nkernel_cmdline = [\"quiet\"]\n");
+        assert_eq!(
+            Config::parse(&bad).unwrap_err(),
+            "tpm.policy \"cmd\": kernel_cmdline reads PCR 12, which tpm.pcrs does not quote"
+        );
+        let bad = format!("{MIN}[tpm]\nek_ca_dir = \"/x\"\npcrs = [0, 7]\n[[tpm.policy]]\nname = \"apps\"\nboot_digests = [\"00\"]\n");
         assert!(Config::parse(&bad)
             .unwrap_err()
-            .contains("PCR 0 is not in tpm.pcrs"));
+            .contains("boot_digests reads PCR 4"));
     }
 
     #[test]

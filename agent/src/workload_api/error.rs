@@ -17,6 +17,8 @@ pub enum WorkloadError {
     InvalidArgument(String),
     #[error("authority unavailable: {0}")]
     Upstream(String),
+    #[error("too many Workload API calls from this uid; retry later")]
+    RateLimited,
 }
 
 impl From<WorkloadError> for Status {
@@ -30,6 +32,7 @@ impl From<WorkloadError> for Status {
                 Status::permission_denied(msg)
             }
             WorkloadError::InvalidArgument(_) => Status::invalid_argument(msg),
+            WorkloadError::RateLimited => Status::resource_exhausted(msg),
         }
     }
 }

@@ -1,17 +1,24 @@
 //! The SPIFFE Workload API on a Unix socket: plain HTTP/2, callers identified
-//! by the kernel (SO_PEERCRED), health and reflection on the same socket.
+//! by the kernel (the process pinned at connect), health and reflection on the
+//! same socket, every connection bounded (see `limits`, `track`).
 
 mod error;
 mod header;
+mod limits;
+mod listener;
 mod responses;
 mod service;
+mod track;
 
 pub use error::WorkloadError;
-pub use service::{Caller, WorkloadApi};
+pub use limits::Limits;
+pub use service::{Attest, Caller, RateLimit, WorkloadApi};
 
 use crate::cache::{Snapshot, State};
 use std::path::Path;
 use std::sync::Arc;
+use tessera_attestors::workload::unix::{PinnedProcess, UnixAttestor};
+use tessera_common::Selector;
 use tessera_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -29,12 +36,33 @@ pub fn bind(path: &Path) -> Result<UnixListenerStream, String> {
     Ok(UnixListenerStream::new(listener))
 }
 
+impl Attest for UnixAttestor {
+    fn check(&self, process: &PinnedProcess) -> Result<(), String> {
+        UnixAttestor::check(self, process).map_err(|e| e.to_string())
+    }
+
+    fn attest(&self, process: &PinnedProcess) -> Result<Vec<Selector>, String> {
+        self.attest_pinned(process).map_err(|e| e.to_string())
+    }
+}
+
+impl RateLimit for Limits {
+    fn admit(&self, uid: u32) -> bool {
+        self.take_attestation(uid)
+    }
+}
+
 /// Serves the Workload API, health and reflection until `shutdown` resolves.
+/// Connections are admitted under `limits` and their callers pinned by `pinner`.
 pub async fn serve(
     incoming: UnixListenerStream,
     api: WorkloadApi,
+    limits: Arc<Limits>,
+    pinner: Arc<UnixAttestor>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    let max_streams = limits.config().max_streams_per_connection;
+    let incoming = listener::incoming(incoming.into_inner(), limits, pinner);
     let (health, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(follow_health(
         health,
@@ -49,7 +77,8 @@ pub async fn serve(
     let mut builder = tonic::transport::Server::builder()
         .initial_connection_window_size(256 * 1024)
         .initial_stream_window_size(64 * 1024)
-        .max_concurrent_streams(64)
+        .max_concurrent_streams(max_streams)
+        .layer(track::TrackLayer)
         .layer(api.metrics.workload_layer());
     let router = builder
         .add_service(tonic::service::interceptor::InterceptedService::new(

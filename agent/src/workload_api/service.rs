@@ -2,28 +2,46 @@
 //! snapshot; streams follow the snapshot watch.
 
 use super::responses;
+use super::track::Peer;
 use super::WorkloadError;
 use crate::cache::jwt::JwtCache;
 use crate::cache::Snapshot;
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
-use tessera_attestors::workload::unix::UnixAttestor;
+use tessera_attestors::workload::unix::PinnedProcess;
 use tessera_common::{jwt, unix_now, Selector, SpiffeId, TrustDomain};
 use tessera_proto::workload as wl;
 use tessera_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::{wrappers::ReceiverStream, Stream};
 use tonic::{Request, Response, Status};
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// How the handlers identify the process pinned at connect.
+pub trait Attest: Send + Sync + 'static {
+    /// Ok while the pinned process lives (and its pid is still its own).
+    fn check(&self, process: &PinnedProcess) -> Result<(), String>;
+    /// The process's selectors; an error when it is gone.
+    fn attest(&self, process: &PinnedProcess) -> Result<Vec<Selector>, String>;
+}
+
+/// How the handlers limit a uid's calls, before any expensive work.
+pub trait RateLimit: Send + Sync + 'static {
+    /// False: the uid is over its rate; answer `ResourceExhausted`.
+    fn admit(&self, uid: u32) -> bool;
+}
+
 #[derive(Clone)]
 pub struct WorkloadApi {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
-    pub attestor: Arc<UnixAttestor>,
+    pub attestor: Arc<dyn Attest>,
+    pub limiter: Arc<dyn RateLimit>,
     pub upstream: Arc<dyn Upstream>,
     pub jwt_cache: Arc<JwtCache>,
     pub trust_domain: TrustDomain,
@@ -41,9 +59,20 @@ pub struct Caller {
     /// From SO_PEERCRED; the `unix:uid` selector says the same once attested.
     pub uid: Option<u32>,
     pub selectors: Vec<Selector>,
+    /// The process that connected; streams end when it exits.
+    pub process: Arc<PinnedProcess>,
 }
 
 impl Caller {
+    fn of(peer: &Peer, selectors: Vec<Selector>) -> Caller {
+        Caller {
+            pid: peer.process.pid(),
+            uid: Some(peer.uid),
+            selectors,
+            process: peer.process.clone(),
+        }
+    }
+
     fn unix(&self, key: &str) -> Option<&str> {
         self.selectors
             .iter()
@@ -108,41 +137,39 @@ fn log_x509(c: &Caller, prev: Option<&wl::X509svidResponse>, cur: &wl::X509svidR
 }
 
 impl WorkloadApi {
-    /// The caller's selectors from its kernel-reported pid.
-    async fn attest<T>(&self, req: &Request<T>) -> Result<Caller, WorkloadError> {
-        let cred = req
-            .extensions()
-            .get::<tonic::transport::server::UdsConnectInfo>()
-            .and_then(|i| i.peer_cred);
-        let uid = cred.map(|c| c.uid());
-        let Some(pid) = cred.and_then(|c| c.pid()) else {
-            let e = WorkloadError::Attestation("no peer credentials on the connection".into());
-            tracing::info!(uid = ?uid, reason = %e, "Workload API caller denied");
+    /// The connection's pinned peer, once the uid's rate allows another call.
+    fn admit<T>(&self, req: &Request<T>) -> Result<Peer, WorkloadError> {
+        let Some(peer) = req.extensions().get::<Peer>().cloned() else {
+            let e = WorkloadError::Attestation("no pinned peer on the connection".into());
+            tracing::info!(reason = %e, "Workload API caller denied");
             return Err(e);
         };
+        if !self.limiter.admit(peer.uid) {
+            let e = WorkloadError::RateLimited;
+            Caller::of(&peer, Vec::new()).denied("Workload API call", "-", &e);
+            return Err(e);
+        }
+        Ok(peer)
+    }
+
+    /// The selectors of the process that connected (never of a later owner of its pid).
+    async fn attest<T>(&self, req: &Request<T>) -> Result<Caller, WorkloadError> {
+        let peer = self.admit(req)?;
         let attestor = self.attestor.clone();
+        let process = peer.process.clone();
         let start = Instant::now();
-        let result = tokio::task::spawn_blocking(move || attestor.attest(pid))
+        let result = tokio::task::spawn_blocking(move || attestor.attest(&process))
             .await
             .map_err(|e| WorkloadError::Attestation(e.to_string()))
-            .and_then(|r| r.map_err(|e| WorkloadError::Attestation(e.to_string())));
+            .and_then(|r| r.map_err(WorkloadError::Attestation));
         self.metrics.workload_attested(start.elapsed());
         match result {
             Ok(selectors) => {
-                tracing::debug!(pid, ?selectors, "workload attested");
-                Ok(Caller {
-                    pid,
-                    uid,
-                    selectors,
-                })
+                tracing::debug!(pid = peer.process.pid(), ?selectors, "workload attested");
+                Ok(Caller::of(&peer, selectors))
             }
             Err(e) => {
-                let c = Caller {
-                    pid,
-                    uid,
-                    selectors: Vec::new(),
-                };
-                c.denied("Workload API call", "-", &e);
+                Caller::of(&peer, Vec::new()).denied("Workload API call", "-", &e);
                 Err(e)
             }
         }
@@ -164,6 +191,11 @@ impl WorkloadApi {
     {
         let mut rx = self.snapshots.clone();
         let mut shutdown = self.shutdown.clone();
+        let attestor = self.attestor.clone();
+        let exit_fd = caller
+            .process
+            .pidfd()
+            .and_then(|fd| fd.try_clone_to_owned().ok());
         let first = build(&rx.borrow_and_update(), &caller.selectors)
             .inspect_err(|e| caller.denied(what, "-", e))
             .map_err(Status::from)?;
@@ -174,14 +206,30 @@ impl WorkloadApi {
             if tx.send(Ok(first)).await.is_err() {
                 return;
             }
+            let exited = process_exit(exit_fd);
+            tokio::pin!(exited);
+            let gone = || {
+                let e = WorkloadError::Attestation("the connecting process has exited".into());
+                caller.denied(what, "-", &e);
+                Err(e.into())
+            };
             loop {
                 tokio::select! {
                     changed = rx.changed() => if changed.is_err() { return },
                     _ = tx.closed() => return,
+                    _ = &mut exited => {
+                        let _ = tx.send(gone()).await;
+                        return;
+                    }
                     _ = stopped(&mut shutdown) => {
                         let _ = tx.send(Err(Status::unavailable("agent is shutting down"))).await;
                         return;
                     }
+                }
+                // Without a pidfd to wait on, every update checks that the caller still runs.
+                if attestor.check(&caller.process).is_err() {
+                    let _ = tx.send(gone()).await;
+                    return;
                 }
                 let snap = rx.borrow_and_update().clone();
                 match build(&snap, &caller.selectors) {
@@ -207,6 +255,22 @@ impl WorkloadApi {
 
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Resolves when the process behind `pidfd` exits; never without one.
+async fn process_exit(pidfd: Option<OwnedFd>) {
+    let watched = pidfd.and_then(|fd| {
+        // SAFETY: the AsyncFd owns `fd`, so it stays open for as long as it is registered.
+        unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+            .inspect_err(|e| tracing::debug!(error = %e, "cannot watch a pidfd"))
+            .ok()
+    });
+    match watched {
+        Some(fd) => {
+            let _ = fd.readable().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 #[tonic::async_trait]
@@ -321,6 +385,13 @@ impl SpiffeWorkloadApi for WorkloadApi {
         }
         if r.svid.is_empty() {
             return Err(WorkloadError::InvalidArgument("svid must be specified".into()).into());
+        }
+        // No identity is handed out here, but the caller must still be the one that connected.
+        let peer = self.admit(&req)?;
+        if let Err(e) = self.attestor.check(&peer.process) {
+            let e = WorkloadError::Attestation(e);
+            Caller::of(&peer, Vec::new()).denied("JWT-SVID validation", "-", &e);
+            return Err(e.into());
         }
         let bundle = self
             .snapshots

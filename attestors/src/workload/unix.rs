@@ -2,17 +2,23 @@
 //!
 //! Emits `unix:uid|user|gid|group|supplementary_gid|path|sha256:<v>` and `cgroup:path:<v>`.
 
+mod concurrency;
 mod hash_cache;
+mod pidfd;
 mod proc;
 
-use std::fs::File;
+use std::fs::{File, Metadata};
+use std::os::fd::BorrowedFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::{Gid, Group, Uid, User};
 use tessera_common::Selector;
 
-use hash_cache::{sha256_reader, FileKey, HashCache, DEFAULT_CAPACITY};
+use concurrency::{default_hash_permits, Hasher};
+use hash_cache::{sha256_reader, FileKey, DEFAULT_CAPACITY};
+pub use pidfd::PinnedProcess;
 use proc::{is_gone, ProcDir, Status};
 
 /// Executables larger than this get no `sha256` selector: the caller picks the file, so the
@@ -42,11 +48,13 @@ pub enum UnixError {
     Parse { path: PathBuf, reason: String },
 }
 
-/// Attests local processes by pid. Cheap to share: the hash cache is behind a mutex that is
-/// never held while reading files.
+/// Attests local processes. Cheap to share: the hash cache is behind a mutex that is never
+/// held while reading files.
 pub struct UnixAttestor {
     proc_root: PathBuf,
-    cache: Mutex<HashCache>,
+    /// pidfds name processes of the real /proc only; a test root has start times alone.
+    use_pidfd: bool,
+    hasher: Hasher,
 }
 
 impl Default for UnixAttestor {
@@ -57,43 +65,151 @@ impl Default for UnixAttestor {
 
 impl UnixAttestor {
     pub fn new() -> Self {
-        Self::with_proc_root(PathBuf::from("/proc"))
+        UnixAttestor {
+            use_pidfd: true,
+            ..Self::with_proc_root(PathBuf::from("/proc"))
+        }
     }
 
     /// Reads processes from `root` instead of `/proc` (tests).
     pub fn with_proc_root(root: PathBuf) -> Self {
         UnixAttestor {
             proc_root: root,
-            cache: Mutex::new(HashCache::new(DEFAULT_CAPACITY)),
+            use_pidfd: false,
+            hasher: Hasher::new(DEFAULT_CAPACITY, default_hash_permits()),
         }
     }
 
-    /// Selectors for process `pid`. Afterwards re-checks that `pid` is still the same process
-    /// (same start time) with the same credentials, so a reused pid can't borrow an identity.
-    pub fn attest(&self, pid: i32) -> Result<Vec<Selector>, UnixError> {
+    /// Pins the process that connected the Unix socket `sock` (call at accept): SO_PEERPIDFD
+    /// where the kernel has it, else a pidfd opened now for the SO_PEERCRED pid.
+    pub fn pin_peer(&self, sock: BorrowedFd<'_>) -> Result<PinnedProcess, UnixError> {
+        let io = |source| UnixError::Io {
+            path: PathBuf::from("<socket peer>"),
+            source,
+        };
+        let cred = getsockopt(&sock, PeerCredentials).map_err(|e| io(e.into()))?;
+        let pid = cred.pid();
         if pid <= 0 {
             return Err(UnixError::InvalidPid(pid));
         }
-        let dir = ProcDir::open(&self.proc_root, pid)?;
+        let pidfd = match self.use_pidfd {
+            true => match pidfd::peer_pidfd(sock).map_err(io)? {
+                Some(fd) => Some(fd),
+                None => self.open_pidfd(pid)?,
+            },
+            false => None,
+        };
+        self.pin_with(pid, pidfd)
+    }
+
+    /// Pins process `pid` as it is now.
+    pub fn pin(&self, pid: i32) -> Result<PinnedProcess, UnixError> {
+        if pid <= 0 {
+            return Err(UnixError::InvalidPid(pid));
+        }
+        let pidfd = match self.use_pidfd {
+            true => self.open_pidfd(pid)?,
+            false => None,
+        };
+        self.pin_with(pid, pidfd)
+    }
+
+    /// A process that has exited is still pinned (as gone): its connection is answered
+    /// `Unavailable` per request rather than dropped at accept.
+    fn open_pidfd(&self, pid: i32) -> Result<Option<std::os::fd::OwnedFd>, UnixError> {
+        match pidfd::pidfd_open(pid) {
+            Ok(fd) => Ok(fd),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => Ok(None),
+            Err(source) => Err(UnixError::Io {
+                path: PathBuf::from(format!("pidfd of {pid}")),
+                source,
+            }),
+        }
+    }
+
+    fn pin_with(
+        &self,
+        pid: i32,
+        pidfd: Option<std::os::fd::OwnedFd>,
+    ) -> Result<PinnedProcess, UnixError> {
+        let gone = PinnedProcess {
+            pid,
+            start_time: None,
+            pidfd: None,
+        };
+        let stat = match ProcDir::open(&self.proc_root, pid).and_then(|d| d.stat()) {
+            Ok(st) if !st.exited() => st,
+            Ok(_) => return Ok(gone),
+            Err(e) => {
+                return match gone_as_process_gone(e) {
+                    UnixError::ProcessGone => Ok(gone),
+                    e => Err(e),
+                }
+            }
+        };
+        let pinned = PinnedProcess {
+            pid,
+            start_time: Some(stat.start_time),
+            pidfd,
+        };
+        // Still alive after /proc was read: the start time read is this process's.
+        if pinned.exited() {
+            return Ok(gone);
+        }
+        Ok(pinned)
+    }
+
+    /// Ok while the pinned process lives and `/proc/<pid>` is still that process.
+    pub fn check(&self, p: &PinnedProcess) -> Result<(), UnixError> {
+        let start = p.start_time.ok_or(UnixError::ProcessGone)?;
+        if p.exited() {
+            return Err(UnixError::ProcessGone);
+        }
+        let st = self.current_stat(p.pid)?;
+        if st.start_time != start {
+            return Err(UnixError::PidReused);
+        }
+        if st.exited() || p.exited() {
+            return Err(UnixError::ProcessGone);
+        }
+        Ok(())
+    }
+
+    /// Selectors for process `pid` as it is now (a one-off: `pin` + `attest_pinned`).
+    pub fn attest(&self, pid: i32) -> Result<Vec<Selector>, UnixError> {
+        self.attest_pinned(&self.pin(pid)?)
+    }
+
+    /// Selectors for the pinned process. `/proc/<pid>` is opened and then the pinned process
+    /// is checked alive: so the directory is that process's and nothing read through it can
+    /// come from a process that reused the pid. Afterwards the pid, start time and credentials
+    /// are checked again through a fresh lookup.
+    pub fn attest_pinned(&self, p: &PinnedProcess) -> Result<Vec<Selector>, UnixError> {
+        let start = p.start_time.ok_or(UnixError::ProcessGone)?;
+        let dir = ProcDir::open(&self.proc_root, p.pid)?;
         let first = dir.stat().map_err(gone_as_process_gone)?;
+        if p.exited() {
+            return Err(UnixError::ProcessGone);
+        }
+        if first.start_time != start {
+            return Err(UnixError::PidReused);
+        }
         if first.exited() {
             return Err(UnixError::ProcessGone);
         }
         let (selectors, status) = self
             .gather(&dir)
-            .map_err(|e| self.classify(pid, first.start_time, e))?;
-        self.recheck(pid, first.start_time, &status)?;
+            .map_err(|e| self.classify(p.pid, start, e))?;
+        self.recheck(p.pid, start, &status)?;
+        if p.exited() {
+            return Err(UnixError::ProcessGone);
+        }
         Ok(selectors)
     }
 
     /// (hits, misses) of the executable hash cache.
     pub fn cache_stats(&self) -> (u64, u64) {
-        self.cache().stats()
-    }
-
-    fn cache(&self) -> MutexGuard<'_, HashCache> {
-        // Poisoning only means another caller panicked; the map is still usable.
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+        self.hasher.stats()
     }
 
     fn gather(&self, dir: &ProcDir) -> Result<(Vec<Selector>, Status), UnixError> {
@@ -118,15 +234,17 @@ impl UnixAttestor {
             out.push(Selector::new("unix", format!("supplementary_gid:{g}")));
         }
 
-        // Path as the kernel shows it, including a " (deleted)" suffix; the hash is read through
-        // /proc/<pid>/exe, i.e. the file actually executing, never the path on disk.
-        let link = dir.readlink("exe")?;
-        match link.to_str() {
-            Some(p) => out.extend(checked("unix", format!("path:{p}"))),
-            // Lossy conversion could make it equal to another path; no entry can name it anyway.
-            None => tracing::warn!(exe = ?link, "executable path is not UTF-8; no path selector"),
-        }
+        // Path and hash both come from the one opened file: the hash is read through it, and
+        // the path counts only if it names that same file in the agent's view.
         let exe = dir.open_file("exe")?;
+        let meta = exe.metadata().map_err(|source| UnixError::Io {
+            path: dir.path_of("exe"),
+            source,
+        })?;
+        let link = dir.readlink("exe")?;
+        if let Some(p) = agent_view_path(&link, &meta) {
+            out.extend(checked("unix", format!("path:{p}")));
+        }
         if let Some(digest) = self.exe_digest(&exe, &dir.path_of("exe"))? {
             out.push(Selector::new(
                 "unix",
@@ -148,23 +266,21 @@ impl UnixAttestor {
             source,
         };
         let key = FileKey::from_metadata(&file.metadata().map_err(io_err)?);
-        if let Some(digest) = self.cache().get(&key) {
-            return Ok(Some(digest));
-        }
-        if key.size() > MAX_HASH_SIZE {
-            tracing::warn!(path = %path.display(), size = key.size(), "executable too large to hash");
-            return Ok(None);
-        }
-        let Some(digest) = sha256_reader(file, MAX_HASH_SIZE).map_err(io_err)? else {
-            tracing::warn!(path = %path.display(), "executable grew past the hash limit");
-            return Ok(None);
-        };
-        if FileKey::from_metadata(&file.metadata().map_err(io_err)?) != key {
-            tracing::warn!(path = %path.display(), "executable changed while hashing");
-            return Ok(None);
-        }
-        self.cache().insert(key, digest);
-        Ok(Some(digest))
+        self.hasher.digest(key, || {
+            if key.size() > MAX_HASH_SIZE {
+                tracing::warn!(path = %path.display(), size = key.size(), "executable too large to hash");
+                return Ok(None);
+            }
+            let Some(digest) = sha256_reader(file, MAX_HASH_SIZE).map_err(io_err)? else {
+                tracing::warn!(path = %path.display(), "executable grew past the hash limit");
+                return Ok(None);
+            };
+            if FileKey::from_metadata(&file.metadata().map_err(io_err)?) != key {
+                tracing::warn!(path = %path.display(), "executable changed while hashing");
+                return Ok(None);
+            }
+            Ok(Some(digest))
+        })
     }
 
     /// Turns a "not found" error seen mid-attestation into what actually happened.
@@ -202,6 +318,31 @@ impl UnixAttestor {
             return Err(UnixError::CredentialsChanged);
         }
         Ok(())
+    }
+}
+
+/// `link` (where `/proc/<pid>/exe` points, in the caller's mount namespace) if, resolved in
+/// the agent's own view, it is the file the process runs (same device and inode). A caller
+/// that bind-mounted its binary over another path in a namespace of its own, or whose binary
+/// was deleted or replaced, gets no path; the hash still names the binary.
+fn agent_view_path<'a>(link: &'a std::ffi::OsStr, exe: &Metadata) -> Option<&'a str> {
+    let Some(p) = link.to_str() else {
+        // Lossy conversion could make it equal to another path; no entry can name it anyway.
+        tracing::warn!(exe = ?link, "executable path is not UTF-8; no path selector");
+        return None;
+    };
+    if !Path::new(p).is_absolute() {
+        return None;
+    }
+    match std::fs::metadata(p) {
+        Ok(m) if m.dev() == exe.dev() && m.ino() == exe.ino() => Some(p),
+        _ => {
+            tracing::debug!(
+                path = p,
+                "executable path is not that file in the agent's view; no path selector"
+            );
+            None
+        }
     }
 }
 

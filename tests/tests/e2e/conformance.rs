@@ -31,8 +31,7 @@ async fn fetch_jwt(
 async fn wait_jwt(raw: &mut Raw, audience: &[&str], spiffe_id: &str) -> String {
     let deadline = Instant::now() + PROPAGATION;
     loop {
-        let last;
-        match fetch_jwt(raw, audience, spiffe_id).await {
+        let last = match fetch_jwt(raw, audience, spiffe_id).await {
             Ok(r) => {
                 assert_eq!(
                     r.svids.len(),
@@ -42,8 +41,8 @@ async fn wait_jwt(raw: &mut Raw, audience: &[&str], spiffe_id: &str) -> String {
                 assert_eq!(r.svids[0].spiffe_id, spiffe_id);
                 return r.svids[0].svid.clone();
             }
-            Err(st) => last = st,
-        }
+            Err(st) => st,
+        };
         if Instant::now() > deadline {
             panic!("no JWT-SVID for {spiffe_id} within {PROPAGATION:?}: {last:?}");
         }
@@ -1074,7 +1073,7 @@ async fn x509_svid_verifies_against_bundle_and_follows_profile() {
         authority.iter().collect::<BTreeSet<_>>(),
         "X509SVID.bundle differs from `tessera-authority bundle show`"
     );
-    for (td, _) in &resp.federated_bundles {
+    for td in resp.federated_bundles.keys() {
         assert!(
             td.starts_with("spiffe://"),
             "federated_bundles key {td:?} is not spiffe://<td>"

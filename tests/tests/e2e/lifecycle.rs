@@ -332,20 +332,17 @@ async fn evicted_agent_stops_serving() {
         }
     };
     // The open stream ends too, without having pushed a fresh SVID.
-    loop {
-        match next(
-            &mut stream,
-            PROPAGATION,
-            "the open stream to end after eviction",
-        )
-        .await
-        {
-            Ok(Some(m)) => assert!(
-                !m.svids.is_empty(),
-                "eviction was pushed as an empty svids list instead of ending the stream"
-            ),
-            Ok(None) | Err(_) => break,
-        }
+    while let Ok(Some(m)) = next(
+        &mut stream,
+        PROPAGATION,
+        "the open stream to end after eviction",
+    )
+    .await
+    {
+        assert!(
+            !m.svids.is_empty(),
+            "eviction was pushed as an empty svids list instead of ending the stream"
+        );
     }
     // A restart does not bring the identity back.
     d.stop_agent().await;

@@ -16,7 +16,7 @@ use tessera_attestors::node::tpm::verifier::{TpmVerifier, TpmVerifyError};
 use tessera_attestors::node::NodeEvidence;
 
 /// GCE RHEL 8 with secure boot on: its sha256 PCRs 0-9,14 are known.
-fn rhel8_log() -> PathBuf {
+pub(crate) fn rhel8_log() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../shared/testdata/eventlogs/go-tpm-tools/rhel8-uefi.bin"
@@ -32,7 +32,7 @@ fn testdata(p: &str) -> PathBuf {
 }
 
 /// A provisioned swtpm whose PCRs hold what the firmware of `log` measured.
-fn swtpm_booted(log: &Path) -> Swtpm {
+pub(crate) fn swtpm_booted(log: &Path) -> Swtpm {
     let tpm = Swtpm::start().expect("start swtpm (swtpm and swtpm-tools installed?)");
     let parsed = eventlog::parse(&fs::read(log).unwrap()).unwrap();
     for e in parsed
@@ -53,12 +53,12 @@ fn swtpm_booted(log: &Path) -> Swtpm {
     tpm
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The swtpm's local CA, as an operator would configure it as `ek_ca_dir`.
-fn ek_ca_dir(tpm: &Swtpm) -> PathBuf {
+pub(crate) fn ek_ca_dir(tpm: &Swtpm) -> PathBuf {
     let dir = tpm.dir().join("ek-ca");
     fs::create_dir_all(&dir).unwrap();
     let (issuer, root) = tpm.ca_certs();
@@ -68,7 +68,7 @@ fn ek_ca_dir(tpm: &Swtpm) -> PathBuf {
 }
 
 /// Authority with `[tpm]` (+ `policies`), agent configured for the TPM.
-async fn tpm_deployment(
+pub(crate) async fn tpm_deployment(
     tpm: &Swtpm,
     log: &Path,
     policies: &str,
@@ -99,7 +99,7 @@ async fn tpm_deployment(
     d
 }
 
-async fn tpm_agent_id(d: &Deployment) -> String {
+pub(crate) async fn tpm_agent_id(d: &Deployment) -> String {
     poll(secs(30), "the TPM agent to attest", || async {
         d.agent_ids()
             .await
@@ -113,7 +113,7 @@ const ALIAS_PARENT: &str = "spiffe://example.org/tessera/authority";
 
 /// Node alias `alias` for hosts with `node_selector`, and an entry for this
 /// test process under it.
-async fn alias_entry(d: &Deployment, alias: &str, node_selector: &str, workload: &str) {
+pub(crate) async fn alias_entry(d: &Deployment, alias: &str, node_selector: &str, workload: &str) {
     d.admin_ok(&[
         "entry",
         "create",
@@ -315,13 +315,13 @@ async fn tpm_evicted_ek_loses_identity_at_renewal_and_cannot_reattest() {
 
 // ---- the authority's checks, each on real TPM evidence ----------------------------
 
-struct Rig {
-    _swtpm: Swtpm,
-    ev: TpmEvidence,
-    key_dir: tempfile::TempDir,
+pub(crate) struct Rig {
+    pub(crate) _swtpm: Swtpm,
+    pub(crate) ev: TpmEvidence,
+    pub(crate) key_dir: tempfile::TempDir,
 }
 
-fn rig(log: &Path) -> Rig {
+pub(crate) fn rig(log: &Path) -> Rig {
     let swtpm = swtpm_booted(log);
     let key_dir = tempfile::tempdir().unwrap();
     let ev = TpmEvidence {
@@ -336,7 +336,7 @@ fn rig(log: &Path) -> Rig {
     }
 }
 
-fn verifier(ca: Option<EkCaStore>, policies: Vec<BootPolicy>) -> TpmVerifier {
+pub(crate) fn verifier(ca: Option<EkCaStore>, policies: Vec<BootPolicy>) -> TpmVerifier {
     TpmVerifier {
         ek_cas: ca,
         allowed_ek_hashes: vec![],
@@ -345,7 +345,7 @@ fn verifier(ca: Option<EkCaStore>, policies: Vec<BootPolicy>) -> TpmVerifier {
     }
 }
 
-fn local_ca(r: &Rig) -> EkCaStore {
+pub(crate) fn local_ca(r: &Rig) -> EkCaStore {
     EkCaStore::load_dir(&ek_ca_dir(&r._swtpm)).unwrap()
 }
 

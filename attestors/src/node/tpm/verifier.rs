@@ -5,7 +5,7 @@
 use super::attest::{ClockInfo, PcrSelection};
 use super::credential::make_credential;
 use super::ekcert::{self, EkCaStore};
-use super::eventlog::{self, EventLog};
+use super::eventlog::{self, event_type::EV_NO_ACTION, EventLog};
 use super::facts::{self, BootFacts};
 use super::policy::BootPolicy;
 use super::public::{AkPublic, TpmtPublic};
@@ -104,6 +104,8 @@ impl TpmVerifier {
             true => None,
             false => Some(eventlog::parse(&ev.event_log).map_err(|e| malformed("event_log", e))?),
         };
+        // A log that extends nothing proves nothing: the same as no log.
+        let log = log.filter(|l| l.events.iter().any(|e| e.event_type != EV_NO_ACTION));
         let secret = random(SECRET_LEN)?;
         let nonce = random(NONCE_LEN)?;
         let cred =
@@ -130,7 +132,9 @@ impl TpmVerifier {
     }
 
     /// The EK certificate must chain to a configured manufacturer CA and carry
-    /// the EK's key; without one the EK must be allow-listed.
+    /// the EK's key; without one the EK must be allow-listed. The manufacturer
+    /// comes only from a verified chain: an allow-listed EK may bring any
+    /// certificate, so what an unverified one says is no fact.
     fn check_ek_cert(
         &self,
         cert: &[u8],
@@ -162,10 +166,7 @@ impl TpmVerifier {
         };
         match verified {
             Ok(v) => Ok((true, v.manufacturer)),
-            Err(_) if allowed => Ok((
-                false,
-                ekcert::inspect(cert).ok().and_then(|v| v.manufacturer),
-            )),
+            Err(_) if allowed => Ok((false, None)),
             Err(e) => Err(rejected("ek_cert", e)),
         }
     }
@@ -214,42 +215,31 @@ impl TpmVerifier {
                 let events = log
                     .verify(bank, &quoted)
                     .map_err(|e| rejected("event log does not match the quoted PCRs", e))?;
-                facts::extract(&events, bank)
+                facts::extract(&events, bank, quoted.keys().copied())
             }
             None => BootFacts::default(),
         };
-        let mut selectors = vec![
-            Selector::new("tpm", format!("ek_hash:{}", pending.ek_hash)),
-            Selector::new(
-                "tpm",
-                format!("ek_cert_verified:{}", pending.ek_cert_verified),
-            ),
-            Selector::new(
-                "tpm",
-                format!(
-                    "secure_boot:{}",
-                    if boot.secure_boot {
-                        "enabled"
-                    } else {
-                        "disabled"
-                    }
-                ),
-            ),
+        let secure_boot = if boot.secure_boot {
+            "enabled"
+        } else {
+            "disabled"
+        };
+        let mut values = vec![
+            format!("ek_hash:{}", pending.ek_hash),
+            format!("ek_cert_verified:{}", pending.ek_cert_verified),
+            format!("secure_boot:{secure_boot}"),
         ];
         if let Some(m) = &pending.ek_manufacturer {
-            selectors.push(Selector::new("tpm", format!("ek_manufacturer:{m}")));
+            values.push(format!("ek_manufacturer:{m}"));
         }
         for (idx, v) in &quoted {
-            selectors.push(Selector::new(
-                "tpm",
-                format!("pcr:sha256:{idx}:{}", hex::encode(v)),
-            ));
+            values.push(format!("pcr:sha256:{idx}:{}", hex::encode(v)));
         }
         let mut policies_passed = Vec::new();
         for p in &self.policies {
             match p.violation(&boot, &quoted) {
                 None => {
-                    selectors.push(Selector::new("tpm", format!("policy:{}", p.name)));
+                    values.push(format!("policy:{}", p.name));
                     policies_passed.push(p.name.clone());
                 }
                 Some(why) => {
@@ -257,6 +247,7 @@ impl TpmVerifier {
                 }
             }
         }
+        let selectors = values.into_iter().filter_map(tpm_selector).collect();
         Ok(TpmOutcome {
             ek_hash: pending.ek_hash.clone(),
             ak_name: pending.ak_name(),
@@ -269,9 +260,43 @@ impl TpmVerifier {
     }
 }
 
+/// `tpm:<value>` through the common selector checks (length, no control
+/// characters: certificate fields are the manufacturer's free text); a value
+/// that fails them is left out, not cleaned up.
+fn tpm_selector(value: String) -> Option<Selector> {
+    Selector::parse(&format!("tpm:{value}"))
+        .inspect_err(|e| tracing::warn!(error = %e, "TPM node selector left out"))
+        .ok()
+}
+
 fn random(len: usize) -> Result<Vec<u8>, TpmVerifyError> {
     let mut b = vec![0u8; len];
     aws_lc_rs::rand::fill(&mut b)
         .map_err(|_| TpmVerifyError::Rejected("random source failed".into()))?;
     Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tpm_selector;
+
+    #[test]
+    fn selector_values_with_control_characters_are_left_out() {
+        assert_eq!(
+            tpm_selector("ek_manufacturer:id:00001014".into())
+                .unwrap()
+                .to_string(),
+            "tpm:ek_manufacturer:id:00001014"
+        );
+        // A certificate field that would forge a second selector line in
+        // `agent list` or a log, or hide part of the value on a terminal.
+        for forged in [
+            "ek_manufacturer:IBM\nSelector      : tpm:policy:prod",
+            "ek_manufacturer:IBM\u{1b}[2K",
+            "ek_manufacturer:IBM\0",
+            "ek_manufacturer:IBM\u{85}",
+        ] {
+            assert_eq!(tpm_selector(forged.into()), None, "{forged:?}");
+        }
+    }
 }

@@ -40,6 +40,19 @@ impl FileKey {
     pub fn size(&self) -> u64 {
         self.size
     }
+
+    #[cfg(test)]
+    pub fn for_test(ino: u64) -> Self {
+        FileKey {
+            dev: 1,
+            ino,
+            size: 10,
+            mtime: 5,
+            mtime_nsec: 6,
+            ctime: 7,
+            ctime_nsec: 8,
+        }
+    }
 }
 
 /// Bounded map with FIFO eviction: simple, and an attacker churning binaries can at worst cost
@@ -127,15 +140,7 @@ mod tests {
     use std::io::Write;
 
     fn key(ino: u64) -> FileKey {
-        FileKey {
-            dev: 1,
-            ino,
-            size: 10,
-            mtime: 5,
-            mtime_nsec: 6,
-            ctime: 7,
-            ctime_nsec: 8,
-        }
+        FileKey::for_test(ino)
     }
 
     #[test]

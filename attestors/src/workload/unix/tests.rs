@@ -100,9 +100,11 @@ fn cache_hit_does_not_read_file() {
     fs::write(f.path(), b"real content").unwrap();
     let file = File::open(f.path()).unwrap();
     let key = FileKey::from_metadata(&file.metadata().unwrap());
-    a.cache().insert(key, [0xab; 32]);
+    // Primed with a digest the content does not have: a hit must not read the file.
+    a.hasher.digest(key, || Ok(Some([0xab; 32]))).unwrap();
+    assert_eq!(a.cache_stats(), (0, 1));
     assert_eq!(a.exe_digest(&file, f.path()).unwrap(), Some([0xab; 32]));
-    assert_eq!(a.cache_stats(), (1, 0));
+    assert_eq!(a.cache_stats(), (1, 1));
 
     // A miss hashes the content and caches it.
     let g = tempfile::NamedTempFile::new().unwrap();
@@ -111,7 +113,7 @@ fn cache_hit_does_not_read_file() {
     let want: [u8; 32] = Sha256::digest(b"other").into();
     assert_eq!(a.exe_digest(&file, g.path()).unwrap(), Some(want));
     assert_eq!(a.exe_digest(&file, g.path()).unwrap(), Some(want));
-    assert_eq!(a.cache_stats(), (2, 1));
+    assert_eq!(a.cache_stats(), (2, 2));
 }
 
 #[test]
@@ -186,10 +188,8 @@ fn deleted_executable_is_hashed_through_proc() {
     fs::write(&copy, b"impostor").unwrap();
 
     let sels = a.attest(pid).unwrap();
-    assert_eq!(
-        one(&sels, "unix", "path:"),
-        format!("{} (deleted)", copy.display())
-    );
+    // The path no longer names the running file: no path selector, the hash still counts.
+    assert!(values(&sels, "unix", "path:").is_empty(), "{sels:?}");
     assert_eq!(one(&sels, "unix", "sha256:"), want);
     child.kill().unwrap();
     child.wait().unwrap();
@@ -382,4 +382,106 @@ fn fake_proc_classify_not_found() {
         a.classify(fp.pid, 1000, nf()),
         UnixError::ProcessGone
     ));
+}
+
+#[test]
+fn pinned_process_is_never_replaced() {
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = child.id() as i32;
+    let a = UnixAttestor::new();
+    let pinned = a.pin(pid).unwrap();
+    assert!(
+        pinned.pidfd().is_some(),
+        "pidfd_open is available on this kernel"
+    );
+    a.check(&pinned).unwrap();
+    a.attest_pinned(&pinned).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(pinned.exited());
+    assert!(matches!(a.check(&pinned), Err(UnixError::ProcessGone)));
+    assert!(matches!(
+        a.attest_pinned(&pinned),
+        Err(UnixError::ProcessGone)
+    ));
+}
+
+#[test]
+fn pinned_exited_process_is_gone() {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id() as i32;
+    child.wait().unwrap();
+    let a = UnixAttestor::new();
+    let pinned = a.pin(pid).unwrap();
+    assert!(pinned.exited());
+    assert!(matches!(
+        a.attest_pinned(&pinned),
+        Err(UnixError::ProcessGone)
+    ));
+}
+
+// Without a pidfd (kernels before 5.3, or a test proc root) the start time read at pin time
+// is what tells the pinned process from a later one with the same pid.
+#[test]
+fn fake_proc_pinned_start_time_detects_reuse() {
+    let bin = tempfile::tempdir().unwrap();
+    let fp = FakeProc::new(&fake_exe(bin.path(), "prog"));
+    let a = fp.attestor();
+    let pinned = a.pin(fp.pid).unwrap();
+    assert!(pinned.pidfd().is_none());
+    a.attest_pinned(&pinned).unwrap();
+    // The pinned process exited and another one got its pid.
+    fp.write("stat", &stat_line('S', 2000));
+    fp.write("status", &status_text(0));
+    assert!(matches!(a.check(&pinned), Err(UnixError::PidReused)));
+    assert!(matches!(
+        a.attest_pinned(&pinned),
+        Err(UnixError::PidReused)
+    ));
+    // A fresh pin names the new process.
+    let again = a.pin(fp.pid).unwrap();
+    assert_eq!(one(&a.attest_pinned(&again).unwrap(), "unix", "uid:"), "0");
+}
+
+/// A process in a mount namespace of its own, running a binary bind-mounted over `claimed`:
+/// its /proc/<pid>/exe says `claimed`, which in the agent's view is another file.
+#[test]
+fn path_claimed_in_another_mount_namespace_is_left_out() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("needs root (unshare -m); skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("sleep");
+    fs::copy("/bin/sleep", &real).unwrap();
+    let claimed = dir.path().join("trusted-daemon");
+    fs::write(&claimed, b"the binary an entry trusts by path").unwrap();
+    let script = format!(
+        "mount --bind {real} {claimed} && exec {claimed} 30",
+        real = real.display(),
+        claimed = claimed.display()
+    );
+    let mut child = spawn_retrying(|| {
+        let mut c = Command::new("unshare");
+        c.args(["-m", "--propagation", "private", "sh", "-c", &script]);
+        c
+    });
+    let pid = child.id() as i32;
+    let a = UnixAttestor::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sels = loop {
+        let link = fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        if link == claimed {
+            break a.attest(pid).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "child never exec'd the claimed path"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(values(&sels, "unix", "path:").is_empty(), "{sels:?}");
+    assert_eq!(one(&sels, "unix", "sha256:"), sha256_hex(&real));
 }

@@ -1,0 +1,154 @@
+//! The process that connected, pinned so a reused pid can never stand in for it.
+//!
+//! The kernel records the peer of a Unix socket at connect(2). From Linux 6.5 it hands out
+//! a pidfd for that very process (SO_PEERPIDFD); older kernels only give the pid, which is
+//! opened with pidfd_open(2) at accept (Linux >= 5.3) or, failing that, remembered with its
+//! start time. A pidfd turns readable once its process exits, whatever later takes the pid.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use nix::libc;
+
+/// `SO_PEERPIDFD` (asm-generic/socket.h; not yet exported by the libc crate for every target).
+#[cfg(not(any(target_arch = "sparc", target_arch = "sparc64")))]
+const SO_PEERPIDFD: libc::c_int = 77;
+#[cfg(any(target_arch = "sparc", target_arch = "sparc64"))]
+const SO_PEERPIDFD: libc::c_int = 0x56;
+
+/// One process, identified for as long as it lives: its pid, its start time (clock ticks since
+/// boot, from `/proc/<pid>/stat`) and, where the kernel supports it, a pidfd.
+#[derive(Debug)]
+pub struct PinnedProcess {
+    pub(crate) pid: i32,
+    /// `None`: the process had already exited when it was pinned; nothing can be attested.
+    pub(crate) start_time: Option<u64>,
+    pub(crate) pidfd: Option<OwnedFd>,
+}
+
+impl PinnedProcess {
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The pidfd, for callers that want to be woken when the process exits.
+    pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.pidfd.as_ref().map(|f| f.as_fd())
+    }
+
+    /// True once the pinned process is known to have exited. Without a pidfd this only
+    /// reports an exit seen at pin time; the start-time checks cover the rest.
+    pub fn exited(&self) -> bool {
+        self.start_time.is_none() || self.pidfd.as_ref().is_some_and(pidfd_exited)
+    }
+}
+
+/// A pidfd for the process that connected `sock`, as the kernel pinned it at connect(2).
+/// `Ok(None)` on kernels without SO_PEERPIDFD.
+pub(crate) fn peer_pidfd(sock: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
+    let mut fd: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `fd` and `len` are valid for writes of the sizes passed; `sock` is a live fd.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PEERPIDFD,
+            (&mut fd as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOPROTOOPT) | Some(libc::EINVAL) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    if fd < 0 {
+        return Err(io::Error::other("SO_PEERPIDFD returned no descriptor"));
+    }
+    // SAFETY: the kernel just installed `fd` in our table; nothing else owns it.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// pidfd_open(2). `Ok(None)` on kernels without it.
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<Option<OwnedFd>> {
+    // SAFETY: a plain syscall with integer arguments.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOSYS) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: the kernel just installed this fd in our table; nothing else owns it.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(rc as libc::c_int) }))
+}
+
+/// A pidfd polls readable once its process has exited (zombie or reaped). Any error counts as
+/// exited: an identity is never handed out on an uncertain answer.
+fn pidfd_exited(fd: &OwnedFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd, zero timeout.
+        let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if rc >= 0 {
+            return rc > 0;
+        }
+        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn pidfd_follows_its_process_not_the_pid() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let fd = pidfd_open(child.id() as i32).unwrap().expect("pidfd_open");
+        assert!(!pidfd_exited(&fd));
+        child.kill().unwrap();
+        // Readable as soon as it is a zombie, before anyone reaps it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pidfd_exited(&fd) {
+            assert!(Instant::now() < deadline, "pidfd never turned readable");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.wait().unwrap();
+        assert!(pidfd_exited(&fd));
+    }
+
+    #[test]
+    fn peer_pidfd_names_the_connecting_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let l = UnixListener::bind(&path).unwrap();
+        let _c = UnixStream::connect(&path).unwrap();
+        let (server, _) = l.accept().unwrap();
+        let Some(fd) = peer_pidfd(server.as_fd()).unwrap() else {
+            eprintln!("kernel without SO_PEERPIDFD; nothing to check");
+            return;
+        };
+        assert!(!pidfd_exited(&fd));
+        // The pidfd is for this very process: fdinfo names its pid.
+        let info =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
+        let pid = info
+            .lines()
+            .find_map(|l| l.strip_prefix("Pid:"))
+            .map(|v| v.trim().parse::<u32>().unwrap());
+        assert_eq!(pid, Some(std::process::id()));
+    }
+}
