@@ -101,7 +101,7 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
     // Early, so a SIGHUP during attestation reloads rather than kills.
     let (wake_tx, wake_rx) = watch::channel(0u64);
     ops::handle_sighup(cfg.clone(), wake_tx.clone())?;
-    fsutil::ensure_dir(&cfg.data_dir, 0o700)
+    fsutil::ensure_private_dir(&cfg.data_dir, 0o700)
         .map_err(|e| format!("data_dir {}: {e}", cfg.data_dir.display()))?;
     let boot = match &cfg.trust {
         Trust::BundleFile(p) => {

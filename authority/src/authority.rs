@@ -23,6 +23,8 @@ pub struct Authority {
     pub metrics: Arc<Metrics>,
     /// Turns true when the authority stops: open attestation exchanges end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Caps Attest exchanges in progress.
+    pub attest_gate: crate::limits::gate::AttestGate,
 }
 
 impl Authority {

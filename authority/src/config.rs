@@ -34,6 +34,8 @@ struct Raw {
     tpm: Option<TpmRaw>,
     #[serde(default)]
     telemetry: TelemetryConfig,
+    #[serde(default)]
+    limits: crate::limits::LimitsRaw,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,6 +147,7 @@ pub struct Config {
     pub log: LogConfig,
     pub tpm: Option<TpmConfig>,
     pub telemetry: TelemetryConfig,
+    pub limits: crate::limits::Limits,
     /// The file this was loaded from; SIGHUP re-reads it.
     pub source: Option<PathBuf>,
 }
@@ -219,6 +222,7 @@ impl Config {
             log: raw.log,
             tpm: raw.tpm.map(tpm_config).transpose()?,
             telemetry: raw.telemetry,
+            limits: raw.limits.validate()?,
             source: None,
         };
         for (field, ttl) in [

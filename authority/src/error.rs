@@ -18,6 +18,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A limit on concurrent work or message size: retry later, or send less.
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error("attestation: {0}")]
     Attest(#[from] AttestError),
     #[error("signing: {0}")]
@@ -36,6 +39,9 @@ impl From<ApiError> for Status {
             ApiError::Unauthenticated(_) => Code::Unauthenticated,
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ApiError::ResourceExhausted(_) | ApiError::Attest(AttestError::TooLarge(_)) => {
+                Code::ResourceExhausted
+            }
             ApiError::Attest(AttestError::Malformed(_)) => Code::InvalidArgument,
             ApiError::Attest(AttestError::Rejected(_)) => Code::PermissionDenied,
             ApiError::Attest(AttestError::StreamClosed) => Code::Cancelled,

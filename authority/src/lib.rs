@@ -11,6 +11,7 @@ pub mod config;
 pub mod datastore;
 pub mod error;
 pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod node_api;
 pub mod ops;

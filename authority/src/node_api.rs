@@ -49,7 +49,8 @@ impl Challenger for StreamChallenger<'_> {
             Ok(Some(Ok(_))) => Err(AttestError::Malformed(
                 "expected a challenge response".into(),
             )),
-            Ok(Some(Err(_)) | None) => Err(AttestError::StreamClosed),
+            Ok(Some(Err(st))) => Err(inbound_error(st)),
+            Ok(None) => Err(AttestError::StreamClosed),
             Err(_) => Err(AttestError::Rejected(
                 "no challenge response in time".into(),
             )),
@@ -78,6 +79,7 @@ impl NodeApi {
                     "attestation must open with begin".into(),
                 ))
             }
+            Ok(Some(Err(st))) => return Err(inbound_error(st).into()),
             _ => return Err(AttestError::StreamClosed.into()),
         };
         let verifier = a.verifier(&begin.method).ok_or_else(|| {
@@ -144,6 +146,17 @@ impl NodeApi {
     }
 }
 
+/// A message the decoder refused for its size is the agent's problem to
+/// know about (ResourceExhausted), not a closed stream.
+fn inbound_error(st: Status) -> AttestError {
+    match st.code() {
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => {
+            AttestError::TooLarge(st.message().to_string())
+        }
+        _ => AttestError::StreamClosed,
+    }
+}
+
 fn leaf_facts(chain: &[rustls_pki_types::CertificateDer<'_>]) -> Result<(String, i64), ApiError> {
     let leaf = chain
         .first()
@@ -167,6 +180,8 @@ impl Node for NodeApi {
         &self,
         req: Request<Streaming<pb::AttestRequest>>,
     ) -> Result<Response<AttestStream>, Status> {
+        // Held until the exchange ends: pending evidence is bounded in number.
+        let slot = self.0.attest_gate.enter(req.remote_addr())?;
         // A client certificate means renewal by re-attestation: the caller must be a
         // live agent, and the evidence must prove the same node.
         let caller = match req.peer_certs() {
@@ -204,6 +219,7 @@ impl Node for NodeApi {
                 }
             };
             let _ = tx.send(msg).await;
+            drop(slot);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

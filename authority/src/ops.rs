@@ -111,7 +111,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     fn differs<T: Debug>(a: &T, b: &T) -> bool {
         format!("{a:?}") != format!("{b:?}")
     }
-    let fields: [(&'static str, bool); 15] = [
+    let fields: [(&'static str, bool); 16] = [
         (
             "trust_domain",
             differs(&old.trust_domain, &new.trust_domain),
@@ -154,6 +154,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             differs(&old.telemetry.listen, &new.telemetry.listen),
         ),
         ("log.json", old.log.json != new.log.json),
+        ("limits", old.limits != new.limits),
     ];
     fields
         .into_iter()

@@ -8,10 +8,12 @@ use crate::authority::Authority;
 use crate::ca::Ca;
 use crate::config::Config;
 use crate::datastore::Datastore;
+use crate::limits::conn::tls_incoming;
+use crate::limits::gate::{AnonymousOnlyLayer, AttestGate};
+use crate::limits::MAX_MESSAGE;
 use crate::metrics::Metrics;
 use crate::node_api::NodeApi;
 use crate::ops;
-use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,21 +24,23 @@ use tessera_common::{fsutil, unix_now};
 use tessera_proto::authority::admin_server::AdminServer;
 use tessera_proto::authority::node_server::NodeServer;
 use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 
 /// Lifetime of the authority's own TLS certificate; re-issued at half-life.
 const SERVER_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Longest a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Concurrent requests on one agent connection (an agent makes a few).
+const MAX_STREAMS: u32 = 32;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub async fn run(config: Config) -> Result<(), BoxError> {
     tessera_common::tls::install_default_provider();
+    crate::limits::raise_nofile_limit();
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(|e| format!("metrics: {e}"))?;
     ops::handle_sighup(config.clone())?;
-    fsutil::ensure_dir(&config.data_dir, 0o700)
+    fsutil::ensure_private_dir(&config.data_dir, 0o700)
         .map_err(|e| format!("data_dir {}: {e}", config.data_dir.display()))?;
     let datastore = Datastore::open(&config.database_url)
         .await?
@@ -66,6 +70,7 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
         verifiers,
         metrics: metrics.clone(),
         shutdown: stop_rx.clone(),
+        attest_gate: AttestGate::new(&config.limits),
     });
 
     let (chain, key) =
@@ -73,13 +78,19 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
             .ca
             .server_identity(&config.server_names, SERVER_CERT_TTL, unix_now())?;
     let certs = Arc::new(RotatingCert::new(chain, key)?);
-    let tls = Arc::new(server_config(certs.clone(), authority.ca.roots())?);
+    let mut tls = server_config(certs.clone(), authority.ca.roots())?;
+    crate::limits::conn::without_resumption(&mut tls);
+    let tls = Arc::new(tls);
     tokio::spawn(rotate_server_cert(authority.clone(), certs));
 
     let listener = TcpListener::bind(config.listen_address)
         .await
         .map_err(|e| format!("listen_address {}: {e}", config.listen_address))?;
-    let incoming = tls_incoming(listener, tokio_rustls::TlsAcceptor::from(tls));
+    let incoming = tls_incoming(
+        listener,
+        tokio_rustls::TlsAcceptor::from(tls),
+        &config.limits,
+    );
     let admin_incoming = admin_listener(&config.admin_socket_path)?;
     let listening = Arc::new(AtomicBool::new(false));
     let probes = ops::AuthorityProbes {
@@ -92,8 +103,12 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
 
     let shutdown = shutdown_signal();
     let node = tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_STREAMS)
         .layer(metrics.grpc_layer("node"))
-        .add_service(NodeServer::new(NodeApi(authority.clone())))
+        .layer(AnonymousOnlyLayer)
+        .add_service(
+            NodeServer::new(NodeApi(authority.clone())).max_decoding_message_size(MAX_MESSAGE),
+        )
         .serve_with_incoming_shutdown(incoming, wait_stop(stop_rx.clone()));
     let admin = tonic::transport::Server::builder()
         .layer(metrics.grpc_layer("admin"))
@@ -194,60 +209,11 @@ async fn rotate_server_cert(authority: Arc<Authority>, certs: Arc<RotatingCert>)
     }
 }
 
-type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-
-/// Accepts TCP connections and completes TLS handshakes off the accept loop,
-/// so a slow client cannot hold up others.
-fn tls_incoming(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-) -> ReceiverStream<Result<TlsStream, std::io::Error>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(tls)).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    ReceiverStream::new(rx)
-}
-
+/// The admin socket, 0600 (root and our own user); see `uds::bind`.
 fn admin_listener(path: &std::path::Path) -> Result<UnixListenerStream, BoxError> {
-    if let Some(dir) = path.parent() {
-        fsutil::ensure_dir(dir, 0o755)
-            .map_err(|e| format!("admin_socket_path {}: {e}", dir.display()))?;
-    }
-    if path.exists() {
-        // Refuse to steal the socket of a running authority.
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(format!(
-                "admin_socket_path {}: another authority is listening there",
-                path.display()
-            )
-            .into());
-        }
-        std::fs::remove_file(path)
-            .map_err(|e| format!("admin_socket_path {}: {e}", path.display()))?;
-    }
-    let listener = UnixListener::bind(path)
-        .map_err(|e| format!("admin_socket_path {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(UnixListenerStream::new(listener))
+    let err = |e: std::io::Error| format!("admin_socket_path {}: {e}", path.display());
+    let listener = tessera_common::uds::bind(path, 0o600).map_err(err)?;
+    Ok(UnixListenerStream::new(
+        UnixListener::from_std(listener).map_err(err)?,
+    ))
 }

@@ -57,21 +57,6 @@ pub fn set_level(level: &str) -> Result<bool, String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn levels_are_checked_and_errors_name_the_field() {
-        assert!(check_level("info").is_ok());
-        assert!(check_level("info,tessera_agent=debug").is_ok());
-        let e = check_level("tessera=loud").unwrap_err();
-        assert!(e.starts_with("log.level:"), "{e}");
-        // A bad level is refused before anything changes.
-        assert!(set_level("tessera=loud").is_err());
-    }
-}
-
 /// After a SIGHUP re-read of `path`: warns once per changed field that only a
 /// restart applies, then sets the log level (`info` when unset).
 pub fn apply_reload(path: &std::path::Path, restart_fields: &[&'static str], level: Option<&str>) {
@@ -89,5 +74,20 @@ pub fn apply_reload(path: &std::path::Path, restart_fields: &[&'static str], lev
             tracing::info!("SIGHUP: log level unchanged: TESSERA_LOG overrides [log] level")
         }
         Err(e) => tracing::warn!(error = %e, "SIGHUP: log level unchanged"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_are_checked_and_errors_name_the_field() {
+        assert!(check_level("info").is_ok());
+        assert!(check_level("info,tessera_agent=debug").is_ok());
+        let e = check_level("tessera=loud").unwrap_err();
+        assert!(e.starts_with("log.level:"), "{e}");
+        // A bad level is refused before anything changes.
+        assert!(set_level("tessera=loud").is_err());
     }
 }

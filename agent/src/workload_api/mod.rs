@@ -15,7 +15,6 @@ pub use limits::Limits;
 pub use service::{Attest, Caller, RateLimit, WorkloadApi};
 
 use crate::cache::{Snapshot, State};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use tessera_attestors::workload::unix::{PinnedProcess, UnixAttestor};
@@ -27,24 +26,13 @@ use tonic::server::NamedService;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
-/// Binds the socket: creates its directory, removes a stale socket (but never
-/// one a live agent is serving on), and opens it to every local user.
+/// Binds the socket open to every local user (0666: attestation decides what
+/// a caller gets), replacing a stale socket but never one a live agent is
+/// serving on; see `tessera_common::uds::bind` for why it cannot be redirected.
 pub fn bind(path: &Path) -> Result<UnixListenerStream, String> {
     let err = |e: std::io::Error| format!("socket_path {}: {e}", path.display());
-    if let Some(dir) = path.parent() {
-        tessera_common::fsutil::ensure_dir(dir, 0o755).map_err(err)?;
-    }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(format!(
-                "socket_path {}: another agent is serving on it",
-                path.display()
-            ));
-        }
-        std::fs::remove_file(path).map_err(err)?;
-    }
-    let listener = tokio::net::UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).map_err(err)?;
+    let listener = tessera_common::uds::bind(path, 0o666).map_err(err)?;
+    let listener = tokio::net::UnixListener::from_std(listener).map_err(err)?;
     Ok(UnixListenerStream::new(listener))
 }
 

@@ -25,6 +25,9 @@ pub enum AttestError {
     /// The evidence is malformed: InvalidArgument.
     #[error("{0}")]
     Malformed(String),
+    /// A message over the size limit: ResourceExhausted.
+    #[error("{0}")]
+    TooLarge(String),
     /// The agent went away mid-exchange.
     #[error("agent closed the attestation stream")]
     StreamClosed,

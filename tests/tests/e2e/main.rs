@@ -3,9 +3,11 @@
 //!
 //! One binary (links once). Build the daemons first: `cargo build --workspace --bins`.
 
+mod authority_limits;
 mod boot_policy;
 mod caller_pinning;
 mod conformance;
+mod file_safety;
 mod flood;
 mod harness;
 mod lifecycle;

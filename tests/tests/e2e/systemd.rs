@@ -224,7 +224,12 @@ fn units_and_packaged_configs_agree() {
     ));
     assert!(has(&auth_cfg, "data_dir = \"/var/lib/tessera/authority\""));
     for unit in [&agent_unit, &auth_unit] {
-        for line in ["Type=notify", "WatchdogSec=30s", "NoNewPrivileges=yes"] {
+        for line in [
+            "Type=notify",
+            "WatchdogSec=30s",
+            "NoNewPrivileges=yes",
+            "LimitNOFILE=65536",
+        ] {
             assert!(has(unit, line), "{line} missing");
         }
     }

@@ -2,8 +2,7 @@
 //! TPM-wrapped blob and loaded only for the command that needs it.
 
 use std::fs;
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
@@ -198,34 +197,14 @@ fn read_blob(dir: &Path) -> Result<AkBlob, TpmError> {
 }
 
 /// Write-then-rename so a crash never leaves a half-written blob; 0600
-/// because the blob is the key's identity on this host.
+/// because the blob is the key's identity on this host; in a directory only
+/// we can write, through a temp file nobody can redirect.
 fn write_blob(dir: &Path, bytes: &[u8]) -> Result<(), TpmError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| TpmError::Io { path, source }
     };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io(dir))?;
-    let tmp = dir.join(format!(".{AK_BLOB_FILE}.{}.tmp", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    let written = file.write_all(bytes).and_then(|()| file.sync_all());
-    drop(file);
-    if let Err(source) = written.and_then(|()| fs::rename(&tmp, blob_path(dir))) {
-        let _ = fs::remove_file(&tmp);
-        return Err(TpmError::Io { path: tmp, source });
-    }
-    // Make the rename itself durable.
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    tessera_common::fsutil::ensure_private_dir(dir, 0o700).map_err(io(dir))?;
+    let path = blob_path(dir);
+    tessera_common::fsutil::write_atomic(&path, bytes, 0o600).map_err(io(&path))
 }
