@@ -167,7 +167,13 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
     systemd::ready();
     systemd::status("serving the Workload API; attesting the node");
     let startup = async {
-        let svid = match AgentSvid::load(&cfg.data_dir, &cfg.trust_domain)? {
+        // A TPM host proves itself again at every start (a reboot may have changed
+        // what it runs); only a join-token agent, whose token is spent, resumes.
+        let stored = match cfg.node_attestation {
+            NodeAttestation::JoinToken(_) => AgentSvid::load(&cfg.data_dir, &cfg.trust_domain)?,
+            NodeAttestation::Tpm { .. } => None,
+        };
+        let svid = match stored {
             Some(s) => {
                 tracing::info!(agent_id = %s.id, not_after = s.not_after, "resuming with the stored agent SVID");
                 s

@@ -173,6 +173,35 @@ async fn tpm_agent_renews_only_by_attesting_and_a_copy_dies_with_the_next_attest
 }
 
 #[tokio::test]
+async fn a_restarted_tpm_agent_attests_again_and_its_old_credential_dies() {
+    let log = rhel8_log();
+    let tpm = swtpm_booted(&log);
+    let mut d = tpm_deployment(&tpm, &log, "", "1h").await;
+    add_server_name(&mut d).await;
+    d.start_agent().await;
+    let agent = tpm_agent_id(&d).await;
+    let copy = steal(&d);
+    let mut thief = node_client(&d, &copy).await;
+    sync(&mut thief)
+        .await
+        .expect("the copy works while the agent runs");
+    d.stop_agent().await;
+    d.start_agent().await;
+    poll(secs(30), "a second attestation, at restart", || async {
+        (audit_count(&d, &agent, "node_attestation").await > 1).then_some(())
+    })
+    .await;
+    let msg = refused_within(
+        "the copied SVID after the agent restarted",
+        Code::PermissionDenied,
+        &mut thief,
+        &d,
+    )
+    .await;
+    assert!(msg.contains("superseded"), "{msg}");
+}
+
+#[tokio::test]
 async fn expired_agent_svid_is_refused_on_a_connection_opened_before_expiry() {
     let mut d = Deployment::new(Opts {
         agent_ttl: "5s",
