@@ -8,6 +8,7 @@ use crate::pki;
 use crate::tpm::{measure_boot, rhel8_log, swtpm_booted, tpm_agent_id, tpm_deployment};
 use std::fs;
 use std::path::Path;
+use tessera_attestors::node::tpm::device::swtpm::Swtpm;
 use tessera_proto::authority as apb;
 use tessera_proto::authority::node_client::NodeClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -135,20 +136,54 @@ async fn copied_join_token_credential_stops_working_once_the_agent_renews() {
     assert_eq!(d.agent_ids().await, vec![d.agent_id.clone()]);
 }
 
-#[tokio::test]
-async fn tpm_agent_renews_only_by_attesting_and_a_copy_dies_with_the_next_attestation() {
+/// A TPM agent on its own swtpm, and a thief whose copy of its credential works.
+struct Robbed {
+    _tpm: Swtpm,
+    d: Deployment,
+    agent: String,
+    thief: NodeClient<Channel>,
+}
+
+async fn robbed_tpm_agent(agent_ttl: &'static str) -> Robbed {
     let log = rhel8_log();
     let tpm = swtpm_booted(&log);
-    let mut d = tpm_deployment(&tpm, &log, "", "8s").await;
+    let mut d = tpm_deployment(&tpm, &log, "", agent_ttl).await;
     add_server_name(&mut d).await;
     d.start_agent().await;
     let agent = tpm_agent_id(&d).await;
-    let copy = steal(&d);
-    let mut thief = node_client(&d, &copy).await;
+    let mut thief = node_client(&d, &steal(&d)).await;
     sync(&mut thief)
         .await
-        .expect("the copy works until the next attestation");
-    let renewal = thief
+        .expect("the copy works until the host proves itself again");
+    Robbed {
+        _tpm: tpm,
+        d,
+        agent,
+        thief,
+    }
+}
+
+/// Waits for `count` audit events of `kind`, then for the copy to be refused.
+async fn copy_superseded_after(r: &mut Robbed, kind: &str, count: usize) {
+    poll(secs(30), kind, || async {
+        (audit_count(&r.d, &r.agent, kind).await >= count).then_some(())
+    })
+    .await;
+    let msg = refused_within(
+        &format!("the copied SVID after {kind}"),
+        Code::PermissionDenied,
+        &mut r.thief,
+        &r.d,
+    )
+    .await;
+    assert!(msg.contains("superseded"), "{msg}");
+}
+
+#[tokio::test]
+async fn tpm_agent_renews_only_by_attesting_and_a_copy_dies_with_the_next_attestation() {
+    let mut r = robbed_tpm_agent("20s").await;
+    let renewal = r
+        .thief
         .renew_agent(apb::RenewAgentRequest { csr: csr() })
         .await;
     let st = assert_code(
@@ -157,48 +192,17 @@ async fn tpm_agent_renews_only_by_attesting_and_a_copy_dies_with_the_next_attest
         "RenewAgent by a TPM agent",
     );
     assert!(st.message().contains("attesting again"), "{st:?}");
-    poll(secs(30), "a re-attestation", || async {
-        (audit_count(&d, &agent, "node_reattestation").await > 0).then_some(())
-    })
-    .await;
-    let msg = refused_within(
-        "the copied SVID after the host re-attested",
-        Code::PermissionDenied,
-        &mut thief,
-        &d,
-    )
-    .await;
-    assert!(msg.contains("superseded"), "{msg}");
-    assert_eq!(audit_count(&d, &agent, "agent_renewal").await, 0);
+    copy_superseded_after(&mut r, "node_reattestation", 1).await;
+    assert_eq!(audit_count(&r.d, &r.agent, "agent_renewal").await, 0);
 }
 
 #[tokio::test]
 async fn a_restarted_tpm_agent_attests_again_and_its_old_credential_dies() {
-    let log = rhel8_log();
-    let tpm = swtpm_booted(&log);
-    let mut d = tpm_deployment(&tpm, &log, "", "1h").await;
-    add_server_name(&mut d).await;
-    d.start_agent().await;
-    let agent = tpm_agent_id(&d).await;
-    let copy = steal(&d);
-    let mut thief = node_client(&d, &copy).await;
-    sync(&mut thief)
-        .await
-        .expect("the copy works while the agent runs");
-    d.stop_agent().await;
-    d.start_agent().await;
-    poll(secs(30), "a second attestation, at restart", || async {
-        (audit_count(&d, &agent, "node_attestation").await > 1).then_some(())
-    })
-    .await;
-    let msg = refused_within(
-        "the copied SVID after the agent restarted",
-        Code::PermissionDenied,
-        &mut thief,
-        &d,
-    )
-    .await;
-    assert!(msg.contains("superseded"), "{msg}");
+    let mut r = robbed_tpm_agent("1h").await;
+    r.d.stop_agent().await;
+    r.d.start_agent().await;
+    // The first node_attestation was the agent's start; the second, its restart.
+    copy_superseded_after(&mut r, "node_attestation", 2).await;
 }
 
 #[tokio::test]
