@@ -149,15 +149,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn agent_gets_own_and_matching_alias_entries_only() {
-        let authority: SpiffeId = "spiffe://td/tessera/authority".parse().unwrap();
-        let alias = authority.as_str();
+    fn authority_and_secure_boot_agent() -> (SpiffeId, AgentRecord) {
         let agent = AgentRecord {
             id: "spiffe://td/tessera/agent/a".into(),
             selectors: vec![Selector::parse("tpm:secure_boot:enabled").unwrap()],
             ..Default::default()
         };
+        ("spiffe://td/tessera/authority".parse().unwrap(), agent)
+    }
+
+    #[test]
+    fn agent_gets_own_and_matching_alias_entries_only() {
+        let (authority, agent) = authority_and_secure_boot_agent();
+        let alias = authority.as_str();
         let all = vec![
             entry(
                 "1",
@@ -200,12 +204,7 @@ mod tests {
 
     #[test]
     fn stored_entries_with_reserved_ids_are_never_authorized() {
-        let authority: SpiffeId = "spiffe://td/tessera/authority".parse().unwrap();
-        let agent = AgentRecord {
-            id: "spiffe://td/tessera/agent/a".into(),
-            selectors: vec![Selector::parse("tpm:secure_boot:enabled").unwrap()],
-            ..Default::default()
-        };
+        let (authority, agent) = authority_and_secure_boot_agent();
         let all = vec![
             entry(
                 "1",
