@@ -95,7 +95,7 @@ async fn attest(
 
 pub async fn run(cfg: Config) -> Result<(), BoxError> {
     tls::install_default_provider();
-    raise_nofile_limit();
+    tessera_common::limits::raise_nofile_limit();
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(|e| format!("metrics: {e}"))?;
     // Early, so a SIGHUP during attestation reloads rather than kills.
@@ -237,21 +237,6 @@ async fn stop(
     let _ = std::fs::remove_file(&cfg.socket_path);
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Every Workload API connection is a descriptor: use all the hard limit allows (the
-/// connection caps keep the agent well inside it).
-fn raise_nofile_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => {
-            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                tracing::warn!(error = %e, soft, hard, "cannot raise the open-files limit");
-            }
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot read the open-files limit"),
-    }
 }
 
 async fn wait_stop(mut rx: watch::Receiver<bool>) {

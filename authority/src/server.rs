@@ -36,7 +36,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub async fn run(config: Config) -> Result<(), BoxError> {
     tessera_common::tls::install_default_provider();
-    crate::limits::raise_nofile_limit();
+    tessera_common::limits::raise_nofile_limit();
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(|e| format!("metrics: {e}"))?;
     ops::handle_sighup(config.clone())?;

@@ -5,6 +5,7 @@ pub mod config;
 pub mod duration;
 pub mod fsutil;
 pub mod jwt;
+pub mod limits;
 pub mod logging;
 pub mod selector;
 pub mod spiffe_id;

@@ -5,34 +5,25 @@ use crate::config::WorkloadApiConfig;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
+use tessera_common::limits::{Full, Slot, Slots};
 
 /// Buckets kept before idle (full) ones are dropped; they are recreated full on demand.
 const MAX_BUCKETS: usize = 4096;
 
 pub struct Limits {
     cfg: WorkloadApiConfig,
-    conns: Mutex<Conns>,
+    conns: Arc<Slots<u32>>,
     buckets: Mutex<HashMap<u32, Bucket>>,
 }
 
-#[derive(Default)]
-struct Conns {
-    total: usize,
-    per_uid: HashMap<u32, usize>,
-}
-
-/// Why a connection was refused.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refused {
-    Total,
-    PerUid,
-}
+/// One open connection's place in the counts; its key is the uid.
+pub type ConnSlot = Slot<u32>;
 
 impl Limits {
     pub fn new(cfg: WorkloadApiConfig) -> Arc<Self> {
         Arc::new(Limits {
+            conns: Slots::new(cfg.max_connections, cfg.max_connections_per_uid),
             cfg,
-            conns: Mutex::default(),
             buckets: Mutex::default(),
         })
     }
@@ -42,21 +33,8 @@ impl Limits {
     }
 
     /// A slot for one more connection of `uid`, released when the slot is dropped.
-    pub fn admit(self: &Arc<Self>, uid: u32) -> Result<ConnSlot, Refused> {
-        let mut c = lock(&self.conns);
-        if c.total >= self.cfg.max_connections {
-            return Err(Refused::Total);
-        }
-        let n = c.per_uid.entry(uid).or_default();
-        if *n >= self.cfg.max_connections_per_uid {
-            return Err(Refused::PerUid);
-        }
-        *n += 1;
-        c.total += 1;
-        Ok(ConnSlot {
-            limits: self.clone(),
-            uid,
-        })
+    pub fn admit(&self, uid: u32) -> Result<ConnSlot, Full> {
+        self.conns.try_take(uid)
     }
 
     /// Takes one attestation token of `uid`; false when its bucket is empty.
@@ -91,12 +69,6 @@ impl Limits {
             false
         }
     }
-
-    #[cfg(test)]
-    fn open(&self, uid: u32) -> (usize, usize) {
-        let c = lock(&self.conns);
-        (c.total, c.per_uid.get(&uid).copied().unwrap_or(0))
-    }
 }
 
 struct Bucket {
@@ -108,31 +80,6 @@ impl Bucket {
     fn level(&self, now: Instant, rate: f64, burst: f64) -> f64 {
         let refill = now.saturating_duration_since(self.at).as_secs_f64() * rate;
         (self.tokens + refill).min(burst)
-    }
-}
-
-/// One open connection's place in the counts.
-pub struct ConnSlot {
-    limits: Arc<Limits>,
-    uid: u32,
-}
-
-impl ConnSlot {
-    pub fn uid(&self) -> u32 {
-        self.uid
-    }
-}
-
-impl Drop for ConnSlot {
-    fn drop(&mut self) {
-        let mut c = lock(&self.limits.conns);
-        c.total = c.total.saturating_sub(1);
-        if let Some(n) = c.per_uid.get_mut(&self.uid) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                c.per_uid.remove(&self.uid);
-            }
-        }
     }
 }
 
@@ -159,16 +106,14 @@ mod tests {
     fn connection_caps_per_uid_and_total() {
         let l = limits(5, 3, 1, 1);
         let a: Vec<_> = (0..3).map(|_| l.admit(1000).unwrap()).collect();
-        assert_eq!(l.admit(1000).err(), Some(Refused::PerUid));
+        assert_eq!(l.admit(1000).err(), Some(Full::PerKey));
         // Another uid is not affected by the first one's cap...
-        let b: Vec<_> = (0..2).map(|_| l.admit(0).unwrap()).collect();
+        let _b: Vec<_> = (0..2).map(|_| l.admit(0).unwrap()).collect();
         // ...but everyone is by the total.
-        assert_eq!(l.admit(7).err(), Some(Refused::Total));
+        assert_eq!(l.admit(7).err(), Some(Full::Total));
         drop(a);
-        assert_eq!(l.open(1000), (2, 0));
-        let _again = l.admit(1000).unwrap();
-        drop(b);
-        assert_eq!(l.open(0), (1, 0));
+        let again: Vec<_> = (0..3).map(|_| l.admit(1000).unwrap()).collect();
+        assert_eq!(*again[0].key(), 1000);
     }
 
     #[test]

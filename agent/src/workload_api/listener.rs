@@ -2,7 +2,7 @@
 //! once), its peer process pinned, and it gets its deadlines. Out of descriptors, the loop
 //! waits instead of retrying at once, so a descriptor flood cannot spin the agent.
 
-use super::limits::{Limits, Refused};
+use super::limits::Limits;
 use super::track::Conn;
 use futures::Stream;
 use std::io;
@@ -10,6 +10,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_attestors::workload::unix::{UnixAttestor, UnixError};
+use tessera_common::limits::Full;
 use tokio::net::UnixListener;
 
 /// Pause after an accept failed for want of descriptors or memory.
@@ -71,7 +72,7 @@ impl Accept {
                 tracing::debug!(
                     uid,
                     "Workload API connection refused: too many connections{}",
-                    if why == Refused::PerUid {
+                    if why == Full::PerKey {
                         " for this uid"
                     } else {
                         ""

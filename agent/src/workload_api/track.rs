@@ -98,7 +98,7 @@ impl Conn {
         Conn {
             io,
             peer: Peer {
-                uid: slot.uid(),
+                uid: *slot.key(),
                 process: Arc::new(process),
                 activity,
             },

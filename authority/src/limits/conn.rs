@@ -4,13 +4,14 @@
 //! with a client certificate closed when that certificate expires, so no
 //! request rides on a credential that is no longer valid.
 
-use super::{peer_key, Limits, Slot, Slots};
+use super::{peer_key, Limits};
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tessera_common::limits::{Slot, Slots};
 use tessera_common::{unix_now, x509};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -41,7 +42,7 @@ pub fn tls_incoming(
                     continue;
                 }
             };
-            let Some(slot) = slots.try_take(peer_key(peer.ip())) else {
+            let Ok(slot) = slots.try_take(peer_key(peer.ip())) else {
                 tracing::debug!(%peer, "connection refused: connection limit reached");
                 continue;
             };

@@ -3,13 +3,14 @@
 //! exchanges, each holding up to one large message in memory for as long as
 //! the agent takes, are capped overall and per peer address.
 
-use super::{peer_key, Limits, Slot, Slots};
+use super::{peer_key, Limits};
 use crate::error::ApiError;
 use futures::future::BoxFuture;
 use http::{Request, Response};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use tessera_common::limits::{Slot, Slots};
 use tonic::body::Body;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
@@ -34,7 +35,7 @@ impl AttestGate {
         let ip = peer
             .map(|p| peer_key(p.ip()))
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        self.0.try_take(ip).ok_or_else(|| {
+        self.0.try_take(ip).map_err(|_| {
             ApiError::ResourceExhausted(
                 "too many attestations in progress (from this address or overall); retry later"
                     .into(),

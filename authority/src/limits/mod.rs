@@ -6,10 +6,7 @@ pub mod conn;
 pub mod gate;
 
 use serde::Deserialize;
-use std::collections::HashMap;
-use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tessera_common::duration;
 
@@ -115,75 +112,6 @@ pub fn peer_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// A counted resource with a cap overall and per key.
-pub struct Slots<K: Eq + Hash + Clone> {
-    total: usize,
-    per_key: usize,
-    used: Mutex<(usize, HashMap<K, usize>)>,
-}
-
-/// One taken slot, given back when dropped.
-pub struct Slot<K: Eq + Hash + Clone> {
-    slots: Arc<Slots<K>>,
-    key: K,
-}
-
-impl<K: Eq + Hash + Clone> Slots<K> {
-    pub fn new(total: usize, per_key: usize) -> Arc<Self> {
-        Arc::new(Slots {
-            total,
-            per_key,
-            used: Mutex::new((0, HashMap::new())),
-        })
-    }
-
-    /// A slot for `key`, or None when either cap is reached.
-    pub fn try_take(self: &Arc<Self>, key: K) -> Option<Slot<K>> {
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        let (total, per) = &mut *used;
-        let n = per.get(&key).copied().unwrap_or(0);
-        if *total >= self.total || n >= self.per_key {
-            return None;
-        }
-        *total += 1;
-        per.insert(key.clone(), n + 1);
-        Some(Slot {
-            slots: self.clone(),
-            key,
-        })
-    }
-}
-
-impl<K: Eq + Hash + Clone> Drop for Slot<K> {
-    fn drop(&mut self) {
-        let mut used = self.slots.used.lock().unwrap_or_else(|p| p.into_inner());
-        let (total, per) = &mut *used;
-        *total = total.saturating_sub(1);
-        if let Some(n) = per.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                per.remove(&self.key);
-            }
-        }
-    }
-}
-
-/// Raises the soft open-files limit to the hard one: every connection is a
-/// descriptor. Under systemd, `LimitNOFILE=` sets both (and the unit's
-/// syscall filter refuses setrlimit, which is fine).
-pub fn raise_nofile_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => {
-            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                tracing::debug!(soft, hard, error = %e, "cannot raise the open files limit");
-            }
-        }
-        Ok(_) => {}
-        Err(e) => tracing::debug!(error = %e, "cannot read the open files limit"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,18 +146,6 @@ mod tests {
         assert!(e.starts_with("limits.idle_timeout:"), "{e}");
         let e = parse("handshake_timeout = \"1h\"").unwrap_err();
         assert!(e.starts_with("limits.handshake_timeout:"), "{e}");
-    }
-
-    #[test]
-    fn slots_cap_overall_and_per_key_and_come_back() {
-        let s = Slots::new(3, 2);
-        let a1 = s.try_take("a").unwrap();
-        let _a2 = s.try_take("a").unwrap();
-        assert!(s.try_take("a").is_none(), "per-key cap");
-        let _b1 = s.try_take("b").unwrap();
-        assert!(s.try_take("c").is_none(), "total cap");
-        drop(a1);
-        assert!(s.try_take("c").is_some());
     }
 
     #[test]
