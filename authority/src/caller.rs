@@ -74,3 +74,6 @@ impl Authority {
         Ok(self.caller(req).await?.agent)
     }
 }
+
+#[cfg(test)]
+mod tests;
