@@ -25,7 +25,7 @@ Files:
   /var/lib/tessera/agent    state: agent SVID, TPM attestation key blob, entries
 
 Environment:
-  SPIFFE_ENDPOINT_SOCKET    the Workload API the api commands use (unix:///path)
+  SPIFFE_ENDPOINT_SOCKET    the Workload API the api commands use (unix:///path or unix:/path)
   TESSERA_LOG               log filter, overrides [log] level (e.g. debug)
   NOTIFY_SOCKET, WATCHDOG_USEC
                             set by systemd (Type=notify): readiness, status and
@@ -51,7 +51,7 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct Target {
-    /// Workload API endpoint, unix:///path (default: SPIFFE_ENDPOINT_SOCKET, else /run/tessera/agent.sock).
+    /// Workload API endpoint, unix:///path or unix:/path (default: SPIFFE_ENDPOINT_SOCKET, else /run/tessera/agent.sock).
     #[arg(long)]
     socket: Option<String>,
     /// The agent's config file, to find its socket.

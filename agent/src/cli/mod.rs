@@ -25,8 +25,9 @@ pub fn socket_path(socket: Option<&str>, config: Option<&Path>) -> Result<PathBu
     }
 }
 
-/// `unix:///absolute/path`, the only form this client speaks (the SPIFFE
-/// Workload Endpoint spec also allows tcp://, which the agent does not serve).
+/// `unix:///absolute/path` or `unix:/absolute/path` (percent-encoded as any
+/// URI path), the only form this client speaks (the SPIFFE Workload Endpoint
+/// spec also allows tcp://, which the agent does not serve).
 fn parse_endpoint(s: &str) -> Result<PathBuf, String> {
     let url = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URI: {e}"))?;
     match url.scheme() {
@@ -36,7 +37,8 @@ fn parse_endpoint(s: &str) -> Result<PathBuf, String> {
                 && url.query().is_none()
                 && url.fragment().is_none() =>
         {
-            Ok(url.path().into())
+            url.to_file_path()
+                .map_err(|()| format!("{s:?} is not a local path"))
         }
         "unix" => Err(format!("{s:?} must be unix:///absolute/path")),
         "tcp" => Err(format!(
@@ -52,10 +54,13 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        assert_eq!(
-            parse_endpoint("unix:///run/a.sock").unwrap().to_str(),
-            Some("/run/a.sock")
-        );
+        for (uri, path) in [
+            ("unix:///run/a.sock", "/run/a.sock"),
+            ("unix:/run/a.sock", "/run/a.sock"),
+            ("unix:///run/my%20agent.sock", "/run/my agent.sock"),
+        ] {
+            assert_eq!(parse_endpoint(uri).unwrap().to_str(), Some(path), "{uri}");
+        }
         for bad in [
             "unix://host/a.sock",
             "unix:rel",
