@@ -1,0 +1,154 @@
+//! Agent rows: re-attestation, renewal and eviction, and which agent SVIDs
+//! (serials) still work.
+
+use super::*;
+
+pub(super) async fn check_eviction(ds: &Datastore) {
+    let a = agent("spiffe://td/tessera/agent/tpm/aa", "01");
+    ds.record_attestation(&a, &event(NOW, "attest", &a.id, &a.id), None)
+        .await
+        .unwrap();
+    // Re-attestation of a live agent replaces its row.
+    let a2 = AgentRecord {
+        serial: "02".into(),
+        attested_at: NOW + 5,
+        ..a.clone()
+    };
+    ds.record_attestation(&a2, &event(NOW + 5, "attest", &a.id, &a.id), None)
+        .await
+        .unwrap();
+    assert_eq!(ds.get_agent(&a.id).await.unwrap(), Some(a2.clone()));
+    ds.renew_agent(
+        &a.id,
+        "02",
+        "03",
+        NOW + 7200,
+        &event(NOW + 6, "renew", &a.id, &a.id),
+    )
+    .await
+    .unwrap();
+    let renewed = ds.get_agent(&a.id).await.unwrap().unwrap();
+    assert_eq!(
+        (renewed.serial.as_str(), renewed.expires_at),
+        ("03", NOW + 7200)
+    );
+    assert_eq!(audit_count(ds).await, 3);
+
+    assert!(ds.evict_agent(&a.id).await.unwrap());
+    assert!(!ds.evict_agent("spiffe://td/unknown").await.unwrap());
+    ds.create_join_token("tok", NOW + 600).await.unwrap();
+    let res = ds
+        .record_attestation(&a, &event(NOW + 7, "attest", &a.id, &a.id), Some("tok"))
+        .await;
+    assert!(matches!(res, Err(DatastoreError::Evicted(_))), "{res:?}");
+    assert!(
+        ds.join_token_valid("tok", NOW).await.unwrap(),
+        "token consumed on failure"
+    );
+    let res = ds
+        .renew_agent(
+            &a.id,
+            "03",
+            "04",
+            NOW + 9000,
+            &event(NOW + 8, "renew", &a.id, &a.id),
+        )
+        .await;
+    assert!(matches!(res, Err(DatastoreError::Evicted(_))), "{res:?}");
+    let kept = ds.get_agent(&a.id).await.unwrap().unwrap();
+    assert!(kept.evicted);
+    assert_eq!(kept.serial, "03");
+    assert_eq!(ds.list_agents().await.unwrap(), vec![kept]);
+    assert_eq!(audit_count(ds).await, 3);
+
+    let res = ds
+        .renew_agent(
+            "spiffe://td/nobody",
+            "00",
+            "01",
+            NOW,
+            &event(NOW, "renew", "x", "x"),
+        )
+        .await;
+    assert!(matches!(res, Err(DatastoreError::NotFound(_))), "{res:?}");
+    assert_eq!(audit_count(ds).await, 3);
+}
+
+/// The latest SVID and the one before it are accepted; using the latest ends the
+/// overlap; a fresh attestation supersedes everything.
+pub(super) async fn check_serial_overlap(ds: &Datastore) {
+    let id = "spiffe://td/tessera/agent/join_token/t";
+    let serials = |ds: &Datastore| {
+        let ds = ds.clone();
+        async move {
+            let a = ds.get_agent(id).await.unwrap().unwrap();
+            (a.serial, a.prev_serial)
+        }
+    };
+    let a = agent(id, "01");
+    ds.record_attestation(&a, &event(NOW, "attest", id, id), None)
+        .await
+        .unwrap();
+    let reattest = AgentRecord {
+        serial: "02".into(),
+        prev_serial: Some("01".into()),
+        ..a.clone()
+    };
+    ds.record_attestation(&reattest, &event(NOW, "attest", id, id), None)
+        .await
+        .unwrap();
+    assert_eq!(serials(ds).await, ("02".into(), Some("01".into())));
+    // A copy of 01 renews during the overlap; the holder of 02 is then locked out.
+    ds.renew_agent(id, "01", "03", NOW + 60, &event(NOW, "renew", id, id))
+        .await
+        .unwrap();
+    assert_eq!(serials(ds).await, ("03".into(), Some("01".into())));
+    let res = ds
+        .renew_agent(id, "02", "04", NOW + 60, &event(NOW, "renew", id, id))
+        .await;
+    assert!(matches!(res, Err(DatastoreError::Superseded(_))), "{res:?}");
+    ds.retire_prev_serial(id, "01").await.unwrap();
+    assert_eq!(
+        serials(ds).await.1,
+        Some("01".into()),
+        "only the latest retires"
+    );
+    ds.retire_prev_serial(id, "03").await.unwrap();
+    assert_eq!(serials(ds).await, ("03".into(), None));
+    let res = ds
+        .renew_agent(id, "01", "05", NOW + 60, &event(NOW, "renew", id, id))
+        .await;
+    assert!(matches!(res, Err(DatastoreError::Superseded(_))), "{res:?}");
+    let stale = AgentRecord {
+        serial: "06".into(),
+        prev_serial: Some("02".into()),
+        ..a.clone()
+    };
+    let res = ds
+        .record_attestation(&stale, &event(NOW, "attest", id, id), None)
+        .await;
+    assert!(matches!(res, Err(DatastoreError::Superseded(_))), "{res:?}");
+    assert_eq!(serials(ds).await, ("03".into(), None));
+    assert_eq!(
+        audit_count(ds).await,
+        3,
+        "refused writes leave no audit event"
+    );
+    let fresh = agent(id, "07");
+    ds.record_attestation(&fresh, &event(NOW, "attest", id, id), None)
+        .await
+        .unwrap();
+    assert_eq!(serials(ds).await, ("07".into(), None));
+}
+
+#[tokio::test]
+async fn evicted_agent_cannot_be_upserted_or_renewed() {
+    let (_dir, ds) = fresh().await;
+    check_eviction(&ds).await;
+}
+
+#[tokio::test]
+async fn superseded_agent_svids_stop_working() {
+    let (_dir, ds) = fresh().await;
+    check_serial_overlap(&ds).await;
+}
