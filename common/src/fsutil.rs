@@ -46,7 +46,7 @@ fn create_temp(dir: &Path, target: &Path, mode: u32) -> std::io::Result<(PathBuf
 
 /// Opens a file that did not exist: an existing file or symlink (even a
 /// dangling one) at `path` is an error, never written through.
-fn open_new(path: &Path, mode: u32) -> std::io::Result<std::fs::File> {
+pub fn open_new(path: &Path, mode: u32) -> std::io::Result<std::fs::File> {
     let f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

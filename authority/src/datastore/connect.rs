@@ -1,6 +1,6 @@
 //! Opening the database: URL handling, the SQLite file's mode, per-connection settings.
 
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -97,16 +97,8 @@ fn sqlite_file_of(url: &str) -> Result<Option<std::path::PathBuf>, DatastoreErro
 /// umask); SQLite gives its -wal and -shm files the same mode as the database.
 fn create_private_file(path: &Path) -> Result<(), DatastoreError> {
     let err = |e: std::io::Error| DatastoreError::Open(format!("{}: {e}", path.display()));
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        // Explicitly, in case the umask took away owner bits.
-        Ok(f) => f
-            .set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(err),
+    match tessera_common::fsutil::open_new(path, 0o600) {
+        Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let mode = std::fs::metadata(path).map_err(err)?.permissions().mode();
             if mode & 0o077 != 0 {
