@@ -14,6 +14,7 @@ mod lifecycle;
 mod node_identity;
 mod packaging;
 mod pki;
+mod sds;
 mod systemd;
 mod telemetry;
 mod tpm;

@@ -12,7 +12,7 @@ use tessera_proto::workload as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
-fn free_listen() -> String {
+pub fn free_listen() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     format!("127.0.0.1:{}", l.local_addr().unwrap().port())
 }
@@ -68,7 +68,7 @@ async fn get_when_up(addr: &str, path: &str) -> (u16, String) {
 }
 
 /// Scrapes `/metrics`, checks the content type and lints the text with promtool.
-async fn scrape(addr: &str, what: &str) -> String {
+pub async fn scrape(addr: &str, what: &str) -> String {
     let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     let (status, head, body) = http(addr, &req)
         .await
@@ -138,7 +138,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
-fn at_least(text: &str, name: &str, labels: &[(&str, &str)], min: f64) {
+pub fn at_least(text: &str, name: &str, labels: &[(&str, &str)], min: f64) {
     match sample(text, name, labels) {
         Some(v) if v >= min => {}
         other => panic!("{name}{labels:?}: want >= {min}, got {other:?}\n{text}"),
