@@ -13,7 +13,6 @@ use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client
 use envoy_types::pb::google::rpc;
 use prost::Message;
 use std::collections::BTreeMap;
-use std::fs;
 use std::time::Duration;
 use tessera_proto::workload as pb;
 use tokio::sync::mpsc;
@@ -220,15 +219,7 @@ async fn fetch_serves_each_kind_of_name_and_denies_the_rest() {
         "FetchX509SVID without the security header",
     );
 
-    // A caller no entry matches: `sleep` as nobody, connected from the child.
-    let (fd, child) =
-        connect_from_child(&d.socket_path(), NOBODY, NOBODY, "/bin/sleep", &["30"]).unwrap();
-    let child_pid = child.0.id();
-    poll(secs(10), "the child to exec sleep", || async move {
-        let exe = fs::read_link(format!("/proc/{child_pid}/exe")).ok()?;
-        exe.to_str()?.ends_with("sleep").then_some(())
-    })
-    .await;
+    let (fd, child, child_pid) = connect_as_nobody(&d).await;
     let mut nobody = Sds::new(channel_from_fd(fd).await);
     assert_code(
         fetch(&mut nobody, &["ROOTCA"]).await,

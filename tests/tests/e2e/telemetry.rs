@@ -593,15 +593,7 @@ async fn issuance_and_denial_logs_name_pid_uid_path_and_spiffe_id() {
 
     // A caller no entry matches: `sleep` as nobody, connected from the child.
     let sleep = fs::canonicalize("/bin/sleep").unwrap();
-    let (fd, child) =
-        connect_from_child(&d.socket_path(), NOBODY, NOBODY, "/bin/sleep", &["30"]).unwrap();
-    let child_pid = child.0.id();
-    // The child must have exec'd before it is attested.
-    poll(secs(10), "the child to exec sleep", || async move {
-        let exe = fs::read_link(format!("/proc/{child_pid}/exe")).ok()?;
-        exe.to_str()?.ends_with("sleep").then_some(())
-    })
-    .await;
+    let (fd, child, child_pid) = connect_as_nobody(&d).await;
     let mut nobody =
         tessera_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(
             channel_from_fd(fd).await,
