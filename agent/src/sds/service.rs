@@ -153,3 +153,56 @@ impl SecretDiscoveryService for Sds {
         Ok(Response::new(response(s, String::new())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(type_url: &str, names: Vec<String>) -> DiscoveryRequest {
+        DiscoveryRequest {
+            type_url: type_url.into(),
+            resource_names: names,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn requests_no_envoy_sends_are_refused_naming_the_field() {
+        let ok = [
+            req(SECRET_TYPE, vec!["default".into()]),
+            req("", vec![]),
+            req(SECRET_TYPE, vec!["n".repeat(MAX_NAME_LEN); MAX_NAMES]),
+        ];
+        for r in ok {
+            assert!(check(&r).is_ok());
+        }
+        let cluster = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+        let bad = [
+            (req(cluster, vec![]), "type_url:"),
+            (
+                req(SECRET_TYPE, vec!["a".into(); MAX_NAMES + 1]),
+                "resource_names:",
+            ),
+            (
+                req(SECRET_TYPE, vec!["n".repeat(MAX_NAME_LEN + 1)]),
+                "resource_names:",
+            ),
+        ];
+        for (r, field) in bad {
+            let e = check(&r).unwrap_err();
+            assert!(
+                matches!(&e, WorkloadError::InvalidArgument(m) if m.starts_with(field)),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn client_text_is_shortened() {
+        assert_eq!(truncate("short"), "short");
+        assert_eq!(truncate(&"é".repeat(1000)).chars().count(), 256);
+        let many: BTreeSet<String> = (0..100).map(|i| format!("name-{i:03}")).collect();
+        assert!(shown(&many).len() <= 256);
+        assert_eq!(shown(&BTreeSet::new()), "-");
+    }
+}

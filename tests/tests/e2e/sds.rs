@@ -364,3 +364,39 @@ async fn rotation_is_pushed_only_to_streams_that_asked_for_it() {
     // The other stream's SVID did not change: it hears nothing.
     steady.quiet("a stream whose SVID did not rotate").await;
 }
+
+#[tokio::test]
+async fn name_changes_on_a_stream_are_charged_to_the_uid_rate() {
+    let mut d = Deployment::new(Opts {
+        agent_extra: "\n[workload_api]\nattestations_per_second = 1\nattestation_burst = 3\n"
+            .into(),
+        ..Opts::default()
+    })
+    .await;
+    d.register_self("sds/churn", &[]).await;
+    d.start_agent().await;
+    let mut c = Sds::new(d.channel().await);
+    fetch_when_ready(&mut c, &["default"]).await;
+    let mut s = Stream::open(&mut c, dreq(&["default"], "", "", None)).await;
+    let mut last = s.next(secs(10), "the first response").await;
+    // Each new set of names is an answer to build; a client churning them is throttled
+    // like one calling in a loop (the bucket refills at 1/s, so 20 fast changes cannot pass).
+    for i in 0..20 {
+        let names: &[&str] = if i % 2 == 0 {
+            &["ROOTCA"]
+        } else {
+            &["default"]
+        };
+        s.send(dreq(names, &last.version_info, &last.nonce, None))
+            .await;
+        match next(&mut s.rx, secs(5), "the answer to new names").await {
+            Ok(Some(r)) => last = r,
+            Err(st) => {
+                assert_code(Err::<(), _>(st), Code::ResourceExhausted, "name churn");
+                return;
+            }
+            Ok(None) => panic!("the stream ended without a status"),
+        }
+    }
+    panic!("20 name changes within a few seconds were all answered: no rate limit");
+}
