@@ -105,7 +105,8 @@ impl Session {
             // Envoy keeps what it had; it is told again only when the content changes.
             Kind::Nack(why) => tracing::warn!(
                 pid = c.pid,
-                uid = ?c.uid,
+                uid = %c.uid(),
+                path = %c.path(),
                 version = ?truncate(&req.version_info),
                 error = ?truncate(why),
                 "SDS secrets rejected by the client"

@@ -80,14 +80,14 @@ impl Caller {
             .find_map(|s| s.value.strip_prefix(key)?.strip_prefix(':'))
     }
 
-    fn uid(&self) -> String {
+    pub(crate) fn uid(&self) -> String {
         self.unix("uid")
             .map(str::to_string)
             .or_else(|| self.uid.map(|u| u.to_string()))
             .unwrap_or_else(|| "?".into())
     }
 
-    fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         self.unix("path").unwrap_or("?")
     }
 

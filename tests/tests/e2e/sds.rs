@@ -296,7 +296,10 @@ async fn stream_acks_nacks_stale_nonces_and_name_changes() {
     poll(secs(10), "the NACK warning in the agent log", || {
         let log = d.agent_log();
         let found = log.lines().any(|l| {
-            l.contains("WARN") && l.contains("rejected by the client") && l.contains(reason)
+            l.contains("WARN")
+                && l.contains("rejected by the client")
+                && l.contains(&format!("pid={} uid=0 ", std::process::id()))
+                && l.contains(reason)
         });
         std::future::ready(found.then_some(()))
     })
