@@ -6,6 +6,7 @@
 mod authority_limits;
 mod boot_policy;
 mod caller_pinning;
+mod client_interop;
 mod conformance;
 mod file_safety;
 mod flood;
@@ -14,6 +15,7 @@ mod lifecycle;
 mod node_identity;
 mod packaging;
 mod pki;
+mod py_spiffe;
 mod sds;
 mod systemd;
 mod telemetry;
