@@ -19,7 +19,7 @@ fn free_listen() -> String {
 
 /// A deployment whose authority and agent both serve telemetry. Returns the
 /// deployment and the (authority, agent) telemetry addresses.
-async fn deployment(authority_top: &str) -> (Deployment, String, String) {
+pub(crate) async fn deployment(authority_top: &str) -> (Deployment, String, String) {
     let (auth, agent) = (free_listen(), free_listen());
     let d = Deployment::new(Opts {
         authority_extra: format!("{authority_top}[telemetry]\nlisten = \"{auth}\"\n"),
@@ -68,7 +68,7 @@ async fn get_when_up(addr: &str, path: &str) -> (u16, String) {
 }
 
 /// Scrapes `/metrics`, checks the content type and lints the text with promtool.
-async fn scrape(addr: &str, what: &str) -> String {
+pub(crate) async fn scrape(addr: &str, what: &str) -> String {
     let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     let (status, head, body) = http(addr, &req)
         .await
@@ -390,7 +390,7 @@ async fn authority_ready_live_and_healthcheck_exit_codes() {
     out.assert_one_line_error("healthcheck with a missing config");
 }
 
-fn sighup(pid: u32) {
+pub(crate) fn sighup(pid: u32) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGHUP,
