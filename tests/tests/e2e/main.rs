@@ -6,6 +6,7 @@
 mod authority_limits;
 mod boot_policy;
 mod caller_pinning;
+mod client_interop;
 mod conformance;
 mod dashboard;
 mod file_safety;
@@ -16,6 +17,7 @@ mod log_colour;
 mod node_identity;
 mod packaging;
 mod pki;
+mod py_spiffe;
 mod systemd;
 mod telemetry;
 mod tpm;
