@@ -1,5 +1,6 @@
 //! tracing setup shared by both daemons.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -9,8 +10,10 @@ use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 static RELOAD: OnceLock<(reload::Handle<EnvFilter, Registry>, bool)> = OnceLock::new();
 
 /// Human-readable logs to stderr; `json` for machine ingestion. Under systemd
-/// (JOURNAL_STREAM set) timestamps are left to the journal. A non-empty
-/// TESSERA_LOG overrides `level`, also across reloads.
+/// (JOURNAL_STREAM set) timestamps are left to the journal. Colour codes only
+/// when stderr is a terminal and NO_COLOR is unset: a journal, file or pipe
+/// gets plain text. A non-empty TESSERA_LOG overrides `level`, also across
+/// reloads.
 pub fn init(level: &str, json: bool) {
     let from_env = std::env::var("TESSERA_LOG")
         .ok()
@@ -20,7 +23,11 @@ pub fn init(level: &str, json: bool) {
     let filter = from_env.unwrap_or_else(|| EnvFilter::new(level));
     let (filter, handle) = reload::Layer::new(filter);
     let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let fmt = match (json, under_journal) {
         (true, _) => fmt.json().boxed(),
         (false, true) => fmt.without_time().boxed(),

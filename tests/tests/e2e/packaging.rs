@@ -105,6 +105,7 @@ fn debs_hold_the_expected_files_and_dependencies() {
             format!("./usr/lib/tmpfiles.d/{name}.conf"),
             format!("./etc/tessera/{config}.toml"),
             format!("./usr/share/doc/{name}/copyright"),
+            format!("./usr/share/{name}/grafana/tessera.json"),
         ] {
             assert!(
                 list.lines().any(|l| l.ends_with(&want)),
@@ -172,6 +173,7 @@ fn rpms_hold_the_expected_files_and_pass_rpmlint() {
             format!("/usr/lib/sysusers.d/{name}.conf"),
             format!("/usr/lib/tmpfiles.d/{name}.conf"),
             format!("/usr/share/doc/{name}/README.md"),
+            format!("/usr/share/{name}/grafana/tessera.json"),
         ];
         want.sort();
         assert_eq!(got, want, "{name}");

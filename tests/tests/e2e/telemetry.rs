@@ -19,7 +19,7 @@ pub fn free_listen() -> String {
 
 /// A deployment whose authority and agent both serve telemetry. Returns the
 /// deployment and the (authority, agent) telemetry addresses.
-async fn deployment(authority_top: &str) -> (Deployment, String, String) {
+pub(crate) async fn deployment(authority_top: &str) -> (Deployment, String, String) {
     let (auth, agent) = (free_listen(), free_listen());
     let d = Deployment::new(Opts {
         authority_extra: format!("{authority_top}[telemetry]\nlisten = \"{auth}\"\n"),
@@ -390,7 +390,7 @@ async fn authority_ready_live_and_healthcheck_exit_codes() {
     out.assert_one_line_error("healthcheck with a missing config");
 }
 
-fn sighup(pid: u32) {
+pub(crate) fn sighup(pid: u32) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGHUP,
