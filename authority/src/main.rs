@@ -1,10 +1,12 @@
 //! tessera-authority: run the authority, or administer a running one.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tessera_authority::admin_cli::{self, NewEntryArgs};
+use tessera_authority::admin_cli::entries::{self, ListArgs, NewEntryArgs, UpdateArgs};
+use tessera_authority::admin_cli::records::Output;
+use tessera_authority::admin_cli::{self, times, AuditArgs};
 use tessera_authority::config::{Config, DEFAULT_ADMIN_SOCKET};
 use tessera_common::duration;
 
@@ -56,8 +58,31 @@ struct AdminSocket {
     admin_socket: PathBuf,
 }
 
+#[derive(clap::Args, Clone, Copy)]
+struct Format {
+    /// How to print: text, or json (stable; see the README).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
 fn dur(s: &str) -> Result<Duration, String> {
     duration::parse(s)
+}
+
+/// A TTL in seconds; `default` (0) hands it back to the authority's default.
+fn ttl_or_default(s: &str) -> Result<i64, String> {
+    if s == "default" {
+        return Ok(0);
+    }
+    dur(s).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Unix seconds; `never` (0) removes the expiry.
+fn expiry_or_never(s: &str) -> Result<i64, String> {
+    if s == "never" {
+        return Ok(0);
+    }
+    times::parse_rfc3339(s)
 }
 
 #[derive(Subcommand)]
@@ -82,12 +107,23 @@ enum Cmd {
     Bundle(BundleCmd),
     /// The audit trail of attestations and issued SVIDs, newest first.
     Audit {
+        /// Only events about this SPIFFE ID.
         #[arg(long)]
         spiffe_id: Option<String>,
+        /// Only events of this agent (its SPIFFE ID).
         #[arg(long)]
         agent: Option<String>,
+        /// Only events at or after T: RFC 3339 in UTC (2026-12-01T10:00:00Z) or a duration ago (1h).
+        #[arg(long, value_name = "T", value_parser = times::parse_point)]
+        since: Option<i64>,
+        /// Only events before T: RFC 3339 in UTC or a duration ago.
+        #[arg(long, value_name = "T", value_parser = times::parse_point)]
+        until: Option<i64>,
+        /// At most this many events (default 1000, at most 10000).
         #[arg(long)]
         limit: Option<u32>,
+        #[command(flatten)]
+        format: Format,
         #[command(flatten)]
         socket: AdminSocket,
     },
@@ -97,54 +133,141 @@ enum Cmd {
         #[arg(long, default_value = tessera_authority::ops::DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Write the man pages (one per command) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// The directory to write NAME.1 files into (created if missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
 enum EntryCmd {
-    /// Create an entry; prints its ID.
+    /// Create an entry (prints its ID), or every entry of a JSON file, all or none (prints their IDs).
     Create {
-        #[arg(long)]
-        parent_id: String,
-        #[arg(long)]
-        spiffe_id: String,
+        /// The agent (or alias) entitled to the entry.
+        #[arg(long, required_unless_present = "data", conflicts_with = "data")]
+        parent_id: Option<String>,
+        /// The workload's SPIFFE ID.
+        #[arg(long, required_unless_present = "data", conflicts_with = "data")]
+        spiffe_id: Option<String>,
         /// TYPE:VALUE, repeatable; all must match.
-        #[arg(long = "selector", required = true)]
+        #[arg(
+            long = "selector",
+            required_unless_present = "data",
+            conflicts_with = "data"
+        )]
         selectors: Vec<String>,
-        #[arg(long, value_parser = dur)]
+        /// X.509-SVID lifetime (e.g. 1h; default: the authority's).
+        #[arg(long, value_parser = dur, conflicts_with = "data")]
         x509_ttl: Option<Duration>,
-        #[arg(long, value_parser = dur)]
+        /// JWT-SVID lifetime (e.g. 5m; default: the authority's).
+        #[arg(long, value_parser = dur, conflicts_with = "data")]
         jwt_ttl: Option<Duration>,
-        #[arg(long = "dns")]
+        /// A DNS name for the X.509-SVID, repeatable.
+        #[arg(long = "dns", conflicts_with = "data")]
         dns: Vec<String>,
-        #[arg(long)]
+        /// A hint the Workload API passes on, to tell several SVIDs apart.
+        #[arg(long, conflicts_with = "data")]
         hint: Option<String>,
-        #[arg(long)]
+        /// Mark the entry admin (recorded and shown, as SPIRE's flag; grants nothing here yet).
+        #[arg(long, conflicts_with = "data")]
         admin: bool,
+        /// The entry stops being served at T (RFC 3339 in UTC).
+        #[arg(long, value_name = "T", value_parser = times::parse_rfc3339, conflicts_with = "data")]
+        expires_at: Option<i64>,
+        /// A JSON file of entries ({"entries": [...]}, see the README; - for stdin).
+        #[arg(long, value_name = "FILE")]
+        data: Option<PathBuf>,
+        #[command(flatten)]
+        format: Format,
         #[command(flatten)]
         socket: AdminSocket,
     },
+    /// Change an entry; bumps its revision if anything changed, so agents re-sign its SVID.
+    Update {
+        /// The entry's ID.
+        id: String,
+        #[command(flatten)]
+        change: EntryChange,
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        socket: AdminSocket,
+    },
+    /// List entries, oldest first; the filters given must all hold.
     List {
+        /// Only entries with this SPIFFE ID.
+        #[arg(long)]
+        spiffe_id: Option<String>,
+        /// Only entries with this parent ID.
+        #[arg(long)]
+        parent_id: Option<String>,
+        /// Only entries that have this selector (TYPE:VALUE), repeatable: all of them.
+        #[arg(long = "selector")]
+        selectors: Vec<String>,
+        #[command(flatten)]
+        format: Format,
         #[command(flatten)]
         socket: AdminSocket,
     },
+    /// Show one entry.
     Show {
+        /// The entry's ID.
         id: String,
+        #[command(flatten)]
+        format: Format,
         #[command(flatten)]
         socket: AdminSocket,
     },
+    /// Delete an entry.
     Delete {
+        /// The entry's ID.
         id: String,
         #[command(flatten)]
         socket: AdminSocket,
     },
+}
+
+/// What `entry update` changes: at least one.
+#[derive(clap::Args)]
+#[group(required = true, multiple = true)]
+struct EntryChange {
+    /// The new selector set (TYPE:VALUE, repeatable; replaces all).
+    #[arg(long = "selector")]
+    selectors: Vec<String>,
+    /// X.509-SVID lifetime, or `default` for the authority's.
+    #[arg(long, value_parser = ttl_or_default)]
+    x509_ttl: Option<i64>,
+    /// JWT-SVID lifetime, or `default` for the authority's.
+    #[arg(long, value_parser = ttl_or_default)]
+    jwt_ttl: Option<i64>,
+    /// The new DNS names (repeatable; replaces all).
+    #[arg(long = "dns", conflicts_with = "clear_dns")]
+    dns: Vec<String>,
+    /// Remove every DNS name.
+    #[arg(long)]
+    clear_dns: bool,
+    /// The new hint ("" removes it).
+    #[arg(long)]
+    hint: Option<String>,
+    /// Mark the entry admin or not (true or false).
+    #[arg(long, value_name = "BOOL")]
+    admin: Option<bool>,
+    /// Expiry: RFC 3339 in UTC, or `never`.
+    #[arg(long, value_name = "T", value_parser = expiry_or_never)]
+    expires_at: Option<i64>,
 }
 
 #[derive(Subcommand)]
 enum TokenCmd {
     /// Generate a single-use join token; prints the token alone.
     Generate {
+        /// How long the token may be used (default: the authority's join_token_ttl).
         #[arg(long, value_parser = dur)]
         ttl: Option<Duration>,
+        #[command(flatten)]
+        format: Format,
         #[command(flatten)]
         socket: AdminSocket,
     },
@@ -152,12 +275,25 @@ enum TokenCmd {
 
 #[derive(Subcommand)]
 enum AgentCmd {
+    /// List attested agents, evicted ones included.
     List {
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        socket: AdminSocket,
+    },
+    /// Show one agent.
+    Show {
+        /// The agent's SPIFFE ID.
+        id: String,
+        #[command(flatten)]
+        format: Format,
         #[command(flatten)]
         socket: AdminSocket,
     },
     /// Evict an agent: it loses its identity at its next sync and cannot renew.
     Evict {
+        /// The agent's SPIFFE ID.
         id: String,
         #[command(flatten)]
         socket: AdminSocket,
@@ -166,7 +302,9 @@ enum AgentCmd {
 
 #[derive(Subcommand)]
 enum BundleCmd {
+    /// Print the trust bundle.
     Show {
+        /// pem (X.509 authorities) or spiffe (the SPIFFE bundle format, JSON).
         #[arg(long, default_value = "pem", value_parser = ["pem", "spiffe"])]
         format: String,
         #[command(flatten)]
@@ -187,6 +325,12 @@ fn main() -> ExitCode {
                 tessera_authority::server::run(config).await
             }
             Cmd::Entry(EntryCmd::Create {
+                data: Some(data),
+                format,
+                socket,
+                ..
+            }) => entries::create_from_file(&socket.admin_socket, &data, format.output).await,
+            Cmd::Entry(EntryCmd::Create {
                 parent_id,
                 spiffe_id,
                 selectors,
@@ -195,34 +339,72 @@ fn main() -> ExitCode {
                 dns,
                 hint,
                 admin,
+                expires_at,
+                data: None,
+                format,
                 socket,
             }) => {
                 let args = NewEntryArgs {
-                    parent_id,
-                    spiffe_id,
+                    parent_id: parent_id.unwrap_or_default(),
+                    spiffe_id: spiffe_id.unwrap_or_default(),
                     selectors,
                     x509_ttl,
                     jwt_ttl,
                     dns,
                     hint,
                     admin,
+                    expires_at,
                 };
-                admin_cli::entry_create(&socket.admin_socket, args).await
+                entries::create(&socket.admin_socket, args, format.output).await
             }
-            Cmd::Entry(EntryCmd::List { socket }) => {
-                admin_cli::entry_list(&socket.admin_socket).await
+            Cmd::Entry(EntryCmd::Update {
+                id,
+                change: c,
+                format,
+                socket,
+            }) => {
+                let args = UpdateArgs {
+                    selectors: c.selectors,
+                    x509_ttl: c.x509_ttl,
+                    jwt_ttl: c.jwt_ttl,
+                    dns: c.dns,
+                    clear_dns: c.clear_dns,
+                    hint: c.hint,
+                    admin: c.admin,
+                    expires_at: c.expires_at,
+                };
+                entries::update(&socket.admin_socket, id, args, format.output).await
             }
-            Cmd::Entry(EntryCmd::Show { id, socket }) => {
-                admin_cli::entry_show(&socket.admin_socket, id).await
+            Cmd::Entry(EntryCmd::List {
+                spiffe_id,
+                parent_id,
+                selectors,
+                format,
+                socket,
+            }) => {
+                let filter = ListArgs {
+                    spiffe_id,
+                    parent_id,
+                    selectors,
+                };
+                entries::list(&socket.admin_socket, filter, format.output).await
+            }
+            Cmd::Entry(EntryCmd::Show { id, format, socket }) => {
+                entries::show(&socket.admin_socket, id, format.output).await
             }
             Cmd::Entry(EntryCmd::Delete { id, socket }) => {
-                admin_cli::entry_delete(&socket.admin_socket, id).await
+                entries::delete(&socket.admin_socket, id).await
             }
-            Cmd::Token(TokenCmd::Generate { ttl, socket }) => {
-                admin_cli::token_generate(&socket.admin_socket, ttl).await
+            Cmd::Token(TokenCmd::Generate {
+                ttl,
+                format,
+                socket,
+            }) => admin_cli::token_generate(&socket.admin_socket, ttl, format.output).await,
+            Cmd::Agent(AgentCmd::List { format, socket }) => {
+                admin_cli::agent_list(&socket.admin_socket, format.output).await
             }
-            Cmd::Agent(AgentCmd::List { socket }) => {
-                admin_cli::agent_list(&socket.admin_socket).await
+            Cmd::Agent(AgentCmd::Show { id, format, socket }) => {
+                admin_cli::agent_show(&socket.admin_socket, id, format.output).await
             }
             Cmd::Agent(AgentCmd::Evict { id, socket }) => {
                 admin_cli::agent_evict(&socket.admin_socket, id).await
@@ -233,10 +415,34 @@ fn main() -> ExitCode {
             Cmd::Audit {
                 spiffe_id,
                 agent,
+                since,
+                until,
                 limit,
+                format,
                 socket,
-            } => admin_cli::audit(&socket.admin_socket, spiffe_id, agent, limit).await,
+            } => {
+                let args = AuditArgs {
+                    spiffe_id,
+                    agent,
+                    since,
+                    until,
+                    limit,
+                };
+                admin_cli::audit(&socket.admin_socket, args, format.output).await
+            }
+            Cmd::Man { dir } => tessera_common::cli::write_man_pages(Cli::command(), &dir),
             Cmd::Healthcheck { config } => tessera_authority::ops::healthcheck(&config).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_argument_has_help() {
+        let missing = tessera_common::cli::args_without_help(
+            &<super::Cli as clap::CommandFactory>::command(),
+        );
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
 }
