@@ -159,13 +159,13 @@ enum EntryCmd {
         )]
         selectors: Vec<String>,
         /// X.509-SVID lifetime (e.g. 1h; default: the authority's).
-        #[arg(long, value_parser = dur, conflicts_with = "data")]
+        #[arg(long, value_name = "DUR", value_parser = dur, conflicts_with = "data")]
         x509_ttl: Option<Duration>,
         /// JWT-SVID lifetime (e.g. 5m; default: the authority's).
-        #[arg(long, value_parser = dur, conflicts_with = "data")]
+        #[arg(long, value_name = "DUR", value_parser = dur, conflicts_with = "data")]
         jwt_ttl: Option<Duration>,
         /// A DNS name for the X.509-SVID, repeatable.
-        #[arg(long = "dns", conflicts_with = "data")]
+        #[arg(long = "dns", value_name = "NAME", conflicts_with = "data")]
         dns: Vec<String>,
         /// A hint the Workload API passes on, to tell several SVIDs apart.
         #[arg(long, conflicts_with = "data")]
@@ -203,8 +203,8 @@ enum EntryCmd {
         /// Only entries with this parent ID.
         #[arg(long)]
         parent_id: Option<String>,
-        /// Only entries that have this selector (TYPE:VALUE), repeatable: all of them.
-        #[arg(long = "selector")]
+        /// Only entries that have this selector, repeatable: all of them.
+        #[arg(long = "selector", value_name = "TYPE:VALUE")]
         selectors: Vec<String>,
         #[command(flatten)]
         format: Format,
@@ -233,17 +233,17 @@ enum EntryCmd {
 #[derive(clap::Args)]
 #[group(required = true, multiple = true)]
 struct EntryChange {
-    /// The new selector set (TYPE:VALUE, repeatable; replaces all).
-    #[arg(long = "selector")]
+    /// The new selector set (repeatable; replaces all).
+    #[arg(long = "selector", value_name = "TYPE:VALUE")]
     selectors: Vec<String>,
     /// X.509-SVID lifetime, or `default` for the authority's.
-    #[arg(long, value_parser = ttl_or_default)]
+    #[arg(long, value_name = "DUR", value_parser = ttl_or_default)]
     x509_ttl: Option<i64>,
     /// JWT-SVID lifetime, or `default` for the authority's.
-    #[arg(long, value_parser = ttl_or_default)]
+    #[arg(long, value_name = "DUR", value_parser = ttl_or_default)]
     jwt_ttl: Option<i64>,
     /// The new DNS names (repeatable; replaces all).
-    #[arg(long = "dns", conflicts_with = "clear_dns")]
+    #[arg(long = "dns", value_name = "NAME", conflicts_with = "clear_dns")]
     dns: Vec<String>,
     /// Remove every DNS name.
     #[arg(long)]

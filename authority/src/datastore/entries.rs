@@ -5,7 +5,6 @@ use sqlx::{Any, Transaction};
 
 use super::rows::{self, RowReader};
 use super::{Datastore, DatastoreError, Entry, EntryFilter, NewEntry};
-use tessera_common::selector;
 
 pub(super) const COLUMNS: &str =
     "id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, dns_names, \
@@ -156,7 +155,7 @@ impl Datastore {
         let mut entries = Vec::with_capacity(rows.len());
         for row in &rows {
             let e = entry_from_row(row)?;
-            if selector::all_present(&f.selectors, &e.selectors) {
+            if f.selectors.iter().all(|s| e.selectors.contains(s)) {
                 entries.push(e);
             }
         }
