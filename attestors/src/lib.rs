@@ -3,3 +3,6 @@
 
 pub mod node;
 pub mod workload;
+
+#[cfg(test)]
+mod testdata;

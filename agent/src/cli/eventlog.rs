@@ -232,10 +232,8 @@ fn truncate(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
 
-    const LOGS: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/testdata/eventlogs"
-    );
+    /// The repository's real logs (tests/data, see its MANIFEST.md).
+    const LOGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/eventlogs");
 
     fn load(file: &str) -> (EventLog, Pcrs) {
         let log = eventlog::parse(&std::fs::read(format!("{LOGS}/{file}")).unwrap()).unwrap();

@@ -17,18 +17,12 @@ use tessera_attestors::node::NodeEvidence;
 
 /// GCE RHEL 8 with secure boot on: its sha256 PCRs 0-9,14 are known.
 pub(crate) fn rhel8_log() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/testdata/eventlogs/go-tpm-tools/rhel8-uefi.bin"
-    ))
+    testdata("eventlogs/go-tpm-tools/rhel8-uefi.bin")
 }
 
+/// `p` under the repository's test data, tests/data (see its MANIFEST.md).
 fn testdata(p: &str) -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/testdata/"
-    ))
-    .join(p)
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data")).join(p)
 }
 
 /// A provisioned swtpm whose PCRs hold what the firmware of `log` measured.

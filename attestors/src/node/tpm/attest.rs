@@ -187,14 +187,11 @@ impl Attest {
 mod tests {
     use super::*;
 
-    const SAMPLE: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/testdata/fixtures/swtpm-sample/quote.tpms_attest"
-    );
+    const SAMPLE: &str = "fixtures/swtpm-sample/quote.tpms_attest";
 
     #[test]
     fn parses_swtpm_quote_and_round_trips() {
-        let raw = std::fs::read(SAMPLE).expect("fixture");
+        let raw = crate::testdata::read(SAMPLE);
         let a = Attest::parse(&raw).expect("parse");
         assert_eq!(a.extra_data, vec![0x5a; 32]);
         assert_eq!(
@@ -210,7 +207,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_magic_type_safe_and_trailing() {
-        let raw = std::fs::read(SAMPLE).expect("fixture");
+        let raw = crate::testdata::read(SAMPLE);
         let mut m = raw.clone();
         m[0] ^= 1;
         assert_eq!(Attest::parse(&m), Err(AttestError::BadMagic(0xfe54_4347)));
@@ -232,7 +229,7 @@ mod tests {
 
     #[test]
     fn every_truncation_is_an_error() {
-        let raw = std::fs::read(SAMPLE).expect("fixture");
+        let raw = crate::testdata::read(SAMPLE);
         for n in 0..raw.len() {
             assert!(Attest::parse(&raw[..n]).is_err(), "prefix {n}");
         }

@@ -9,13 +9,10 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::node::tpm::public::{AkPublic, EkTemplate};
+use crate::testdata;
 
 fn fixture_ek() -> TpmtPublic {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/testdata/fixtures/swtpm-sample/ek_pub.tpmt_public"
-    );
-    TpmtPublic::parse(&std::fs::read(path).expect("fixture")).expect("EK")
+    TpmtPublic::parse(&testdata::read("fixtures/swtpm-sample/ek_pub.tpmt_public")).expect("EK")
 }
 
 fn random_secret() -> Vec<u8> {
@@ -51,11 +48,8 @@ fn rejects_bad_inputs() {
             Err(CredentialError::AkName)
         );
     }
-    let ak = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/testdata/fixtures/swtpm-sample/ak_pub.tpmt_public"
-    );
-    let not_ek = TpmtPublic::parse(&std::fs::read(ak).expect("fixture")).expect("AK");
+    let ak = testdata::read("fixtures/swtpm-sample/ak_pub.tpmt_public");
+    let not_ek = TpmtPublic::parse(&ak).expect("AK");
     assert_eq!(
         make_credential(&not_ek, &[1; 32], &name),
         Err(CredentialError::Ek(PublicError::NotEkTemplate))

@@ -1,25 +1,18 @@
-//! Tests on the real vendor CAs and the swtpm EK certificate of the shared
-//! test data (read in place, never copied into the repository).
+//! Tests on the real vendor CAs and the swtpm EK certificate of the
+//! repository's test data.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::store::certs_in_file;
 use super::*;
 
-const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata");
 const KEYLIME: &str = "ek-roots/keylime-tpm_cert_store";
 const TPM_CA: &str = "ek-roots/tpm-ca-certificates";
 const SWTPM_EK: &str = "fixtures/swtpm-sample/ek_cert_rsa2048.der";
 const SWTPM_INTERMEDIATE: &str = "fixtures/swtpm-sample/issuercert.pem";
 const SWTPM_ROOT: &str = "fixtures/swtpm-sample/swtpm-localca-rootca-cert.pem";
 
-pub(super) fn data(rel: &str) -> PathBuf {
-    Path::new(TESTDATA).join(rel)
-}
-
-pub(super) fn read(rel: &str) -> Vec<u8> {
-    std::fs::read(data(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
+use crate::testdata::{path as data, read};
 
 /// The single certificate of a test data file.
 pub(super) fn cert(rel: &str) -> Vec<u8> {

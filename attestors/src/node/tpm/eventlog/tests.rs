@@ -9,12 +9,7 @@ use super::event_type::*;
 use super::*;
 use std::collections::BTreeMap;
 
-pub(super) const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata");
-
-pub(super) fn read(rel: &str) -> Vec<u8> {
-    let path = format!("{TESTDATA}/{rel}");
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
+pub(super) use crate::testdata::read;
 
 pub(super) fn h(alg: HashAlg, data: &[u8]) -> Vec<u8> {
     digest(alg, data).unwrap()

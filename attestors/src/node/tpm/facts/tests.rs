@@ -1,24 +1,20 @@
-//! Real logs from shared/testdata, and the attacks of issue 7 played on
+//! Real logs from tests/data, and the attacks of issue 7 played on
 //! them: each forged log replays to the PCRs it claims (recomputed), so only
 //! the proof and type checks stand between it and a passed policy.
 
 use super::*;
 use crate::node::tpm::eventlog::{self, digest, EventLog, Format};
 use crate::node::tpm::policy::{BootPolicy, BootPolicyConfig};
+use crate::testdata;
 use std::collections::BTreeMap;
 
 use HashAlg::Sha256 as S256;
 
-const TESTDATA: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/testdata/eventlogs"
-);
 /// The authority's default `[tpm] pcrs`.
 const QUOTED: [u32; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 14];
 
 fn log(file: &str) -> EventLog {
-    let path = format!("{TESTDATA}/{file}");
-    eventlog::parse(&std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
+    eventlog::parse(&testdata::read(&format!("eventlogs/{file}"))).unwrap()
 }
 
 /// The log as firmware writes it: the first event in TCG 1.2 framing, the
@@ -115,7 +111,7 @@ fn rhel8_policy() -> BootPolicy {
 
 #[test]
 fn every_real_log_holds_only_allowed_proven_events_where_policies_read() {
-    let dirs = std::fs::read_dir(TESTDATA).unwrap();
+    let dirs = std::fs::read_dir(testdata::path("eventlogs")).unwrap();
     let mut checked = 0;
     for file in dirs.flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap()) {
         let path = file.unwrap().path();

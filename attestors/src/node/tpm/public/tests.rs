@@ -4,11 +4,7 @@ use crate::node::tpm::wire::{alg, curve};
 const SETS: [&str; 2] = ["swtpm-sample", "swtpm-replayed-rhel8"];
 
 fn fixture(set: &str, name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../../shared/testdata/fixtures/{set}/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    crate::testdata::read(&format!("fixtures/{set}/{name}"))
 }
 
 fn ak(set: &str) -> TpmtPublic {

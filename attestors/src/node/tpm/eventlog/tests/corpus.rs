@@ -1,10 +1,11 @@
-//! Every real log in shared/testdata/eventlogs (see its MANIFEST.md): the
+//! Every real log in tests/data/eventlogs (see its MANIFEST.md): the
 //! documented shape, replay equal to tpm2_eventlog's and to PCR values read
 //! from real TPMs, and the decoding policy relies on.
 
 use super::super::event_type::*;
 use super::super::*;
-use super::{extend, read, TESTDATA};
+use super::{extend, read};
+use crate::testdata;
 use std::collections::BTreeMap;
 use std::process::Command;
 
@@ -109,7 +110,7 @@ pub(super) fn log(file: &str) -> EventLog {
 #[test]
 fn every_log_in_testdata_is_listed() {
     let mut found = vec![];
-    for dir in std::fs::read_dir(format!("{TESTDATA}/eventlogs")).unwrap() {
+    for dir in std::fs::read_dir(testdata::path("eventlogs")).unwrap() {
         let dir = dir.unwrap();
         for f in std::fs::read_dir(dir.path()).unwrap() {
             let name = format!(
@@ -180,14 +181,15 @@ fn every_log_parses_as_documented() {
 }
 
 /// The `pcrs:` block of tpm2_eventlog's YAML, by bank name.
-fn tpm2_eventlog_pcrs(path: &str) -> BTreeMap<String, BTreeMap<u32, Vec<u8>>> {
+fn tpm2_eventlog_pcrs(path: &std::path::Path) -> BTreeMap<String, BTreeMap<u32, Vec<u8>>> {
     let out = Command::new("tpm2_eventlog")
         .arg(path)
         .output()
         .expect("tpm2_eventlog (tpm2-tools, installed by scripts/install-deps.sh)");
     assert!(
         out.status.success(),
-        "tpm2_eventlog {path}: {:?}",
+        "tpm2_eventlog {}: {:?}",
+        path.display(),
         out.status
     );
     let yaml = String::from_utf8(out.stdout).unwrap();
@@ -226,7 +228,7 @@ fn replay_matches_tpm2_eventlog() {
     let (mut compared, mut explained) = (0, vec![]);
     for case in CASES.iter().filter(|c| c.no_tpm2.is_none()) {
         let log = log(case.file);
-        let mut theirs = tpm2_eventlog_pcrs(&format!("{TESTDATA}/eventlogs/{}", case.file));
+        let mut theirs = tpm2_eventlog_pcrs(&testdata::path(&format!("eventlogs/{}", case.file)));
         // We do not implement SM3; tpm2-tools does.
         let sm3 = theirs.remove("sm3_256");
         assert_eq!(sm3.is_some(), log.banks.contains(&SM3), "{}", case.file);
