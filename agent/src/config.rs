@@ -1,5 +1,6 @@
 //! The agent's TOML configuration (keys per DESIGN.md's interface contract).
 
+use crate::sds::{SdsNames, SdsRaw};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,6 +31,8 @@ struct Raw {
     log: LogConfig,
     #[serde(default)]
     workload_api: WorkloadApiRaw,
+    #[serde(default)]
+    sds: SdsRaw,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -191,6 +194,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub log: LogConfig,
     pub workload_api: WorkloadApiConfig,
+    /// `[sds]`: the well-known SDS resource names.
+    pub sds: SdsNames,
     /// The file this was loaded from; SIGHUP re-reads it.
     pub source: Option<PathBuf>,
 }
@@ -283,6 +288,7 @@ impl Config {
             telemetry: raw.telemetry,
             log: raw.log,
             workload_api: raw.workload_api.parse()?,
+            sds: raw.sds.parse()?,
             source: None,
         })
     }
@@ -384,6 +390,10 @@ mod tests {
             (
                 format!("{}[workload_api]\nattestation_burst = 0\n", base()),
                 "workload_api.attestation_burst:",
+            ),
+            (
+                format!("{}[sds]\ndefault_all_bundles_name = \"ROOTCA\"\n", base()),
+                "sds.default_all_bundles_name:",
             ),
         ];
         for (text, want) in cases {

@@ -7,5 +7,6 @@ pub mod metrics;
 pub mod node;
 pub mod ops;
 pub mod run;
+pub mod sds;
 pub mod upstream;
 pub mod workload_api;

@@ -21,7 +21,7 @@ use tessera_attestors::node::{EvidenceError, NodeEvidence};
 use tessera_attestors::workload::unix::UnixAttestor;
 use tessera_common::telemetry::{grpc_code_name, GrpcMetricsLayer};
 
-/// The Workload API methods used as label values; anything else is "other".
+/// The Workload API and SDS methods used as label values; anything else is "other".
 pub const WORKLOAD_METHODS: &[&str] = &[
     "FetchX509SVID",
     "FetchX509Bundles",
@@ -30,6 +30,8 @@ pub const WORKLOAD_METHODS: &[&str] = &[
     "ValidateJWTSVID",
     "FetchWITSVID",
     "FetchWITBundles",
+    "StreamSecrets",
+    "FetchSecrets",
 ];
 
 pub struct Metrics {
@@ -151,6 +153,7 @@ impl Metrics {
                     .observe(took.as_secs_f64());
             }),
         )
+        .and_prefix("/envoy.service.secret.v3.SecretDiscoveryService/")
     }
 
     pub fn workload_attested(&self, took: Duration) {

@@ -112,7 +112,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         format!("{a:?}") != format!("{b:?}")
     }
     let mut out = Vec::new();
-    let fields: [(&'static str, bool); 10] = [
+    let fields: [(&'static str, bool); 11] = [
         (
             "trust_domain",
             differs(&old.trust_domain, &new.trust_domain),
@@ -145,6 +145,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             differs(&old.telemetry.listen, &new.telemetry.listen),
         ),
         ("log.json", old.log.json != new.log.json),
+        ("sds", old.sds != new.sds),
     ];
     for (name, changed) in fields {
         if changed {

@@ -154,6 +154,7 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
     let mut server = tokio::spawn(workload_api::serve(
         incoming,
         api,
+        cfg.sds.clone(),
         limits,
         attestor,
         wait_stop(stop_rx),

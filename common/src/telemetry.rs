@@ -226,8 +226,8 @@ pub type GrpcObserver = Arc<dyn Fn(&'static str, tonic::Code, Duration) + Send +
 /// cannot grow the label set.
 #[derive(Clone)]
 pub struct GrpcMetricsLayer {
-    /// `/package.Service/`, with both slashes.
-    prefix: &'static str,
+    /// `/package.Service/`, with both slashes; one per service counted.
+    prefixes: Vec<&'static str>,
     methods: &'static [&'static str],
     observe: GrpcObserver,
 }
@@ -239,14 +239,22 @@ impl GrpcMetricsLayer {
         observe: GrpcObserver,
     ) -> Self {
         GrpcMetricsLayer {
-            prefix,
+            prefixes: vec![prefix],
             methods,
             observe,
         }
     }
 
+    /// Counts another service's calls too (its methods must be in the list).
+    pub fn and_prefix(mut self, prefix: &'static str) -> Self {
+        self.prefixes.push(prefix);
+        self
+    }
+
     fn method_of(&self, path: &str) -> &'static str {
-        path.strip_prefix(self.prefix)
+        self.prefixes
+            .iter()
+            .find_map(|p| path.strip_prefix(p))
             .and_then(|m| self.methods.iter().find(|k| **k == m))
             .copied()
             .unwrap_or("other")
@@ -451,5 +459,9 @@ mod tests {
         assert_eq!(l.method_of("/S/C"), "other");
         assert_eq!(l.method_of("/T/A"), "other");
         assert_eq!(l.method_of("/S/A/x"), "other");
+        let l = l.and_prefix("/U/");
+        assert_eq!(l.method_of("/U/B"), "B");
+        assert_eq!(l.method_of("/S/B"), "B");
+        assert_eq!(l.method_of("/T/B"), "other");
     }
 }

@@ -19,6 +19,8 @@ pub enum WorkloadError {
     Upstream(String),
     #[error("too many Workload API calls from this uid; retry later")]
     RateLimited,
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<WorkloadError> for Status {
@@ -33,6 +35,7 @@ impl From<WorkloadError> for Status {
             }
             WorkloadError::InvalidArgument(_) => Status::invalid_argument(msg),
             WorkloadError::RateLimited => Status::resource_exhausted(msg),
+            WorkloadError::Internal(_) => Status::internal(msg),
         }
     }
 }

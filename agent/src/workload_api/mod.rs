@@ -12,9 +12,13 @@ mod track;
 
 pub use error::WorkloadError;
 pub use limits::Limits;
+pub use responses::identities;
+pub(crate) use service::{process_exit, stopped};
 pub use service::{Attest, Caller, RateLimit, WorkloadApi};
 
 use crate::cache::{Snapshot, State};
+use crate::sds::{Sds, SdsNames};
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
 use std::path::Path;
 use std::sync::Arc;
 use tessera_attestors::workload::unix::{PinnedProcess, UnixAttestor};
@@ -52,11 +56,12 @@ impl RateLimit for Limits {
     }
 }
 
-/// Serves the Workload API, health and reflection until `shutdown` resolves.
+/// Serves the Workload API, Envoy SDS, health and reflection until `shutdown` resolves.
 /// Connections are admitted under `limits` and their callers pinned by `pinner`.
 pub async fn serve(
     incoming: UnixListenerStream,
     api: WorkloadApi,
+    sds: SdsNames,
     limits: Arc<Limits>,
     pinner: Arc<UnixAttestor>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -80,11 +85,14 @@ pub async fn serve(
         .max_concurrent_streams(max_streams)
         .layer(track::TrackLayer)
         .layer(api.metrics.workload_layer());
+    let sds = Sds::new(api.clone(), sds);
     let router = builder
         .add_service(tonic::service::interceptor::InterceptedService::new(
             SpiffeWorkloadApiServer::new(api),
             header::require_security_header,
         ))
+        // Envoy sends no security header: SDS is served without it.
+        .add_service(SecretDiscoveryServiceServer::new(sds))
         .add_service(health_service)
         .add_optional_service(reflection);
     router

@@ -80,18 +80,18 @@ impl Caller {
             .find_map(|s| s.value.strip_prefix(key)?.strip_prefix(':'))
     }
 
-    fn uid(&self) -> String {
+    pub(crate) fn uid(&self) -> String {
         self.unix("uid")
             .map(str::to_string)
             .or_else(|| self.uid.map(|u| u.to_string()))
             .unwrap_or_else(|| "?".into())
     }
 
-    fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         self.unix("path").unwrap_or("?")
     }
 
-    fn issued(&self, what: &str, spiffe_id: &str, not_after: i64) {
+    pub(crate) fn issued(&self, what: &str, spiffe_id: &str, not_after: i64) {
         tracing::info!(
             pid = self.pid,
             uid = %self.uid(),
@@ -103,7 +103,7 @@ impl Caller {
     }
 
     /// `spiffe_id` is the identity asked for, or "-" when the caller asked for all of its.
-    fn denied(&self, what: &str, spiffe_id: &str, e: &WorkloadError) {
+    pub(crate) fn denied(&self, what: &str, spiffe_id: &str, e: &WorkloadError) {
         tracing::info!(
             pid = self.pid,
             uid = %self.uid(),
@@ -153,7 +153,7 @@ impl WorkloadApi {
     }
 
     /// The selectors of the process that connected (never of a later owner of its pid).
-    async fn attest<T>(&self, req: &Request<T>) -> Result<Caller, WorkloadError> {
+    pub(crate) async fn attest<T>(&self, req: &Request<T>) -> Result<Caller, WorkloadError> {
         let peer = self.admit(req)?;
         let attestor = self.attestor.clone();
         let process = peer.process.clone();
@@ -253,12 +253,12 @@ impl WorkloadApi {
     }
 }
 
-async fn stopped(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
 /// Resolves when the process behind `pidfd` exits; never without one.
-async fn process_exit(pidfd: Option<OwnedFd>) {
+pub(crate) async fn process_exit(pidfd: Option<OwnedFd>) {
     let watched = pidfd.and_then(|fd| {
         // SAFETY: the AsyncFd owns `fd`, so it stays open for as long as it is registered.
         unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }

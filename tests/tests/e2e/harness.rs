@@ -894,6 +894,20 @@ pub fn connect_from_child(
     Ok((fd, ChildGuard(child)))
 }
 
+/// A caller no entry matches: `/bin/sleep 30` as nobody, connected from the child and
+/// exec'd (so it is attested as `sleep`). Returns the socket, the child and its pid.
+pub async fn connect_as_nobody(d: &Deployment) -> (OwnedFd, ChildGuard, u32) {
+    let (fd, child) =
+        connect_from_child(&d.socket_path(), NOBODY, NOBODY, "/bin/sleep", &["30"]).unwrap();
+    let child_pid = child.0.id();
+    poll(secs(10), "the child to exec sleep", || async move {
+        let exe = fs::read_link(format!("/proc/{child_pid}/exe")).ok()?;
+        exe.to_str()?.ends_with("sleep").then_some(())
+    })
+    .await;
+    (fd, child, child_pid)
+}
+
 /// Request options for the security header.
 #[derive(Clone, Copy, Debug)]
 pub enum Header {

@@ -17,6 +17,7 @@ mod node_identity;
 mod packaging;
 mod pki;
 mod py_spiffe;
+mod sds;
 mod systemd;
 mod telemetry;
 mod tpm;

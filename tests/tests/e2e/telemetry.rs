@@ -12,7 +12,7 @@ use tessera_proto::workload as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
-fn free_listen() -> String {
+pub fn free_listen() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     format!("127.0.0.1:{}", l.local_addr().unwrap().port())
 }
@@ -68,7 +68,7 @@ async fn get_when_up(addr: &str, path: &str) -> (u16, String) {
 }
 
 /// Scrapes `/metrics`, checks the content type and lints the text with promtool.
-async fn scrape(addr: &str, what: &str) -> String {
+pub async fn scrape(addr: &str, what: &str) -> String {
     let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     let (status, head, body) = http(addr, &req)
         .await
@@ -138,7 +138,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
-fn at_least(text: &str, name: &str, labels: &[(&str, &str)], min: f64) {
+pub fn at_least(text: &str, name: &str, labels: &[(&str, &str)], min: f64) {
     match sample(text, name, labels) {
         Some(v) if v >= min => {}
         other => panic!("{name}{labels:?}: want >= {min}, got {other:?}\n{text}"),
@@ -593,15 +593,7 @@ async fn issuance_and_denial_logs_name_pid_uid_path_and_spiffe_id() {
 
     // A caller no entry matches: `sleep` as nobody, connected from the child.
     let sleep = fs::canonicalize("/bin/sleep").unwrap();
-    let (fd, child) =
-        connect_from_child(&d.socket_path(), NOBODY, NOBODY, "/bin/sleep", &["30"]).unwrap();
-    let child_pid = child.0.id();
-    // The child must have exec'd before it is attested.
-    poll(secs(10), "the child to exec sleep", || async move {
-        let exe = fs::read_link(format!("/proc/{child_pid}/exe")).ok()?;
-        exe.to_str()?.ends_with("sleep").then_some(())
-    })
-    .await;
+    let (fd, child, child_pid) = connect_as_nobody(&d).await;
     let mut nobody =
         tessera_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(
             channel_from_fd(fd).await,

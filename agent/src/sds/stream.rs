@@ -1,0 +1,156 @@
+//! One StreamSecrets stream: Envoy's requests and the cache's snapshots in,
+//! responses out, with the xDS bookkeeping deciding when to answer. It ends
+//! like a Workload API stream: caller exited, agent stopping, or no longer
+//! anything to serve.
+
+use super::names::SdsNames;
+use super::secrets;
+use super::service::{check, log_issued, response, shown, truncate, WHAT};
+use super::xds::{Kind, Received, Xds};
+use crate::cache::{CachedSvid, Snapshot};
+use crate::workload_api::{
+    process_exit, stopped, Attest, Caller, RateLimit, WorkloadApi, WorkloadError,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tonic::{Status, Streaming};
+
+pub(super) struct Session {
+    caller: Caller,
+    names: Arc<SdsNames>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    shutdown: watch::Receiver<bool>,
+    attestor: Arc<dyn Attest>,
+    limiter: Arc<dyn RateLimit>,
+    xds: Xds,
+    /// The SVIDs of the last response, so only new ones are logged as issued.
+    last_svids: Vec<Arc<CachedSvid>>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+}
+
+impl Session {
+    pub fn new(
+        caller: Caller,
+        api: &WorkloadApi,
+        names: Arc<SdsNames>,
+        tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    ) -> Self {
+        Session {
+            caller,
+            names,
+            snapshots: api.snapshots.clone(),
+            shutdown: api.shutdown.clone(),
+            attestor: api.attestor.clone(),
+            limiter: api.limiter.clone(),
+            xds: Xds::default(),
+            last_svids: Vec::new(),
+            tx,
+        }
+    }
+
+    pub async fn run(mut self, mut inbound: Streaming<DiscoveryRequest>) {
+        let exit_fd = self
+            .caller
+            .process
+            .pidfd()
+            .and_then(|fd| fd.try_clone_to_owned().ok());
+        let exited = process_exit(exit_fd);
+        tokio::pin!(exited);
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let step = tokio::select! {
+                msg = inbound.message() => match msg {
+                    Ok(Some(req)) => self.on_request(req).await,
+                    // Envoy closed its side or went away.
+                    Ok(None) | Err(_) => return,
+                },
+                changed = self.snapshots.changed() => match changed {
+                    Ok(()) => self.on_change().await,
+                    Err(_) => return,
+                },
+                _ = self.tx.closed() => return,
+                _ = &mut exited => Err(self.gone()),
+                _ = stopped(&mut shutdown) => Err(Status::unavailable("agent is shutting down")),
+            };
+            if let Err(st) = step {
+                let _ = self.tx.send(Err(st)).await;
+                return;
+            }
+        }
+    }
+
+    fn gone(&self) -> Status {
+        let e = WorkloadError::Attestation("the connecting process has exited".into());
+        self.caller.denied(WHAT, "-", &e);
+        e.into()
+    }
+
+    async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
+        check(&req).inspect_err(|e| self.caller.denied(WHAT, "-", e))?;
+        let step = self.xds.on_request(Received {
+            names: &req.resource_names,
+            version_info: &req.version_info,
+            response_nonce: &req.response_nonce,
+            error: req.error_detail.as_ref().map(|e| e.message.as_str()),
+        });
+        let c = &self.caller;
+        match &step.kind {
+            Kind::Initial | Kind::Ack => {}
+            Kind::Stale => tracing::debug!(
+                pid = c.pid,
+                nonce = ?truncate(&req.response_nonce),
+                "SDS request for an older response ignored"
+            ),
+            // Envoy keeps what it had; it is told again only when the content changes.
+            Kind::Nack(why) => tracing::warn!(
+                pid = c.pid,
+                uid = %c.uid(),
+                path = %c.path(),
+                version = ?truncate(&req.version_info),
+                error = ?truncate(why),
+                "SDS secrets rejected by the client"
+            ),
+        }
+        if !step.respond {
+            return Ok(());
+        }
+        // The first request was charged at attestation; later name changes are charged here.
+        if step.kind != Kind::Initial && c.uid.is_some_and(|uid| !self.limiter.admit(uid)) {
+            let e = WorkloadError::RateLimited;
+            c.denied(WHAT, "-", &e);
+            return Err(e.into());
+        }
+        self.send(true).await
+    }
+
+    async fn on_change(&mut self) -> Result<(), Status> {
+        // Without a pidfd to wait on, every update checks that the caller still runs.
+        if self.attestor.check(&self.caller.process).is_err() {
+            return Err(self.gone());
+        }
+        self.send(false).await
+    }
+
+    /// Answers with the subscribed names; unless `always`, only when that
+    /// content differs from what was last sent.
+    async fn send(&mut self, always: bool) -> Result<(), Status> {
+        let Some(names) = self.xds.names() else {
+            return Ok(());
+        };
+        let snap = self.snapshots.borrow_and_update().clone();
+        let s = secrets::build(&snap, &self.caller.selectors, &self.names, names)
+            .inspect_err(|e| self.caller.denied(WHAT, &shown(names), e))?;
+        if !always && !self.xds.wants_push(&s.version) {
+            return Ok(());
+        }
+        log_issued(&self.caller, &self.last_svids, &s.svids);
+        self.last_svids = s.svids.clone();
+        let nonce = format!("{:016x}", rand::random::<u64>());
+        self.xds.sent(s.version.clone(), nonce.clone());
+        tracing::debug!(pid = self.caller.pid, version = %s.version, %nonce, "SDS response sent");
+        // A closed channel means Envoy went away; the loop sees it next.
+        let _ = self.tx.send(Ok(response(s, nonce))).await;
+        Ok(())
+    }
+}
