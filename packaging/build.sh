@@ -41,6 +41,14 @@ for b in tessera-agent tessera-authority; do
   strip --strip-all -o "$stage/$b" "$bin_dir/$b"
 done
 
+# Man pages, one per command, generated from the CLI definitions by the
+# binaries themselves; gzip -n (no name or time stamp) as Debian policy wants.
+for b in tessera-agent tessera-authority; do
+  rm -rf "$stage/man/$b"
+  "$stage/$b" man "$stage/man/$b"
+  gzip -9n "$stage/man/$b"/*.1
+done
+
 deb_flags=() rpm_flags=()
 if [ -n "${TESSERA_PACKAGE_FAST:-}" ]; then
   deb_flags=(--fast) rpm_flags=(--payload-compress gzip)

@@ -1,6 +1,6 @@
 //! tessera-agent: run the agent, or talk to a running one.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tessera_agent::cli::{self, api, inspect};
@@ -72,8 +72,10 @@ enum Cmd {
     Api(ApiCmd),
     /// Show a process's selectors and the entries they match.
     Inspect {
+        /// The process ID.
         #[arg(long)]
         pid: i32,
+        /// The agent's config file (its workload attestation settings and data_dir).
         #[arg(long)]
         config: PathBuf,
     },
@@ -81,6 +83,7 @@ enum Cmd {
     Eventlog {
         /// Default: the system's log in securityfs.
         file: Option<PathBuf>,
+        /// Print JSON: {"pcrs": {bank: {index: hex}}, ...}.
         #[arg(long)]
         json: bool,
     },
@@ -89,12 +92,20 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Write the man pages (one per command) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// The directory to write NAME.1 files into (created if missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
 enum ApiCmd {
+    /// Fetch SVIDs.
     #[command(subcommand)]
     Fetch(FetchCmd),
+    /// Validate SVIDs.
     #[command(subcommand)]
     Validate(ValidateCmd),
     /// Print every X.509-SVID update as it arrives.
@@ -108,15 +119,18 @@ enum ApiCmd {
 enum FetchCmd {
     /// Fetch X.509-SVIDs; --write stores svid.N.pem, svid.N.key (0600), bundle.N.pem.
     X509 {
-        #[arg(long)]
+        /// Also write the files into DIR (created 0700 if missing).
+        #[arg(long, value_name = "DIR")]
         write: Option<PathBuf>,
         #[command(flatten)]
         target: Target,
     },
     /// Fetch JWT-SVIDs.
     Jwt {
+        /// An audience the JWT-SVID is for, repeatable.
         #[arg(long, required = true)]
         audience: Vec<String>,
+        /// Only this SPIFFE ID's JWT-SVID (default: every one the workload has).
         #[arg(long)]
         spiffe_id: Option<String>,
         #[command(flatten)]
@@ -128,8 +142,10 @@ enum FetchCmd {
 enum ValidateCmd {
     /// Validate a JWT-SVID.
     Jwt {
+        /// The audience the token must name.
         #[arg(long)]
         audience: String,
+        /// The JWT-SVID (compact serialization).
         #[arg(long)]
         svid: String,
         #[command(flatten)]
@@ -165,10 +181,21 @@ async fn dispatch(cmd: Cmd) -> Result<(), BoxError> {
         Cmd::Inspect { pid, config } => inspect::inspect(pid, &Config::load(&config)?),
         Cmd::Eventlog { file, json } => cli::eventlog::eventlog(file.as_deref(), json),
         Cmd::Healthcheck { target } => api::healthcheck(&sock(&target)?).await,
+        Cmd::Man { dir } => tessera_common::cli::write_man_pages(Cli::command(), &dir),
     }
 }
 
 fn main() -> ExitCode {
     let cli: Cli = tessera_common::cli::parse_args();
     tessera_common::cli::run(dispatch(cli.cmd))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_argument_has_help() {
+        let cmd = <super::Cli as clap::CommandFactory>::command();
+        let missing = tessera_common::cli::args_without_help(&cmd);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
 }

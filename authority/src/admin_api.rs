@@ -1,7 +1,8 @@
 //! The local admin API (`tessera.authority.v1.Admin`) on a Unix socket.
 
 use crate::authority::Authority;
-use crate::datastore::{AuditFilter, Entry, NewEntry};
+use crate::datastore::{AgentRecord, AuditFilter, DatastoreError, Entry, EntryFilter, NewEntry};
+use crate::entry_update;
 use crate::error::ApiError;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,39 @@ fn selectors(v: &[pb::Selector]) -> Vec<Selector> {
     v.iter().map(Selector::from).collect()
 }
 
+/// Most entries one `BatchCreateEntries` stores (one transaction).
+pub const MAX_BATCH_ENTRIES: usize = 10_000;
+
+fn new_entry(e: pb::Entry) -> NewEntry {
+    NewEntry {
+        selectors: selectors(&e.selectors),
+        spiffe_id: e.spiffe_id,
+        parent_id: e.parent_id,
+        x509_ttl: (e.x509_ttl > 0).then_some(e.x509_ttl),
+        jwt_ttl: (e.jwt_ttl > 0).then_some(e.jwt_ttl),
+        dns_names: e.dns_names,
+        hint: e.hint,
+        admin: e.admin,
+        expires_at: (e.expires_at > 0).then_some(e.expires_at),
+    }
+}
+
+fn agent_to_pb(a: AgentRecord) -> pb::Agent {
+    pb::Agent {
+        id: a.id,
+        attestation_method: a.method,
+        selectors: a.selectors.into_iter().map(Into::into).collect(),
+        serial: a.serial,
+        expires_at: a.expires_at,
+        attested_at: a.attested_at,
+        evicted: a.evicted,
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
 /// Only root and the authority's own user may use the admin socket; the socket
 /// mode says the same, this holds even if someone loosens it.
 pub fn check_peer(req: Request<()>) -> Result<Request<()>, Status> {
@@ -59,31 +93,92 @@ impl Admin for AdminApi {
         a.validate_entry(&e)?;
         let created = a
             .datastore
-            .create_entry(NewEntry {
-                spiffe_id: e.spiffe_id,
-                parent_id: e.parent_id,
-                selectors: selectors(&e.selectors),
-                x509_ttl: (e.x509_ttl > 0).then_some(e.x509_ttl),
-                jwt_ttl: (e.jwt_ttl > 0).then_some(e.jwt_ttl),
-                dns_names: e.dns_names,
-                hint: e.hint,
-                admin: e.admin,
-                expires_at: (e.expires_at > 0).then_some(e.expires_at),
-            })
+            .create_entry(new_entry(e))
             .await
             .map_err(ApiError::from)?;
         tracing::info!(entry_id = %created.id, spiffe_id = %created.spiffe_id, "entry created");
         Ok(Response::new(entry_to_pb(created)))
     }
 
+    async fn batch_create_entries(
+        &self,
+        req: Request<pb::BatchCreateEntriesRequest>,
+    ) -> Result<Response<pb::BatchCreateEntriesResponse>, Status> {
+        let a = &self.0;
+        let entries = req.into_inner().entries;
+        if entries.len() > MAX_BATCH_ENTRIES {
+            return Err(ApiError::InvalidArgument(format!(
+                "entries: {} entries, at most {MAX_BATCH_ENTRIES} per batch",
+                entries.len()
+            ))
+            .into());
+        }
+        // Every entry is checked before anything is written.
+        for (i, e) in entries.iter().enumerate() {
+            a.validate_entry(e)
+                .map_err(|err| ApiError::InvalidArgument(format!("entries[{i}]: {err}")))?;
+        }
+        let created = a
+            .datastore
+            .create_entries(entries.into_iter().map(new_entry).collect())
+            .await
+            .map_err(|(i, err)| match err {
+                DatastoreError::AlreadyExists(m) => {
+                    DatastoreError::AlreadyExists(format!("entries[{i}]: {m}"))
+                }
+                other => other,
+            })
+            .map_err(ApiError::from)?;
+        for c in &created {
+            tracing::info!(entry_id = %c.id, spiffe_id = %c.spiffe_id, "entry created");
+        }
+        Ok(Response::new(pb::BatchCreateEntriesResponse {
+            entries: created.into_iter().map(entry_to_pb).collect(),
+        }))
+    }
+
+    async fn update_entry(
+        &self,
+        req: Request<pb::UpdateEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let a = &self.0;
+        let req = req.into_inner();
+        let Some(stored) = a
+            .datastore
+            .get_entry(&req.id)
+            .await
+            .map_err(ApiError::from)?
+        else {
+            return Err(ApiError::NotFound(format!("entry {:?} does not exist", req.id)).into());
+        };
+        let (next, changed) = entry_update::apply(&stored, &req);
+        if changed.is_empty() {
+            return Ok(Response::new(entry_to_pb(stored)));
+        }
+        a.validate_entry(&entry_to_pb(next.clone()))?;
+        let updated = a
+            .datastore
+            .update_entry(&next)
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(entry_id = %updated.id, spiffe_id = %updated.spiffe_id, revision = updated.revision, changed = %changed.join(","), "entry updated");
+        Ok(Response::new(entry_to_pb(updated)))
+    }
+
     async fn list_entries(
         &self,
-        _: Request<pb::ListEntriesRequest>,
+        req: Request<pb::ListEntriesRequest>,
     ) -> Result<Response<pb::ListEntriesResponse>, Status> {
+        let r = req.into_inner();
+        let filter = EntryFilter {
+            spiffe_id: non_empty(r.spiffe_id),
+            parent_id: non_empty(r.parent_id),
+            selectors: selectors(&r.selectors),
+        };
         let entries = self
             .0
             .datastore
-            .list_entries()
+            .find_entries(&filter)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::ListEntriesResponse {
@@ -152,19 +247,22 @@ impl Admin for AdminApi {
             .list_agents()
             .await
             .map_err(ApiError::from)?;
-        let agents = agents
-            .into_iter()
-            .map(|a| pb::Agent {
-                id: a.id,
-                attestation_method: a.method,
-                selectors: a.selectors.into_iter().map(Into::into).collect(),
-                serial: a.serial,
-                expires_at: a.expires_at,
-                attested_at: a.attested_at,
-                evicted: a.evicted,
-            })
-            .collect();
+        let agents = agents.into_iter().map(agent_to_pb).collect();
         Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+
+    async fn get_agent(&self, req: Request<pb::AgentId>) -> Result<Response<pb::Agent>, Status> {
+        let id = &req.get_ref().id;
+        match self
+            .0
+            .datastore
+            .get_agent(id)
+            .await
+            .map_err(ApiError::from)?
+        {
+            Some(a) => Ok(Response::new(agent_to_pb(a))),
+            None => Err(ApiError::NotFound(format!("agent {id:?} is not known")).into()),
+        }
     }
 
     async fn evict_agent(&self, req: Request<pb::AgentId>) -> Result<Response<pb::Empty>, Status> {
@@ -195,8 +293,10 @@ impl Admin for AdminApi {
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
         let r = req.into_inner();
         let filter = AuditFilter {
-            spiffe_id: (!r.spiffe_id.is_empty()).then_some(r.spiffe_id),
-            agent_id: (!r.agent_id.is_empty()).then_some(r.agent_id),
+            spiffe_id: non_empty(r.spiffe_id),
+            agent_id: non_empty(r.agent_id),
+            since: (r.since != 0).then_some(r.since),
+            until: (r.until != 0).then_some(r.until),
             limit: (r.limit > 0).then_some(r.limit),
         };
         let events = self

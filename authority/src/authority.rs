@@ -90,6 +90,9 @@ impl Authority {
         if e.x509_ttl < 0 || e.jwt_ttl < 0 {
             return bad("ttl: must not be negative".into());
         }
+        if e.expires_at < 0 {
+            return bad("expires_at: must not be negative".into());
+        }
         for d in &e.dns_names {
             if d.is_empty()
                 || d.len() > 253

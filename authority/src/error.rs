@@ -48,6 +48,7 @@ impl From<ApiError> for Status {
             ApiError::Attest(AttestError::Datastore(d)) | ApiError::Datastore(d) => match d {
                 DatastoreError::AlreadyExists(_) => Code::AlreadyExists,
                 DatastoreError::NotFound(_) => Code::NotFound,
+                DatastoreError::Changed(_) => Code::Aborted,
                 DatastoreError::TokenUsed
                 | DatastoreError::TokenExpired
                 | DatastoreError::Evicted(_)

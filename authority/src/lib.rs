@@ -9,6 +9,7 @@ pub mod ca;
 pub mod caller;
 pub mod config;
 pub mod datastore;
+pub mod entry_update;
 pub mod error;
 pub mod keys;
 pub mod limits;

@@ -1,10 +1,15 @@
 //! tessera-authority: run the authority, or administer a running one.
 
-use clap::{Parser, Subcommand};
+mod entry_cmd;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use entry_cmd::EntryCmd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tessera_authority::admin_cli::{self, NewEntryArgs};
+
+use tessera_authority::admin_cli::records::Output;
+use tessera_authority::admin_cli::{self, times, AuditArgs};
 use tessera_authority::config::{Config, DEFAULT_ADMIN_SOCKET};
 use tessera_common::duration;
 
@@ -53,7 +58,14 @@ struct Cli {
 struct AdminSocket {
     /// The authority's admin socket.
     #[arg(long, default_value = DEFAULT_ADMIN_SOCKET, global = true)]
-    admin_socket: PathBuf,
+    pub admin_socket: PathBuf,
+}
+
+#[derive(clap::Args, Clone, Copy)]
+struct Format {
+    /// How to print: text, or json (stable; see the README).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 fn dur(s: &str) -> Result<Duration, String> {
@@ -82,12 +94,23 @@ enum Cmd {
     Bundle(BundleCmd),
     /// The audit trail of attestations and issued SVIDs, newest first.
     Audit {
+        /// Only events about this SPIFFE ID.
         #[arg(long)]
         spiffe_id: Option<String>,
+        /// Only events of this agent (its SPIFFE ID).
         #[arg(long)]
         agent: Option<String>,
+        /// Only events at or after T: RFC 3339 in UTC (2026-12-01T10:00:00Z) or a duration ago (1h).
+        #[arg(long, value_name = "T", value_parser = times::parse_point)]
+        since: Option<i64>,
+        /// Only events before T: RFC 3339 in UTC or a duration ago.
+        #[arg(long, value_name = "T", value_parser = times::parse_point)]
+        until: Option<i64>,
+        /// At most this many events (default 1000, at most 10000).
         #[arg(long)]
         limit: Option<u32>,
+        #[command(flatten)]
+        format: Format,
         #[command(flatten)]
         socket: AdminSocket,
     },
@@ -97,45 +120,11 @@ enum Cmd {
         #[arg(long, default_value = tessera_authority::ops::DEFAULT_CONFIG)]
         config: PathBuf,
     },
-}
-
-#[derive(Subcommand)]
-enum EntryCmd {
-    /// Create an entry; prints its ID.
-    Create {
-        #[arg(long)]
-        parent_id: String,
-        #[arg(long)]
-        spiffe_id: String,
-        /// TYPE:VALUE, repeatable; all must match.
-        #[arg(long = "selector", required = true)]
-        selectors: Vec<String>,
-        #[arg(long, value_parser = dur)]
-        x509_ttl: Option<Duration>,
-        #[arg(long, value_parser = dur)]
-        jwt_ttl: Option<Duration>,
-        #[arg(long = "dns")]
-        dns: Vec<String>,
-        #[arg(long)]
-        hint: Option<String>,
-        #[arg(long)]
-        admin: bool,
-        #[command(flatten)]
-        socket: AdminSocket,
-    },
-    List {
-        #[command(flatten)]
-        socket: AdminSocket,
-    },
-    Show {
-        id: String,
-        #[command(flatten)]
-        socket: AdminSocket,
-    },
-    Delete {
-        id: String,
-        #[command(flatten)]
-        socket: AdminSocket,
+    /// Write the man pages (one per command) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// The directory to write NAME.1 files into (created if missing).
+        dir: PathBuf,
     },
 }
 
@@ -143,8 +132,11 @@ enum EntryCmd {
 enum TokenCmd {
     /// Generate a single-use join token; prints the token alone.
     Generate {
+        /// How long the token may be used (default: the authority's join_token_ttl).
         #[arg(long, value_parser = dur)]
         ttl: Option<Duration>,
+        #[command(flatten)]
+        format: Format,
         #[command(flatten)]
         socket: AdminSocket,
     },
@@ -152,12 +144,25 @@ enum TokenCmd {
 
 #[derive(Subcommand)]
 enum AgentCmd {
+    /// List attested agents, evicted ones included.
     List {
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        socket: AdminSocket,
+    },
+    /// Show one agent.
+    Show {
+        /// The agent's SPIFFE ID.
+        id: String,
+        #[command(flatten)]
+        format: Format,
         #[command(flatten)]
         socket: AdminSocket,
     },
     /// Evict an agent: it loses its identity at its next sync and cannot renew.
     Evict {
+        /// The agent's SPIFFE ID.
         id: String,
         #[command(flatten)]
         socket: AdminSocket,
@@ -166,7 +171,9 @@ enum AgentCmd {
 
 #[derive(Subcommand)]
 enum BundleCmd {
+    /// Print the trust bundle.
     Show {
+        /// pem (X.509 authorities) or spiffe (the SPIFFE bundle format, JSON).
         #[arg(long, default_value = "pem", value_parser = ["pem", "spiffe"])]
         format: String,
         #[command(flatten)]
@@ -186,43 +193,17 @@ fn main() -> ExitCode {
                 );
                 tessera_authority::server::run(config).await
             }
-            Cmd::Entry(EntryCmd::Create {
-                parent_id,
-                spiffe_id,
-                selectors,
-                x509_ttl,
-                jwt_ttl,
-                dns,
-                hint,
-                admin,
+            Cmd::Entry(cmd) => entry_cmd::run(cmd).await,
+            Cmd::Token(TokenCmd::Generate {
+                ttl,
+                format,
                 socket,
-            }) => {
-                let args = NewEntryArgs {
-                    parent_id,
-                    spiffe_id,
-                    selectors,
-                    x509_ttl,
-                    jwt_ttl,
-                    dns,
-                    hint,
-                    admin,
-                };
-                admin_cli::entry_create(&socket.admin_socket, args).await
+            }) => admin_cli::token_generate(&socket.admin_socket, ttl, format.output).await,
+            Cmd::Agent(AgentCmd::List { format, socket }) => {
+                admin_cli::agent_list(&socket.admin_socket, format.output).await
             }
-            Cmd::Entry(EntryCmd::List { socket }) => {
-                admin_cli::entry_list(&socket.admin_socket).await
-            }
-            Cmd::Entry(EntryCmd::Show { id, socket }) => {
-                admin_cli::entry_show(&socket.admin_socket, id).await
-            }
-            Cmd::Entry(EntryCmd::Delete { id, socket }) => {
-                admin_cli::entry_delete(&socket.admin_socket, id).await
-            }
-            Cmd::Token(TokenCmd::Generate { ttl, socket }) => {
-                admin_cli::token_generate(&socket.admin_socket, ttl).await
-            }
-            Cmd::Agent(AgentCmd::List { socket }) => {
-                admin_cli::agent_list(&socket.admin_socket).await
+            Cmd::Agent(AgentCmd::Show { id, format, socket }) => {
+                admin_cli::agent_show(&socket.admin_socket, id, format.output).await
             }
             Cmd::Agent(AgentCmd::Evict { id, socket }) => {
                 admin_cli::agent_evict(&socket.admin_socket, id).await
@@ -233,10 +214,34 @@ fn main() -> ExitCode {
             Cmd::Audit {
                 spiffe_id,
                 agent,
+                since,
+                until,
                 limit,
+                format,
                 socket,
-            } => admin_cli::audit(&socket.admin_socket, spiffe_id, agent, limit).await,
+            } => {
+                let args = AuditArgs {
+                    spiffe_id,
+                    agent,
+                    since,
+                    until,
+                    limit,
+                };
+                admin_cli::audit(&socket.admin_socket, args, format.output).await
+            }
+            Cmd::Man { dir } => tessera_common::cli::write_man_pages(Cli::command(), &dir),
             Cmd::Healthcheck { config } => tessera_authority::ops::healthcheck(&config).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_argument_has_help() {
+        let missing = tessera_common::cli::args_without_help(
+            &<super::Cli as clap::CommandFactory>::command(),
+        );
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
 }

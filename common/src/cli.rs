@@ -52,3 +52,40 @@ where
         }
     }
 }
+
+/// Writes a man page for the program and one for each of its visible
+/// subcommands (`tessera-agent-api-fetch-x509.1`, ...) into `dir`.
+pub fn write_man_pages(
+    cmd: clap::Command,
+    dir: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    clap_mangen::generate_to(cmd, dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(())
+}
+
+/// Every visible argument in `cmd`'s tree without help text, as `command path: --flag`.
+pub fn args_without_help(cmd: &clap::Command) -> Vec<String> {
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for a in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+            if a.get_help().is_none() && a.get_long_help().is_none() {
+                let name = a
+                    .get_long()
+                    .map(|l| format!("--{l}"))
+                    .unwrap_or_else(|| a.get_id().to_string());
+                missing.push(format!("{path}: {name}"));
+            }
+        }
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                missing.push(format!("{path} {}: (the command itself)", sub.get_name()));
+            }
+            walk(sub, &format!("{path} {}", sub.get_name()), missing);
+        }
+    }
+    let mut cmd = cmd.clone();
+    cmd.build();
+    let mut missing = Vec::new();
+    walk(&cmd, cmd.get_name(), &mut missing);
+    missing
+}

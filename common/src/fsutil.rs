@@ -79,6 +79,22 @@ pub fn ensure_socket_dir(path: &Path, mode: u32) -> std::io::Result<()> {
     check_dir(path, true)
 }
 
+/// Creates `path` (and missing parents) with `mode` if nothing is there. An
+/// existing directory, or symlink to one, is used as it is; anything else
+/// (a file, a dangling symlink) is an error, never written through.
+pub fn ensure_dir(path: &Path, mode: u32) -> std::io::Result<()> {
+    create_dir(path, mode)?;
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::new(ErrorKind::InvalidInput, "not a directory")),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::new(
+            ErrorKind::InvalidInput,
+            "a symlink to nothing, not a directory",
+        )),
+        Err(e) => Err(e),
+    }
+}
+
 fn create_dir(path: &Path, mode: u32) -> std::io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(_) => Ok(()),
@@ -194,6 +210,27 @@ mod tests {
         assert!(ensure_socket_dir(&d, 0o755).is_ok(), "sticky socket dir");
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o770)).unwrap();
         assert!(ensure_socket_dir(&d, 0o755).is_err());
+    }
+
+    #[test]
+    fn output_dir_is_created_private_and_never_a_file_or_dangling_link() {
+        let base = tempfile::tempdir().unwrap();
+        let d = base.path().join("out/svids");
+        ensure_dir(&d, 0o700).unwrap();
+        assert_eq!(mode_of(&d), 0o700);
+        ensure_dir(&d, 0o700).unwrap();
+        let to_dir = base.path().join("link");
+        std::os::unix::fs::symlink(&d, &to_dir).unwrap();
+        ensure_dir(&to_dir, 0o700).unwrap();
+        let file = base.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let dangling = base.path().join("dangling");
+        std::os::unix::fs::symlink(base.path().join("nowhere"), &dangling).unwrap();
+        for bad in [&file, &dangling] {
+            let e = ensure_dir(bad, 0o700).unwrap_err().to_string();
+            assert!(e.contains("not a directory"), "{}: {e}", bad.display());
+        }
+        assert!(!base.path().join("nowhere").exists());
     }
 
     #[test]

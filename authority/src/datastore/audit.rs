@@ -38,18 +38,28 @@ impl Datastore {
                 conds.push(format!("{col} = ${}", binds.len()));
             }
         }
+        let mut times = Vec::new();
+        for (op, value) in [(">=", f.since), ("<", f.until)] {
+            if let Some(t) = value {
+                times.push(t);
+                conds.push(format!("event_time {op} ${}", binds.len() + times.len()));
+            }
+        }
         if !conds.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&conds.join(" AND "));
         }
         sql.push_str(&format!(
             " ORDER BY event_time DESC, id DESC LIMIT ${}",
-            binds.len() + 1
+            binds.len() + times.len() + 1
         ));
         let limit = f.limit.unwrap_or(AUDIT_DEFAULT_LIMIT).min(AUDIT_MAX_LIMIT);
         let mut query = sqlx::query(&sql);
         for b in binds {
             query = query.bind(b);
+        }
+        for t in times {
+            query = query.bind(t);
         }
         let rows = query.bind(i64::from(limit)).fetch_all(&self.pool).await?;
         rows.iter().map(event_from_row).collect()

@@ -4,9 +4,10 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Transaction};
 
 use super::rows::{self, RowReader};
-use super::{Datastore, DatastoreError, Entry, NewEntry};
+use super::{Datastore, DatastoreError, Entry, EntryFilter, NewEntry};
 
-const COLUMNS: &str = "id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, dns_names, \
+pub(super) const COLUMNS: &str =
+    "id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, dns_names, \
                        hint, admin, expires_at, revision, created_at";
 
 impl Datastore {
@@ -14,56 +15,77 @@ impl Datastore {
     /// SPIFFE ID and selector set (order and repeats ignored).
     pub async fn create_entry(&self, e: NewEntry) -> Result<Entry, DatastoreError> {
         let _t = self.timer("create_entry");
-        let entry = Entry {
-            id: hex::encode(rand::random::<[u8; 16]>()),
-            spiffe_id: e.spiffe_id,
-            parent_id: e.parent_id,
-            selectors: e.selectors,
-            x509_ttl: e.x509_ttl,
-            jwt_ttl: e.jwt_ttl,
-            dns_names: e.dns_names,
-            hint: e.hint,
-            admin: e.admin,
-            expires_at: e.expires_at,
-            revision: 1,
-            created_at: tessera_common::unix_now(),
-        };
-        let key = rows::selectors_key(&entry.selectors)?;
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO entries (id, spiffe_id, parent_id, selectors, selectors_key, x509_ttl, \
-             jwt_ttl, dns_names, hint, admin, expires_at, revision, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(&entry.id)
-        .bind(&entry.spiffe_id)
-        .bind(&entry.parent_id)
-        .bind(rows::selectors_json(&entry.selectors)?)
-        .bind(&key)
-        .bind(entry.x509_ttl)
-        .bind(entry.jwt_ttl)
-        .bind(rows::strings_json(&entry.dns_names)?)
-        .bind(&entry.hint)
-        .bind(i64::from(entry.admin))
-        .bind(entry.expires_at)
-        .bind(entry.revision)
-        .bind(entry.created_at)
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            Err(err) if rows::is_unique_violation(&err) => {
-                drop(tx);
-                return Err(self.duplicate_of(&entry, &key).await);
-            }
-            Err(err) => return Err(err.into()),
-        }
-        bump_entries_revision(&mut tx).await?;
-        tx.commit().await?;
-        Ok(entry)
+        let mut created = self.insert_entries(vec![e]).await.map_err(|(_, e)| e)?;
+        created
+            .pop()
+            .ok_or_else(|| DatastoreError::Corrupt("no entry stored".into()))
     }
 
-    async fn duplicate_of(&self, e: &Entry, key: &str) -> DatastoreError {
+    /// Stores every entry in one transaction, or none: the error carries the index
+    /// of the entry that could not be stored.
+    pub async fn create_entries(
+        &self,
+        entries: Vec<NewEntry>,
+    ) -> Result<Vec<Entry>, (usize, DatastoreError)> {
+        let _t = self.timer("create_entries");
+        self.insert_entries(entries).await
+    }
+
+    async fn insert_entries(
+        &self,
+        entries: Vec<NewEntry>,
+    ) -> Result<Vec<Entry>, (usize, DatastoreError)> {
+        let at = |i: usize| move |e: DatastoreError| (i, e);
+        let now = tessera_common::unix_now();
+        let mut tx = self.pool.begin().await.map_err(|e| (0, e.into()))?;
+        let mut stored: Vec<Entry> = Vec::with_capacity(entries.len());
+        let mut keys: Vec<String> = Vec::with_capacity(entries.len());
+        for (i, e) in entries.into_iter().enumerate() {
+            let entry = Entry {
+                id: hex::encode(rand::random::<[u8; 16]>()),
+                spiffe_id: e.spiffe_id,
+                parent_id: e.parent_id,
+                selectors: e.selectors,
+                x509_ttl: e.x509_ttl,
+                jwt_ttl: e.jwt_ttl,
+                dns_names: e.dns_names,
+                hint: e.hint,
+                admin: e.admin,
+                expires_at: e.expires_at,
+                revision: 1,
+                created_at: now,
+            };
+            let key = rows::selectors_key(&entry.selectors).map_err(at(i))?;
+            // The unique index would catch it too, but could not say which entry.
+            if let Some(j) = stored.iter().zip(&keys).position(|(s, k)| {
+                *k == key && s.spiffe_id == entry.spiffe_id && s.parent_id == entry.parent_id
+            }) {
+                return Err((
+                    i,
+                    DatastoreError::AlreadyExists(format!(
+                        "same parent ID, SPIFFE ID and selectors as entries[{j}]"
+                    )),
+                ));
+            }
+            match insert(&mut tx, &entry, &key).await {
+                Ok(()) => {
+                    stored.push(entry);
+                    keys.push(key);
+                }
+                Err(DatastoreError::Query(err)) if rows::is_unique_violation(&err) => {
+                    // Rolled back before looking up the other entry.
+                    drop(tx);
+                    return Err((i, self.duplicate_of(&entry, &key).await));
+                }
+                Err(err) => return Err((i, err)),
+            }
+        }
+        bump_entries_revision(&mut tx).await.map_err(at(0))?;
+        tx.commit().await.map_err(|e| (0, e.into()))?;
+        Ok(stored)
+    }
+
+    pub(super) async fn duplicate_of(&self, e: &Entry, key: &str) -> DatastoreError {
         let existing = sqlx::query(
             "SELECT id FROM entries WHERE parent_id = $1 AND spiffe_id = $2 AND selectors_key = $3",
         )
@@ -99,10 +121,45 @@ impl Datastore {
 
     /// All entries, oldest first.
     pub async fn list_entries(&self) -> Result<Vec<Entry>, DatastoreError> {
+        self.find_entries(&EntryFilter::default()).await
+    }
+
+    /// The entries matching every part of `f`, oldest first.
+    pub async fn find_entries(&self, f: &EntryFilter) -> Result<Vec<Entry>, DatastoreError> {
         let _t = self.timer("list_entries");
-        let sql = format!("SELECT {COLUMNS} FROM entries ORDER BY created_at, id");
-        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
-        rows.iter().map(entry_from_row).collect()
+        let mut conds = Vec::new();
+        let mut binds = Vec::new();
+        for (col, value) in [("spiffe_id", &f.spiffe_id), ("parent_id", &f.parent_id)] {
+            if let Some(v) = value {
+                binds.push(v.clone());
+                conds.push(format!("{col} = ${}", binds.len()));
+            }
+        }
+        // Each selector's stored JSON object as a substring narrows the rows in the
+        // database (SQLite's LIKE ignores ASCII case); the exact check follows.
+        for s in &f.selectors {
+            binds.push(format!("%{}%", rows::like_escape(&rows::selector_json(s)?)));
+            conds.push(format!("selectors LIKE ${} ESCAPE '\\'", binds.len()));
+        }
+        let mut sql = format!("SELECT {COLUMNS} FROM entries");
+        if !conds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conds.join(" AND "));
+        }
+        sql.push_str(" ORDER BY created_at, id");
+        let mut query = sqlx::query(&sql);
+        for b in binds {
+            query = query.bind(b);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let e = entry_from_row(row)?;
+            if f.selectors.iter().all(|s| e.selectors.contains(s)) {
+                entries.push(e);
+            }
+        }
+        Ok(entries)
     }
 
     /// True if the entry existed.
@@ -137,7 +194,37 @@ impl Datastore {
     }
 }
 
-async fn bump_entries_revision(tx: &mut Transaction<'_, Any>) -> Result<(), DatastoreError> {
+async fn insert(
+    tx: &mut Transaction<'_, Any>,
+    entry: &Entry,
+    selectors_key: &str,
+) -> Result<(), DatastoreError> {
+    sqlx::query(
+        "INSERT INTO entries (id, spiffe_id, parent_id, selectors, selectors_key, x509_ttl, \
+         jwt_ttl, dns_names, hint, admin, expires_at, revision, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(&entry.id)
+    .bind(&entry.spiffe_id)
+    .bind(&entry.parent_id)
+    .bind(rows::selectors_json(&entry.selectors)?)
+    .bind(selectors_key)
+    .bind(entry.x509_ttl)
+    .bind(entry.jwt_ttl)
+    .bind(rows::strings_json(&entry.dns_names)?)
+    .bind(&entry.hint)
+    .bind(i64::from(entry.admin))
+    .bind(entry.expires_at)
+    .bind(entry.revision)
+    .bind(entry.created_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn bump_entries_revision(
+    tx: &mut Transaction<'_, Any>,
+) -> Result<(), DatastoreError> {
     let n = sqlx::query("UPDATE counters SET value = value + 1 WHERE name = 'entries'")
         .execute(&mut **tx)
         .await?
@@ -150,7 +237,7 @@ async fn bump_entries_revision(tx: &mut Transaction<'_, Any>) -> Result<(), Data
     Ok(())
 }
 
-fn entry_from_row(row: &AnyRow) -> Result<Entry, DatastoreError> {
+pub(super) fn entry_from_row(row: &AnyRow) -> Result<Entry, DatastoreError> {
     let id: String = RowReader {
         row,
         what: "entries row".into(),

@@ -7,6 +7,7 @@ mod agents;
 mod audit;
 mod connect;
 mod entries;
+mod entry_update;
 mod migrations;
 mod rows;
 #[cfg(test)]
@@ -36,6 +37,8 @@ pub enum DatastoreError {
     Query(#[from] sqlx::Error),
     #[error("already exists: {0}")]
     AlreadyExists(String),
+    #[error("{0}")]
+    Changed(String),
     #[error("not found: {0}")]
     NotFound(String),
     #[error("corrupt data in the database: {0}")]
@@ -94,6 +97,15 @@ pub struct Entry {
     pub created_at: i64,
 }
 
+/// Which entries to list: all of the given conditions hold.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EntryFilter {
+    pub spiffe_id: Option<String>,
+    pub parent_id: Option<String>,
+    /// The entry has every one of these selectors (and maybe more).
+    pub selectors: Vec<Selector>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AgentRecord {
     pub id: String,
@@ -130,6 +142,9 @@ pub struct AuditEvent {
 pub struct AuditFilter {
     pub spiffe_id: Option<String>,
     pub agent_id: Option<String>,
+    /// Unix seconds: events at or after `since`, before `until`.
+    pub since: Option<i64>,
+    pub until: Option<i64>,
     /// Default [`AUDIT_DEFAULT_LIMIT`], capped at [`AUDIT_MAX_LIMIT`].
     pub limit: Option<u32>,
 }

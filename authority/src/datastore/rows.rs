@@ -28,6 +28,28 @@ pub(super) fn selectors_json(selectors: &[Selector]) -> Result<String, Datastore
     serde_json::to_string(&stored).map_err(|e| DatastoreError::Corrupt(e.to_string()))
 }
 
+/// One selector as it appears inside [`selectors_json`]'s array.
+pub(super) fn selector_json(s: &Selector) -> Result<String, DatastoreError> {
+    let one = selectors_json(std::slice::from_ref(s))?;
+    Ok(one
+        .strip_prefix('[')
+        .and_then(|o| o.strip_suffix(']'))
+        .unwrap_or(&one)
+        .to_string())
+}
+
+/// `s` matched literally by `LIKE ... ESCAPE '\'`.
+pub(super) fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 pub(super) fn strings_json(items: &[String]) -> Result<String, DatastoreError> {
     serde_json::to_string(items).map_err(|e| DatastoreError::Corrupt(e.to_string()))
 }

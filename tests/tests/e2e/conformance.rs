@@ -1768,7 +1768,7 @@ async fn health_and_reflection_served_on_socket() {
         within(
             secs(10),
             "Admin/ListEntries",
-            admin.list_entries(apb::ListEntriesRequest {}),
+            admin.list_entries(apb::ListEntriesRequest::default()),
         )
         .await,
         Code::Unimplemented,

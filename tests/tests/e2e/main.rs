@@ -6,6 +6,7 @@
 mod authority_limits;
 mod boot_policy;
 mod caller_pinning;
+mod cli;
 mod client_interop;
 mod conformance;
 mod dashboard;

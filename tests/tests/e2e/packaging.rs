@@ -106,6 +106,8 @@ fn debs_hold_the_expected_files_and_dependencies() {
             format!("./etc/tessera/{config}.toml"),
             format!("./usr/share/doc/{name}/copyright"),
             format!("./usr/share/{name}/grafana/tessera.json"),
+            format!("./usr/share/man/man1/{name}.1.gz"),
+            format!("./usr/share/man/man1/{name}-run.1.gz"),
         ] {
             assert!(
                 list.lines().any(|l| l.ends_with(&want)),
@@ -148,7 +150,18 @@ fn debs_pass_lintian() {
     eprintln!("lintian:\n{report}");
     let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("E:")).collect();
     assert!(errors.is_empty(), "lintian errors:\n{}", errors.join("\n"));
-    // Warnings (no man page, no ITP bug closed) do not fail lintian.
+    // Every binary has its man page (generated from the CLI, gzip'd), and the
+    // pages render without groff warnings.
+    let man: Vec<&str> = report
+        .lines()
+        .filter(|l| l.contains("manual-page") || l.contains("manpage"))
+        .collect();
+    assert!(
+        man.is_empty(),
+        "lintian on the man pages:\n{}",
+        man.join("\n")
+    );
+    // Other warnings (no ITP bug closed) do not fail lintian.
     assert!(
         out.status.success(),
         "lintian failed ({}):\n{report}",
@@ -164,7 +177,17 @@ fn rpms_hold_the_expected_files_and_pass_rpmlint() {
     ] {
         let r = rpm(name);
         let files = ok("rpm", &[os("-qlp"), r.as_os_str()]);
-        let mut got: Vec<&str> = files.lines().collect();
+        // The man pages: one per command, each gzip'd.
+        let (man, files): (Vec<&str>, Vec<&str>) = files
+            .lines()
+            .partition(|f| f.starts_with("/usr/share/man/man1/"));
+        assert!(
+            man.contains(&format!("/usr/share/man/man1/{name}.1.gz").as_str())
+                && man.len() > 3
+                && man.iter().all(|f| f.ends_with(".1.gz")),
+            "{name}: man pages {man:?}"
+        );
+        let mut got = files;
         got.sort();
         let mut want = vec![
             format!("/etc/tessera/{config}.toml"),
@@ -216,6 +239,10 @@ fn rpms_hold_the_expected_files_and_pass_rpmlint() {
     eprintln!("rpmlint:\n{report}");
     let errors: Vec<&str> = report.lines().filter(|l| l.contains(": E: ")).collect();
     assert!(errors.is_empty(), "rpmlint errors:\n{}", errors.join("\n"));
+    assert!(
+        !report.contains("manual-page") && !report.contains("manpage"),
+        "rpmlint on the man pages:\n{report}"
+    );
     assert!(report.contains(" 0 errors"), "{report}");
 }
 

@@ -8,7 +8,11 @@ use tessera_common::Selector;
 use super::*;
 
 mod agents;
+mod entries;
 use agents::{check_eviction, check_serial_overlap};
+use entries::{
+    check_audit_time_window, check_batch_create, check_entry_filters, check_update_entry,
+};
 
 const NOW: i64 = 1_700_000_000;
 
@@ -237,6 +241,7 @@ async fn check_audit_queries(ds: &Datastore) {
         spiffe_id: s.map(String::from),
         agent_id: a.map(String::from),
         limit,
+        ..Default::default()
     };
     let a = ds
         .list_audit(&by_id(Some("spiffe://td/a"), None, None))
@@ -477,7 +482,7 @@ async fn postgres_runs_the_same_checks() {
     let admin = sqlx::AnyPool::connect(&format!("{base}/postgres"))
         .await
         .unwrap();
-    for n in 0..10 {
+    for n in 0..14 {
         let db = format!("tessera_test_{}", hex::encode(rand::random::<[u8; 6]>()));
         sqlx::raw_sql(&format!("CREATE DATABASE {db}"))
             .execute(&admin)
@@ -495,6 +500,10 @@ async fn postgres_runs_the_same_checks() {
             6 => check_audit_queries(&ds).await,
             7 => check_corrupt_rows(&ds).await,
             8 => check_serial_overlap(&ds).await,
+            9 => check_batch_create(&ds).await,
+            10 => check_update_entry(&ds).await,
+            11 => check_entry_filters(&ds).await,
+            12 => check_audit_time_window(&ds).await,
             _ => check_default_and_max_audit_limit(&ds).await,
         }
         ds.close().await;
