@@ -15,38 +15,44 @@ use std::process::{Child, Stdio};
 const CID: &str = "5e8f0c1d2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5";
 const POD_UID: &str = "0a1b2c3d-1111-2222-3333-444455556666";
 
-/// The mount point of a hierarchy this test can create cgroups in and that the agent reads
-/// a process's path from: v2, or where v2 is unusable, `name=systemd`.
+/// Where the whole of a hierarchy is mounted: `cgroup2`, or the v1 `name=systemd` one.
+fn mount_of(kind: &str) -> Option<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let l: Vec<&str> = left.split(' ').collect();
+        let r: Vec<&str> = right.split(' ').collect();
+        let matches = match kind {
+            "cgroup2" => r.first() == Some(&"cgroup2"),
+            _ => r.first() == Some(&"cgroup") && r.get(2)?.split(',').any(|o| o == kind),
+        };
+        (matches && l.get(3) == Some(&"/") && !l.get(4)?.contains('\\'))
+            .then(|| PathBuf::from(l[4]))
+    })
+}
+
+fn writable(root: &Path) -> bool {
+    let probe = root.join(format!("tessera-probe-{}", std::process::id()));
+    let ok = fs::create_dir(&probe).is_ok();
+    let _ = fs::remove_dir(&probe);
+    ok
+}
+
+/// A hierarchy this test can create cgroups in and that the agent reads a process's path
+/// from: v2, or where v2 is unusable, `name=systemd`.
 fn writable_hierarchy() -> Result<PathBuf, String> {
     if !nix::unistd::geteuid().is_root() {
         return Err("not root".into());
     }
-    let info = fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
-    let mut found = Vec::new();
-    for fstype in ["cgroup2", "name=systemd"] {
-        for line in info.lines() {
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let l: Vec<&str> = left.split(' ').collect();
-            let r: Vec<&str> = right.split(' ').collect();
-            let matches = match fstype {
-                "cgroup2" => r[0] == "cgroup2",
-                _ => r[0] == "cgroup" && r[2].split(',').any(|o| o == "name=systemd"),
-            };
-            if matches && l[3] == "/" && !l[4].contains('\\') {
-                found.push(PathBuf::from(l[4]));
-            }
-        }
-    }
-    for root in &found {
-        let probe = root.join(format!("tessera-probe-{}", std::process::id()));
-        if fs::create_dir(&probe).is_ok() {
-            let _ = fs::remove_dir(&probe);
-            return Ok(root.clone());
-        }
-    }
-    Err(format!("no writable cgroup hierarchy among {found:?}"))
+    let found: Vec<PathBuf> = ["cgroup2", "name=systemd"]
+        .iter()
+        .filter_map(|k| mount_of(k))
+        .collect();
+    found
+        .iter()
+        .find(|r| writable(r))
+        .cloned()
+        .ok_or_else(|| format!("no writable cgroup hierarchy among {found:?}"))
 }
 
 /// Cgroups created by this test, removed (deepest first) on drop; the processes in them are
@@ -413,5 +419,53 @@ async fn systemd_unit_entry_gives_that_unit_an_svid() {
         !out.stdout.contains(&spiffe_id),
         "a process in another unit got {spiffe_id}:\n{}",
         out.stdout
+    );
+}
+
+/// This process's v2 cgroup path (`0::`), if it has one.
+fn own_v2_path() -> Option<String> {
+    fs::read_to_string("/proc/self/cgroup")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+}
+
+#[tokio::test]
+async fn hybrid_host_name_systemd_hierarchy() {
+    // On a hybrid host a process whose v2 cgroup is `/` is placed by the v1 name=systemd one.
+    let root = match (nix::unistd::geteuid().is_root(), mount_of("name=systemd")) {
+        (false, _) => Err("not root".to_string()),
+        (_, None) => Err("no name=systemd hierarchy (not a hybrid host)".to_string()),
+        (_, Some(r)) if !writable(&r) => Err(format!("{} is not writable", r.display())),
+        (_, Some(_)) if own_v2_path().is_some_and(|p| p != "/") => {
+            Err("this process's v2 cgroup is not /, so the agent reads that one".to_string())
+        }
+        (_, Some(r)) => Ok(r),
+    };
+    let root = match root {
+        Ok(r) => r,
+        Err(why) => {
+            println!("SKIP hybrid_host_name_systemd_hierarchy: {why}");
+            return;
+        }
+    };
+    let (d, _id) = Deployment::up("kernel/hybrid").await;
+    let mut raw = d.raw().await;
+    wait_x509(&mut raw, &[&_id]).await;
+    let r = rand_hex();
+    let mut cg = Cgroups::new(root);
+    let service = format!("system.slice/tessera-v1-{r}.service");
+    let pid = cg.sleeper_in(&service);
+    let invocation = format!("{r}{r}{r}{r}");
+    set_invocation_id(&cg.root.join(&service), &invocation);
+    let (sels, _) = inspect_json(&d, pid).await;
+    assert_eq!(
+        derived(&sels),
+        [
+            format!("systemd:unit:tessera-v1-{r}.service"),
+            "systemd:slice:system.slice".to_string(),
+            format!("systemd:invocation_id:{invocation}"),
+        ],
+        "{sels:?}"
     );
 }
