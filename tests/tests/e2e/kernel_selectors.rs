@@ -196,20 +196,32 @@ fn derived(sels: &[String]) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn inspect_prints_selectors_of_real_cgroups() {
-    let root = match writable_hierarchy() {
+/// A synced deployment and an empty set of cgroups under `root`, with a fresh random tag;
+/// `None` (the reason printed) when `root` is an `Err`.
+async fn setup(test: &str, root: Result<PathBuf, String>) -> Option<(Deployment, Cgroups, String)> {
+    let root = match root {
         Ok(r) => r,
         Err(why) => {
-            println!("SKIP inspect_prints_selectors_of_real_cgroups: {why}");
-            return;
+            println!("SKIP {test}: {why}");
+            return None;
         }
     };
-    let (d, _id) = Deployment::up("kernel/inspect").await;
+    let (d, id) = Deployment::up(&format!("kernel/{test}")).await;
     let mut raw = d.raw().await;
-    wait_x509(&mut raw, &[&_id]).await;
-    let r = rand_hex();
-    let mut cg = Cgroups::new(root);
+    wait_x509(&mut raw, &[&id]).await;
+    Some((d, Cgroups::new(root), rand_hex()))
+}
+
+#[tokio::test]
+async fn inspect_prints_selectors_of_real_cgroups() {
+    let Some((d, mut cg, r)) = setup(
+        "inspect_prints_selectors_of_real_cgroups",
+        writable_hierarchy(),
+    )
+    .await
+    else {
+        return;
+    };
 
     // A service with an invocation ID, as systemd writes it (32 hex digits, trusted.* xattr).
     let service = format!("system.slice/tessera-test-{r}.service");
@@ -292,18 +304,14 @@ async fn inspect_prints_selectors_of_real_cgroups() {
 
 #[tokio::test]
 async fn user_cannot_name_its_way_into_a_container_identity() {
-    let root = match writable_hierarchy() {
-        Ok(r) => r,
-        Err(why) => {
-            println!("SKIP user_cannot_name_its_way_into_a_container_identity: {why}");
-            return;
-        }
+    let Some((d, mut cg, r)) = setup(
+        "user_cannot_name_its_way_into_a_container_identity",
+        writable_hierarchy(),
+    )
+    .await
+    else {
+        return;
     };
-    let (d, _id) = Deployment::up("kernel/forge").await;
-    let mut raw = d.raw().await;
-    wait_x509(&mut raw, &[&_id]).await;
-    let r = rand_hex();
-    let mut cg = Cgroups::new(root);
     // A user manager's subtree, delegated to nobody as systemd does for user@<uid>.service.
     let manager = format!("tessera-test-{r}.slice/user@{NOBODY}.service");
     let dir = cg.make(&manager);
@@ -384,16 +392,14 @@ async fn fetch_from(d: &Deployment, dir: &Path) -> CmdOut {
 
 #[tokio::test]
 async fn systemd_unit_entry_gives_that_unit_an_svid() {
-    let root = match writable_hierarchy() {
-        Ok(r) => r,
-        Err(why) => {
-            println!("SKIP systemd_unit_entry_gives_that_unit_an_svid: {why}");
-            return;
-        }
+    let Some((d, mut cg, r)) = setup(
+        "systemd_unit_entry_gives_that_unit_an_svid",
+        writable_hierarchy(),
+    )
+    .await
+    else {
+        return;
     };
-    let (d, _id) = Deployment::up("kernel/svid").await;
-    let r = rand_hex();
-    let mut cg = Cgroups::new(root);
     let unit = format!("tessera-test-{r}.service");
     let spiffe_id = format!("spiffe://{TD}/svc/{r}");
     d.create_entry(&spiffe_id, &[&format!("systemd:unit:{unit}")], &[])
@@ -442,18 +448,9 @@ async fn hybrid_host_name_systemd_hierarchy() {
         }
         (_, Some(r)) => Ok(r),
     };
-    let root = match root {
-        Ok(r) => r,
-        Err(why) => {
-            println!("SKIP hybrid_host_name_systemd_hierarchy: {why}");
-            return;
-        }
+    let Some((d, mut cg, r)) = setup("hybrid_host_name_systemd_hierarchy", root).await else {
+        return;
     };
-    let (d, _id) = Deployment::up("kernel/hybrid").await;
-    let mut raw = d.raw().await;
-    wait_x509(&mut raw, &[&_id]).await;
-    let r = rand_hex();
-    let mut cg = Cgroups::new(root);
     let service = format!("system.slice/tessera-v1-{r}.service");
     let pid = cg.sleeper_in(&service);
     let invocation = format!("{r}{r}{r}{r}");
