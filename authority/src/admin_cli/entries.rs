@@ -60,7 +60,9 @@ fn secs(d: Option<std::time::Duration>) -> i64 {
 
 fn print_created(created: &[pb::Entry], out: Output) -> Result<(), BoxError> {
     match out {
-        Output::Text => created.iter().for_each(|e| println!("{}", e.id)),
+        Output::Text => created
+            .iter()
+            .for_each(|e| println!("{}", records::shown(&e.id))),
         Output::Json => records::print_json(&Entries {
             entries: created.iter().map(records::entry).collect(),
         })?,
@@ -163,6 +165,6 @@ pub async fn delete(socket: &Path, id: String) -> Result<(), BoxError> {
         .await?
         .delete_entry(pb::EntryId { id: id.clone() })
         .await?;
-    println!("deleted {id}");
+    println!("deleted {}", records::shown(&id));
     Ok(())
 }

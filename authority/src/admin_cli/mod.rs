@@ -83,7 +83,7 @@ pub async fn agent_evict(socket: &Path, id: String) -> Result<(), BoxError> {
         .await?
         .evict_agent(pb::AgentId { id: id.clone() })
         .await?;
-    println!("evicted {id}");
+    println!("evicted {}", records::shown(&id));
     Ok(())
 }
 
