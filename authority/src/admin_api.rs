@@ -321,6 +321,9 @@ impl Admin for AdminApi {
                 detail: e.detail,
             })
             .collect();
-        Ok(Response::new(pb::ListAuditResponse { events }))
+        Ok(Response::new(pb::ListAuditResponse {
+            events,
+            limit: filter.effective_limit(),
+        }))
     }
 }
