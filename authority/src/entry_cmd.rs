@@ -84,6 +84,10 @@ pub(crate) enum EntryCmd {
     Update {
         /// The entry's ID.
         id: String,
+        /// Only if the entry is still at revision N (as `entry show` printed it);
+        /// without it the change is merged into the entry as it is now.
+        #[arg(long, value_name = "N")]
+        revision: Option<i64>,
         #[command(flatten)]
         change: EntryChange,
         #[command(flatten)]
@@ -192,6 +196,7 @@ pub(crate) async fn run(cmd: EntryCmd) -> Result<(), BoxError> {
         }
         EntryCmd::Update {
             id,
+            revision,
             change: c,
             format,
             socket,
@@ -205,6 +210,7 @@ pub(crate) async fn run(cmd: EntryCmd) -> Result<(), BoxError> {
                 hint: c.hint,
                 admin: c.admin,
                 expires_at: c.expires_at,
+                revision,
             };
             entries::update(&socket.admin_socket, id, args, format.output).await
         }

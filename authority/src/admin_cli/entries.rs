@@ -33,6 +33,8 @@ pub struct UpdateArgs {
     pub admin: Option<bool>,
     /// Unix seconds; 0: never.
     pub expires_at: Option<i64>,
+    /// Only if the entry is still at this revision.
+    pub revision: Option<i64>,
 }
 
 /// `entry list` filters.
@@ -122,6 +124,7 @@ pub async fn update(socket: &Path, id: String, a: UpdateArgs, out: Output) -> Re
         hint: a.hint,
         admin: a.admin,
         expires_at: a.expires_at,
+        revision: a.revision,
     };
     let e = client(socket).await?.update_entry(req).await?.into_inner();
     print_one(&e, out)
