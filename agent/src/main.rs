@@ -78,6 +78,9 @@ enum Cmd {
         /// The agent's config file (its workload attestation settings and data_dir).
         #[arg(long)]
         config: PathBuf,
+        /// `text` (one selector a line, then the matching entries) or `json`.
+        #[arg(long, value_enum, default_value_t = inspect::Output::Text)]
+        output: inspect::Output,
     },
     /// Print a TCG measured-boot event log and its replayed PCRs.
     Eventlog {
@@ -178,7 +181,11 @@ async fn dispatch(cmd: Cmd) -> Result<(), BoxError> {
             target,
         })) => api::validate_jwt(&sock(&target)?, audience, svid).await,
         Cmd::Api(ApiCmd::Watch { target }) => api::watch(&sock(&target)?).await,
-        Cmd::Inspect { pid, config } => inspect::inspect(pid, &Config::load(&config)?),
+        Cmd::Inspect {
+            pid,
+            config,
+            output,
+        } => inspect::inspect(pid, &Config::load(&config)?, output),
         Cmd::Eventlog { file, json } => cli::eventlog::eventlog(file.as_deref(), json),
         Cmd::Healthcheck { target } => api::healthcheck(&sock(&target)?).await,
         Cmd::Man { dir } => tessera_common::cli::write_man_pages(Cli::command(), &dir),

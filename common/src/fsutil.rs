@@ -79,22 +79,6 @@ pub fn ensure_socket_dir(path: &Path, mode: u32) -> std::io::Result<()> {
     check_dir(path, true)
 }
 
-/// Creates `path` (and missing parents) with `mode` if nothing is there. An
-/// existing directory, or symlink to one, is used as it is; anything else
-/// (a file, a dangling symlink) is an error, never written through.
-pub fn ensure_dir(path: &Path, mode: u32) -> std::io::Result<()> {
-    create_dir(path, mode)?;
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(Error::new(ErrorKind::InvalidInput, "not a directory")),
-        Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::new(
-            ErrorKind::InvalidInput,
-            "a symlink to nothing, not a directory",
-        )),
-        Err(e) => Err(e),
-    }
-}
-
 fn create_dir(path: &Path, mode: u32) -> std::io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(_) => Ok(()),
@@ -110,7 +94,15 @@ fn create_dir(path: &Path, mode: u32) -> std::io::Result<()> {
 /// judged by the directory it points to (whoever controls the link's own
 /// parent is trusted with the path, as for any parent).
 fn check_dir(path: &Path, shared: bool) -> std::io::Result<()> {
-    let meta = std::fs::metadata(path)?;
+    let meta = match std::fs::metadata(path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "a symlink to nothing, not a directory",
+            ))
+        }
+        m => m?,
+    };
     if !meta.is_dir() {
         return Err(Error::new(ErrorKind::InvalidInput, "not a directory"));
     }
@@ -216,18 +208,18 @@ mod tests {
     fn output_dir_is_created_private_and_never_a_file_or_dangling_link() {
         let base = tempfile::tempdir().unwrap();
         let d = base.path().join("out/svids");
-        ensure_dir(&d, 0o700).unwrap();
+        ensure_private_dir(&d, 0o700).unwrap();
         assert_eq!(mode_of(&d), 0o700);
-        ensure_dir(&d, 0o700).unwrap();
+        ensure_private_dir(&d, 0o700).unwrap();
         let to_dir = base.path().join("link");
         std::os::unix::fs::symlink(&d, &to_dir).unwrap();
-        ensure_dir(&to_dir, 0o700).unwrap();
+        ensure_private_dir(&to_dir, 0o700).unwrap();
         let file = base.path().join("file");
         std::fs::write(&file, b"x").unwrap();
         let dangling = base.path().join("dangling");
         std::os::unix::fs::symlink(base.path().join("nowhere"), &dangling).unwrap();
         for bad in [&file, &dangling] {
-            let e = ensure_dir(bad, 0o700).unwrap_err().to_string();
+            let e = ensure_private_dir(bad, 0o700).unwrap_err().to_string();
             assert!(e.contains("not a directory"), "{}: {e}", bad.display());
         }
         assert!(!base.path().join("nowhere").exists());

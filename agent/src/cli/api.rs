@@ -53,8 +53,8 @@ async fn first_x509(socket: &Path) -> Result<wl::X509svidResponse, BoxError> {
 
 pub async fn fetch_x509(socket: &Path, write: Option<&Path>) -> Result<(), BoxError> {
     if let Some(dir) = write {
-        // Private by default: it will hold keys.
-        tessera_common::fsutil::ensure_dir(dir, 0o700)
+        // It will hold keys and trust bundles: no other user may replace them.
+        tessera_common::fsutil::ensure_private_dir(dir, 0o700)
             .map_err(|e| format!("--write {}: {e}", dir.display()))?;
     }
     let start = Instant::now();

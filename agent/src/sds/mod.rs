@@ -10,4 +10,4 @@ mod stream;
 mod xds;
 
 pub use names::{SdsNames, SdsRaw};
-pub use service::Sds;
+pub use service::{Sds, MAX_REQUEST_BYTES};

@@ -24,6 +24,10 @@ type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 const MAX_NAMES: usize = 64;
 /// The longest SPIFFE ID.
 const MAX_NAME_LEN: usize = 2048;
+/// `version_info` and `response_nonce` echo ours (a digest, 16 hex digits).
+const MAX_ECHO_LEN: usize = 256;
+/// A request, Envoy's node description included, is far smaller.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
 /// What the issuance and denial logs call SDS answers.
 pub(super) const WHAT: &str = "SDS X509-SVID";
@@ -57,6 +61,14 @@ pub(super) fn check(req: &DiscoveryRequest) -> Result<(), WorkloadError> {
             "resource_names: {} names, at most {MAX_NAMES}",
             req.resource_names.len()
         ));
+    }
+    for (field, v) in [
+        ("version_info", &req.version_info),
+        ("response_nonce", &req.response_nonce),
+    ] {
+        if v.len() > MAX_ECHO_LEN {
+            return bad(format!("{field}: longer than {MAX_ECHO_LEN} bytes"));
+        }
     }
     if req.resource_names.iter().any(|n| n.len() > MAX_NAME_LEN) {
         return bad(format!(
@@ -186,6 +198,20 @@ mod tests {
             (
                 req(SECRET_TYPE, vec!["n".repeat(MAX_NAME_LEN + 1)]),
                 "resource_names:",
+            ),
+            (
+                DiscoveryRequest {
+                    version_info: "v".repeat(MAX_ECHO_LEN + 1),
+                    ..req(SECRET_TYPE, vec![])
+                },
+                "version_info:",
+            ),
+            (
+                DiscoveryRequest {
+                    response_nonce: "n".repeat(MAX_ECHO_LEN + 1),
+                    ..req(SECRET_TYPE, vec![])
+                },
+                "response_nonce:",
             ),
         ];
         for (r, field) in bad {

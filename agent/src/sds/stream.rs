@@ -102,6 +102,7 @@ impl Session {
                 nonce = ?truncate(&req.response_nonce),
                 "SDS request for an older response ignored"
             ),
+            Kind::Repeat => tracing::debug!(pid = c.pid, "SDS response answered again"),
             // Envoy keeps what it had; it is told again only when the content changes.
             Kind::Nack(why) => tracing::warn!(
                 pid = c.pid,

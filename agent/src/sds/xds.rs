@@ -2,6 +2,7 @@
 //! client subscribed to, what was last sent, and what each request means
 //! (first, ACK, NACK, stale). Pure, so every rule is a table-driven test.
 
+use super::service::truncate;
 use std::collections::BTreeSet;
 
 /// The last response on the stream.
@@ -9,6 +10,8 @@ use std::collections::BTreeSet;
 pub struct Sent {
     pub version: String,
     pub nonce: String,
+    /// Whether a request already ACKed or NACKed it.
+    pub answered: bool,
 }
 
 /// What a request says about the last response.
@@ -22,6 +25,9 @@ pub enum Kind {
     Nack(String),
     /// It answers an older response; ignored as a whole.
     Stale,
+    /// The last response was already ACKed or NACKed: only a change of names
+    /// counts, so a client repeating a NACK cannot flood the log.
+    Repeat,
 }
 
 /// The part of a `DiscoveryRequest` the bookkeeping reads.
@@ -55,7 +61,7 @@ impl Xds {
     }
 
     pub fn on_request(&mut self, r: Received<'_>) -> Step {
-        let kind = match &self.sent {
+        let kind = match &mut self.sent {
             None => Kind::Initial,
             Some(s) if r.response_nonce != s.nonce => {
                 return Step {
@@ -63,15 +69,20 @@ impl Xds {
                     respond: false,
                 }
             }
-            Some(s) => match r.error {
-                Some(msg) => Kind::Nack(msg.to_string()),
-                // Without a reason: the client kept another version than the one sent.
-                None if r.version_info != s.version => Kind::Nack(format!(
-                    "the client kept version {:?} instead of {:?}",
-                    r.version_info, s.version
-                )),
-                None => Kind::Ack,
-            },
+            Some(s) if s.answered => Kind::Repeat,
+            Some(s) => {
+                s.answered = true;
+                match r.error {
+                    Some(msg) => Kind::Nack(truncate(msg).to_string()),
+                    // Without a reason: the client kept another version than the one sent.
+                    None if r.version_info != s.version => Kind::Nack(format!(
+                        "the client kept version {:?} instead of {:?}",
+                        truncate(r.version_info),
+                        s.version
+                    )),
+                    None => Kind::Ack,
+                }
+            }
         };
         // Empty names are dropped: an empty set means "everything".
         let names: BTreeSet<String> = r.names.iter().filter(|n| !n.is_empty()).cloned().collect();
@@ -88,7 +99,11 @@ impl Xds {
     }
 
     pub fn sent(&mut self, version: String, nonce: String) {
-        self.sent = Some(Sent { version, nonce });
+        self.sent = Some(Sent {
+            version,
+            nonce,
+            answered: false,
+        });
     }
 }
 
@@ -146,17 +161,39 @@ mod tests {
         let cases = [
             Case { what: "first request", names: &["default"], version: "", nonce: "", error: None, kind: Initial, respond: true, then_send: Some(("v1", "n1")) },
             Case { what: "ACK", names: &["default"], version: "v1", nonce: "n1", error: None, kind: Ack, respond: false, then_send: None },
-            Case { what: "ACK again (duplicate)", names: &["default"], version: "v1", nonce: "n1", error: None, kind: Ack, respond: false, then_send: None },
+            Case { what: "ACK again (duplicate)", names: &["default"], version: "v1", nonce: "n1", error: None, kind: Repeat, respond: false, then_send: None },
             Case { what: "stale nonce, even with new names", names: &["ROOTCA"], version: "v1", nonce: "n0", error: None, kind: Stale, respond: false, then_send: None },
-            Case { what: "ACK with more names", names: &["default", "ROOTCA"], version: "v1", nonce: "n1", error: None, kind: Ack, respond: true, then_send: Some(("v2", "n2")) },
-            Case { what: "same names in another order", names: &["ROOTCA", "default", ""], version: "v2", nonce: "n2", error: None, kind: Ack, respond: false, then_send: None },
-            Case { what: "NACK with a reason", names: &["ROOTCA", "default"], version: "v2", nonce: "n2", error: Some("bad key"), kind: nack("bad key"), respond: false, then_send: None },
-            Case { what: "NACK by keeping the old version", names: &["ROOTCA", "default"], version: "v1", nonce: "n2", error: None, kind: nack("the client kept version \"v1\" instead of \"v2\""), respond: false, then_send: None },
-            Case { what: "NACK that also changes the names", names: &["ROOTCA"], version: "v1", nonce: "n2", error: Some("bad key"), kind: nack("bad key"), respond: true, then_send: Some(("v3", "n3")) },
+            Case { what: "ACK with more names", names: &["default", "ROOTCA"], version: "v1", nonce: "n1", error: None, kind: Repeat, respond: true, then_send: Some(("v2", "n2")) },
+            Case { what: "NACK with a reason, names in another order", names: &["ROOTCA", "default", ""], version: "v1", nonce: "n2", error: Some("bad key"), kind: nack("bad key"), respond: false, then_send: None },
+            Case { what: "the NACK repeated: not a second NACK", names: &["ROOTCA", "default"], version: "v1", nonce: "n2", error: Some("bad key"), kind: Repeat, respond: false, then_send: None },
+            Case { what: "a repeat that changes the names", names: &["ROOTCA"], version: "v1", nonce: "n2", error: Some("bad key"), kind: Repeat, respond: true, then_send: Some(("v3", "n3")) },
+            Case { what: "NACK by keeping the old version", names: &["ROOTCA"], version: "v1", nonce: "n3", error: None, kind: nack("the client kept version \"v1\" instead of \"v3\""), respond: false, then_send: Some(("v4", "n4")) },
+            Case { what: "NACK that also changes the names", names: &["default"], version: "v1", nonce: "n4", error: Some("bad key"), kind: nack("bad key"), respond: true, then_send: Some(("v5", "n5")) },
             Case { what: "old nonce after a newer response", names: &["ROOTCA"], version: "v2", nonce: "n2", error: None, kind: Stale, respond: false, then_send: None },
-            Case { what: "empty names: everything", names: &[], version: "v3", nonce: "n3", error: None, kind: Ack, respond: true, then_send: None },
+            Case { what: "ACK with empty names: everything", names: &[], version: "v5", nonce: "n5", error: None, kind: Ack, respond: true, then_send: None },
         ];
         run(&cases);
+    }
+
+    #[test]
+    fn a_nack_reason_is_kept_short() {
+        let mut x = Xds::default();
+        let names = v(&["default"]);
+        let first = Received {
+            names: &names,
+            version_info: "",
+            response_nonce: "",
+            error: None,
+        };
+        x.on_request(first);
+        x.sent("v1".into(), "n1".into());
+        let long = "x".repeat(1 << 16);
+        let step = x.on_request(Received {
+            response_nonce: "n1",
+            error: Some(&long),
+            ..first
+        });
+        assert!(matches!(step.kind, Kind::Nack(m) if m.len() == 256));
     }
 
     #[test]

@@ -92,7 +92,10 @@ pub async fn serve(
             header::require_security_header,
         ))
         // Envoy sends no security header: SDS is served without it.
-        .add_service(SecretDiscoveryServiceServer::new(sds))
+        .add_service(
+            SecretDiscoveryServiceServer::new(sds)
+                .max_decoding_message_size(crate::sds::MAX_REQUEST_BYTES),
+        )
         .add_service(health_service)
         .add_optional_service(reflection);
     router

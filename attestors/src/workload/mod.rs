@@ -1,5 +1,10 @@
 //! Workload attestors: selectors for a local process, gathered by the agent.
 
+mod cgroup_layout;
+mod container;
+mod derived;
+mod k8s;
+mod systemd;
 pub mod unix;
 
 pub use unix::{UnixAttestor, UnixError};

@@ -1,7 +1,9 @@
 //! The `unix` workload attestor: selectors for a local process, read from /proc.
 //!
-//! Emits `unix:uid|user|gid|group|supplementary_gid|path|sha256:<v>` and `cgroup:path:<v>`.
+//! Emits `unix:uid|user|gid|group|supplementary_gid|path|sha256:<v>`, `cgroup:path:<v>` and
+//! the `systemd:`, `container:` and `k8s:` selectors derived from that path.
 
+mod cgroupfs;
 mod concurrency;
 mod hash_cache;
 mod pidfd;
@@ -11,11 +13,13 @@ use std::fs::{File, Metadata};
 use std::os::fd::BorrowedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::{Gid, Group, Uid, User};
 use tessera_common::Selector;
 
+use cgroupfs::Mounts;
 use concurrency::{default_hash_permits, Hasher};
 use hash_cache::{sha256_reader, FileKey, DEFAULT_CAPACITY};
 pub use pidfd::PinnedProcess;
@@ -55,6 +59,8 @@ pub struct UnixAttestor {
     /// pidfds name processes of the real /proc only; a test root has start times alone.
     use_pidfd: bool,
     hasher: Hasher,
+    /// Found on first use; a test root has none, so no invocation IDs.
+    cgroup_mounts: OnceLock<Mounts>,
 }
 
 impl Default for UnixAttestor {
@@ -67,6 +73,7 @@ impl UnixAttestor {
     pub fn new() -> Self {
         UnixAttestor {
             use_pidfd: true,
+            cgroup_mounts: OnceLock::new(),
             ..Self::with_proc_root(PathBuf::from("/proc"))
         }
     }
@@ -77,6 +84,7 @@ impl UnixAttestor {
             proc_root: root,
             use_pidfd: false,
             hasher: Hasher::new(DEFAULT_CAPACITY, default_hash_permits()),
+            cgroup_mounts: OnceLock::from(Mounts::default()),
         }
     }
 
@@ -253,7 +261,15 @@ impl UnixAttestor {
         }
 
         if let Some(cg) = dir.cgroup()? {
-            out.extend(checked("cgroup", format!("path:{cg}")));
+            out.extend(checked("cgroup", format!("path:{}", cg.path)));
+            let (derived, unit_cgroup) = crate::workload::derived::from_cgroup(&cg.path);
+            out.extend(derived.into_iter().filter_map(|(k, v)| checked(k, v)));
+            let mounts = self
+                .cgroup_mounts
+                .get_or_init(|| Mounts::discover(&self.proc_root));
+            if let Some(id) = unit_cgroup.and_then(|u| mounts.invocation_id(cg.hierarchy, &u)) {
+                out.push(Selector::new("systemd", format!("invocation_id:{id}")));
+            }
         }
         Ok((out, status))
     }

@@ -597,4 +597,22 @@ async fn fetch_x509_write_creates_a_private_directory() {
     }
     assert_eq!(fs::read(&file).unwrap(), b"keep");
     assert!(!d.dir.join("nowhere").exists());
+    // A directory another user made (open to all, as in /tmp) would let them
+    // replace the trust bundle and key pair after they are written: refused.
+    let planted = d.dir.join("planted");
+    fs::create_dir(&planted).unwrap();
+    fs::set_permissions(&planted, fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::chown(&planted, Some(65534), None).unwrap();
+    let line = fetch(&planted)
+        .await
+        .assert_one_line_error("--write to another user's directory");
+    assert!(
+        line.contains("--write") && line.contains("owned by uid 65534"),
+        "{line}"
+    );
+    assert_eq!(
+        fs::read_dir(&planted).unwrap().count(),
+        0,
+        "nothing written"
+    );
 }

@@ -14,6 +14,7 @@ mod dashboard;
 mod file_safety;
 mod flood;
 mod harness;
+mod kernel_selectors;
 mod lifecycle;
 mod log_colour;
 mod node_identity;

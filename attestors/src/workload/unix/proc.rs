@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{openat, readlinkat, OFlag};
 use nix::sys::stat::Mode;
 
+use super::cgroupfs::Hierarchy;
 use super::UnixError;
 
 /// Cap for /proc files; a real stat or cgroup file is far smaller.
@@ -104,9 +105,16 @@ pub(crate) fn parse_status(s: &str) -> Result<Status, String> {
     })
 }
 
+/// A process's cgroup path and the hierarchy it is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CgroupPath {
+    pub hierarchy: Hierarchy,
+    pub path: String,
+}
+
 /// The cgroup path for selectors: the v2 path (`0::<path>`), or where that is `/` or absent
 /// (hybrid hosts), the `name=systemd` v1 path. `None` if neither is present.
-pub(crate) fn parse_cgroup(s: &str) -> Result<Option<String>, String> {
+pub(crate) fn parse_cgroup(s: &str) -> Result<Option<CgroupPath>, String> {
     let mut v2: Option<&str> = None;
     let mut systemd: Option<&str> = None;
     for line in s.lines().filter(|l| !l.is_empty()) {
@@ -129,11 +137,14 @@ pub(crate) fn parse_cgroup(s: &str) -> Result<Option<String>, String> {
         }
     }
     let chosen = match (v2, systemd) {
-        (Some(p), _) if p != "/" => Some(p),
-        (_, Some(p)) => Some(p),
-        (p, None) => p,
+        (Some(p), _) if p != "/" => Some((Hierarchy::Unified, p)),
+        (_, Some(p)) => Some((Hierarchy::NameSystemd, p)),
+        (p, None) => p.map(|p| (Hierarchy::Unified, p)),
     };
-    Ok(chosen.map(str::to_owned))
+    Ok(chosen.map(|(hierarchy, p)| CgroupPath {
+        hierarchy,
+        path: p.to_owned(),
+    }))
 }
 
 /// True for errors meaning "this process no longer exists" (ENOENT on lookup, ESRCH on read).
@@ -229,7 +240,7 @@ impl ProcDir {
 
     /// `Ok(None)` when there is no usable path, including a non-UTF-8 one: converting lossily
     /// could make it equal to a different cgroup's path.
-    pub fn cgroup(&self) -> Result<Option<String>, UnixError> {
+    pub fn cgroup(&self) -> Result<Option<CgroupPath>, UnixError> {
         let raw = self.read("cgroup", MAX_PROC_FILE)?;
         let Ok(text) = String::from_utf8(raw) else {
             tracing::warn!(path = %self.path_of("cgroup").display(), "cgroup file is not UTF-8; no cgroup selector");
@@ -326,42 +337,49 @@ mod tests {
         assert!(parse_status(bad_group).is_err());
     }
 
+    fn path(s: &str) -> Option<String> {
+        parse_cgroup(s).unwrap().map(|c| c.path)
+    }
+
+    #[test]
+    fn cgroup_hierarchy() {
+        let h = |s| parse_cgroup(s).unwrap().map(|c| c.hierarchy);
+        assert_eq!(h("0::/a.service\n"), Some(Hierarchy::Unified));
+        assert_eq!(
+            h("1:name=systemd:/a.service\n0::/\n"),
+            Some(Hierarchy::NameSystemd)
+        );
+        assert_eq!(h("0::/\n"), Some(Hierarchy::Unified));
+    }
+
     #[test]
     fn cgroup_v2() {
         let s = "0::/user.slice/user-1000.slice/session-2.scope\n";
         assert_eq!(
-            parse_cgroup(s).unwrap().as_deref(),
-            Some("/user.slice/user-1000.slice/session-2.scope")
+            path(s),
+            Some("/user.slice/user-1000.slice/session-2.scope".to_string())
         );
     }
 
     #[test]
     fn cgroup_hybrid_prefers_systemd_when_v2_is_root() {
         let s = "12:pids:/user.slice\n1:name=systemd:/system.slice/foo:bar.service\n0::/\n";
-        assert_eq!(
-            parse_cgroup(s).unwrap().as_deref(),
-            Some("/system.slice/foo:bar.service")
-        );
+        assert_eq!(path(s), Some("/system.slice/foo:bar.service".to_string()));
     }
 
     #[test]
     fn cgroup_hybrid_uses_v2_when_not_root() {
         let s = "1:name=systemd:/system.slice/a.service\n0::/system.slice/a.service/sub\n";
-        assert_eq!(
-            parse_cgroup(s).unwrap().as_deref(),
-            Some("/system.slice/a.service/sub")
-        );
+        assert_eq!(path(s), Some("/system.slice/a.service/sub".to_string()));
     }
 
     #[test]
     fn cgroup_v1_systemd_only_and_root() {
         assert_eq!(
-            parse_cgroup("3:cpu,cpuacct:/x\n1:name=systemd:/init.scope\n")
-                .unwrap()
-                .as_deref(),
-            Some("/init.scope")
+            path("3:cpu,cpuacct:/x\n1:name=systemd:/init.scope\n"),
+            Some("/init.scope".to_string())
         );
-        assert_eq!(parse_cgroup("0::/\n").unwrap().as_deref(), Some("/"));
+        assert_eq!(path("0::/\n"), Some("/".to_string()));
         assert_eq!(parse_cgroup("3:cpu:/x\n").unwrap(), None);
         assert_eq!(parse_cgroup("").unwrap(), None);
     }

@@ -73,12 +73,17 @@ fn attest_self() {
 
     let cg = one(&sels, "cgroup", "path:");
     assert!(cg.starts_with('/'), "{cg}");
-    // uid, gid, path, sha256, cgroup, plus the optional and per-group ones; nothing else.
+    // uid, gid, path, sha256, cgroup, plus the optional, per-group and derived ones.
+    let derived = sels
+        .iter()
+        .filter(|s| matches!(s.kind.as_str(), "systemd" | "container" | "k8s"))
+        .count();
     assert_eq!(
         sels.len(),
         5 + values(&sels, "unix", "user:").len()
             + values(&sels, "unix", "group:").len()
             + want_groups.len()
+            + derived
     );
 }
 
@@ -274,7 +279,64 @@ fn fake_proc_full_selector_list() {
         format!("sha256:{}", sha256_hex(&exe)),
     ));
     want.push(Selector::new("cgroup", "path:/system.slice/x.service"));
+    want.push(Selector::new("systemd", "unit:x.service"));
+    want.push(Selector::new("systemd", "slice:system.slice"));
     assert_eq!(sels, want);
+}
+
+fn derived_of(cgroup_file: &str) -> Vec<String> {
+    let bin = tempfile::tempdir().unwrap();
+    let fp = FakeProc::new(&fake_exe(bin.path(), "prog"));
+    fp.write("cgroup", cgroup_file);
+    let sels = fp.attestor().attest(fp.pid).unwrap();
+    sels.iter()
+        .filter(|s| s.kind != "unix" && s.kind != "cgroup")
+        .map(|s| s.to_string())
+        .collect()
+}
+
+const CID: &str = "3f1b5c0a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a";
+
+#[test]
+fn fake_proc_container_on_a_hybrid_host() {
+    let file = format!("9:name=systemd:/system.slice/docker-{CID}.scope\n1:cpu:/x\n0::/\n");
+    assert_eq!(
+        derived_of(&file),
+        [
+            format!("systemd:unit:docker-{CID}.scope"),
+            "systemd:slice:system.slice".to_string(),
+            format!("systemd:scope:docker-{CID}.scope"),
+            format!("container:id:{CID}"),
+            "container:runtime:docker".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn fake_proc_user_cannot_claim_a_rootful_container_or_pod() {
+    // uid 1000 owns its user manager's subtree and can create any cgroup name there.
+    let base = "0::/user.slice/user-1000.slice/user@1000.service/app.slice";
+    let got = derived_of(&format!("{base}/docker-{CID}.scope\n"));
+    assert!(
+        got.contains(&format!("container:id:user@1000.service/{CID}")),
+        "{got:?}"
+    );
+    assert!(!got.contains(&format!("container:id:{CID}")), "{got:?}");
+    assert!(
+        !got.contains(&"container:runtime:docker".to_string()),
+        "{got:?}"
+    );
+    let pod = "kubepods.slice/kubepods-pod0a1b2c3d_1111_2222_3333_444455556666.slice";
+    let got = derived_of(&format!("{base}/{pod}/cri-containerd-{CID}.scope\n"));
+    assert!(got.iter().all(|s| !s.starts_with("k8s:")), "{got:?}");
+    assert!(!got.contains(&format!("systemd:unit:cri-containerd-{CID}.scope")));
+}
+
+#[test]
+fn fake_proc_odd_cgroup_has_no_derived_selectors() {
+    assert!(derived_of("0::/system.slice/a b.service\n").is_empty());
+    let long = format!("0::/system.slice/{}.service\n", "a".repeat(300));
+    assert!(derived_of(&long).is_empty());
 }
 
 #[test]
