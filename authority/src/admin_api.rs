@@ -143,24 +143,13 @@ impl Admin for AdminApi {
     ) -> Result<Response<pb::Entry>, Status> {
         let a = &self.0;
         let req = req.into_inner();
-        let Some(stored) = a
-            .datastore
-            .get_entry(&req.id)
-            .await
-            .map_err(ApiError::from)?
-        else {
-            return Err(ApiError::NotFound(format!("entry {:?} does not exist", req.id)).into());
-        };
-        let (next, changed) = entry_update::apply(&stored, &req);
+        let (updated, changed) = entry_update::update(&a.datastore, &req, |next| {
+            a.validate_entry(&entry_to_pb(next.clone()))
+        })
+        .await?;
         if changed.is_empty() {
-            return Ok(Response::new(entry_to_pb(stored)));
+            return Ok(Response::new(entry_to_pb(updated)));
         }
-        a.validate_entry(&entry_to_pb(next.clone()))?;
-        let updated = a
-            .datastore
-            .update_entry(&next)
-            .await
-            .map_err(ApiError::from)?;
         tracing::info!(entry_id = %updated.id, spiffe_id = %updated.spiffe_id, revision = updated.revision, changed = %changed.join(","), "entry updated");
         Ok(Response::new(entry_to_pb(updated)))
     }
@@ -321,6 +310,9 @@ impl Admin for AdminApi {
                 detail: e.detail,
             })
             .collect();
-        Ok(Response::new(pb::ListAuditResponse { events }))
+        Ok(Response::new(pb::ListAuditResponse {
+            events,
+            limit: filter.effective_limit(),
+        }))
     }
 }

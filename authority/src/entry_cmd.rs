@@ -9,12 +9,24 @@ use tessera_authority::admin_cli::entries::{self, ListArgs, NewEntryArgs, Update
 use tessera_authority::admin_cli::times;
 use tessera_authority::server::BoxError;
 
+/// An SVID lifetime: whole seconds on the wire, where 0 means "the
+/// authority's default", so `0s` or `500ms` must not slip through as that.
+fn ttl(s: &str) -> Result<Duration, String> {
+    let d = dur(s)?;
+    if d.as_secs() == 0 {
+        return Err(format!(
+            "{s:?} is less than 1s; give a lifetime of at least 1s (or leave it to the authority's default)"
+        ));
+    }
+    Ok(d)
+}
+
 /// A TTL in seconds; `default` (0) hands it back to the authority's default.
 fn ttl_or_default(s: &str) -> Result<i64, String> {
     if s == "default" {
         return Ok(0);
     }
-    dur(s).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    ttl(s).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Unix seconds; `never` (0) removes the expiry.
@@ -43,10 +55,10 @@ pub(crate) enum EntryCmd {
         )]
         selectors: Vec<String>,
         /// X.509-SVID lifetime (e.g. 1h; default: the authority's).
-        #[arg(long, value_name = "DUR", value_parser = dur, conflicts_with = "data")]
+        #[arg(long, value_name = "DUR", value_parser = ttl, conflicts_with = "data")]
         x509_ttl: Option<Duration>,
         /// JWT-SVID lifetime (e.g. 5m; default: the authority's).
-        #[arg(long, value_name = "DUR", value_parser = dur, conflicts_with = "data")]
+        #[arg(long, value_name = "DUR", value_parser = ttl, conflicts_with = "data")]
         jwt_ttl: Option<Duration>,
         /// A DNS name for the X.509-SVID, repeatable.
         #[arg(long = "dns", value_name = "NAME", conflicts_with = "data")]
@@ -72,6 +84,10 @@ pub(crate) enum EntryCmd {
     Update {
         /// The entry's ID.
         id: String,
+        /// Only if the entry is still at revision N (as `entry show` printed it);
+        /// without it the change is merged into the entry as it is now.
+        #[arg(long, value_name = "N")]
+        revision: Option<i64>,
         #[command(flatten)]
         change: EntryChange,
         #[command(flatten)]
@@ -180,6 +196,7 @@ pub(crate) async fn run(cmd: EntryCmd) -> Result<(), BoxError> {
         }
         EntryCmd::Update {
             id,
+            revision,
             change: c,
             format,
             socket,
@@ -193,6 +210,7 @@ pub(crate) async fn run(cmd: EntryCmd) -> Result<(), BoxError> {
                 hint: c.hint,
                 admin: c.admin,
                 expires_at: c.expires_at,
+                revision,
             };
             entries::update(&socket.admin_socket, id, args, format.output).await
         }
@@ -214,5 +232,26 @@ pub(crate) async fn run(cmd: EntryCmd) -> Result<(), BoxError> {
             entries::show(&socket.admin_socket, id, format.output).await
         }
         EntryCmd::Delete { id, socket } => entries::delete(&socket.admin_socket, id).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ttl, ttl_or_default};
+
+    #[test]
+    fn sub_second_ttls_are_refused_not_defaulted() {
+        for bad in ["0s", "500ms", "999ms"] {
+            let e = ttl_or_default(bad).unwrap_err();
+            assert!(
+                e.contains(&format!("{bad:?}")) && !e.contains('\n'),
+                "{bad}: {e}"
+            );
+            assert!(ttl(bad).is_err(), "{bad}");
+        }
+        assert!(ttl("500ms").unwrap_err().contains("at least 1s"));
+        assert_eq!(ttl_or_default("default"), Ok(0));
+        assert_eq!(ttl_or_default("1s"), Ok(1));
+        assert_eq!(ttl("1h").map(|d| d.as_secs()), Ok(3600));
     }
 }

@@ -360,6 +360,13 @@ impl Node for NodeApi {
             )
             .into());
         }
+        // Audiences end up in the audit trail and in operators' terminals.
+        if r.audience.iter().any(|s| s.chars().any(char::is_control)) {
+            return Err(ApiError::InvalidArgument(
+                "audience: control characters (newline, tab, escape, ...) are not allowed".into(),
+            )
+            .into());
+        }
         if r.audience.len() > MAX_AUDIENCES {
             return Err(
                 ApiError::InvalidArgument(format!("audience: more than {MAX_AUDIENCES}")).into(),

@@ -18,7 +18,7 @@ pub fn read(path: &Path) -> Result<Vec<pb::Entry>, BoxError> {
     let src: Box<dyn Read> = if path == Path::new("-") {
         Box::new(std::io::stdin())
     } else {
-        Box::new(std::fs::File::open(path).map_err(|e| format!("--data: {}: {e}", path.display()))?)
+        Box::new(open_regular(path).map_err(|e| format!("--data: {}: {e}", path.display()))?)
     };
     src.take(MAX_DATA_BYTES + 1)
         .read_to_end(&mut text)
@@ -34,8 +34,28 @@ pub fn read(path: &Path) -> Result<Vec<pb::Entry>, BoxError> {
     parse(&text).map_err(|e| format!("--data: {}: {e}", path.display()).into())
 }
 
+/// Opens `path` without blocking (opening a FIFO for reading would wait for a
+/// writer forever) and only if it is a regular file.
+fn open_regular(path: &Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file; give a file, or - for standard input".into());
+    }
+    // Regular files ignore O_NONBLOCK: reads below block as usual.
+    Ok(f)
+}
+
 fn parse(text: &[u8]) -> Result<Vec<pb::Entry>, String> {
-    let doc: Entries<serde_json::Value> = serde_json::from_slice(text)
+    // Each entry is kept as its text so that it is deserialized straight into
+    // `EntryRecord`, which refuses a key given twice (a `serde_json::Value`
+    // would silently keep the last), with the entry's index in the error.
+    let doc: Entries<&serde_json::value::RawValue> = serde_json::from_slice(text)
         .map_err(|e| format!("not a JSON object {{\"entries\": [...]}}: {e}"))?;
     if doc.entries.is_empty() {
         return Err("\"entries\" is empty".into());
@@ -45,7 +65,7 @@ fn parse(text: &[u8]) -> Result<Vec<pb::Entry>, String> {
         .enumerate()
         .map(|(i, v)| {
             let r: EntryRecord =
-                serde_json::from_value(v).map_err(|e| format!("entries[{i}]: {e}"))?;
+                serde_json::from_str(v.get()).map_err(|e| format!("entries[{i}]: {e}"))?;
             to_pb(r).map_err(|e| format!("entries[{i}]: {e}"))
         })
         .collect()
@@ -121,9 +141,51 @@ mod tests {
                 r#"{"entries": [{"parent_id": "spiffe://td/p", "selectors": []}]}"#,
                 "entries[0]: missing field `spiffe_id`",
             ),
+            (
+                r#"{"entries": [{"spiffe_id": "spiffe://td/a", "parent_id": "spiffe://td/p",
+                   "selectors": []}, {"spiffe_id": "spiffe://td/b", "parent_id": "spiffe://td/p",
+                   "selectors": [{"type": "unix", "value": "uid:0"}],
+                   "selectors": [{"type": "unix", "value": "uid:1"}]}]}"#,
+                "entries[1]: duplicate field `selectors`",
+            ),
+            (
+                r#"{"entries": [{"spiffe_id": "spiffe://td/a", "parent_id": "spiffe://td/p",
+                   "selectors": [{"type": "unix", "value": "uid:0", "value": "uid:1"}]}]}"#,
+                "entries[0]: duplicate field `value`",
+            ),
         ] {
             let e = parse(doc.as_bytes()).unwrap_err();
             assert!(e.contains(want) && !e.contains('\n'), "{doc}: {e}");
         }
+    }
+
+    #[test]
+    fn only_regular_files_are_read_and_a_fifo_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("entries.fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (f, d) = (fifo.clone(), dir.path().to_path_buf());
+        std::thread::spawn(move || {
+            let _ = tx.send((super::read(&f).map(|_| ()), super::read(&d).map(|_| ())));
+        });
+        let (from_fifo, from_dir) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading --data from a FIFO blocked");
+        for e in [from_fifo.unwrap_err(), from_dir.unwrap_err()] {
+            let e = e.to_string();
+            assert!(
+                e.contains("not a regular file") && e.starts_with("--data: "),
+                "{e}"
+            );
+        }
+        let file = dir.path().join("entries.json");
+        std::fs::write(
+            &file,
+            br#"{"entries": [{"spiffe_id": "spiffe://td/a", "parent_id": "spiffe://td/p",
+                "selectors": [{"type": "unix", "value": "uid:1"}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(super::read(&file).unwrap().len(), 1);
     }
 }

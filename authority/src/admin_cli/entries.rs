@@ -33,6 +33,8 @@ pub struct UpdateArgs {
     pub admin: Option<bool>,
     /// Unix seconds; 0: never.
     pub expires_at: Option<i64>,
+    /// Only if the entry is still at this revision.
+    pub revision: Option<i64>,
 }
 
 /// `entry list` filters.
@@ -60,7 +62,9 @@ fn secs(d: Option<std::time::Duration>) -> i64 {
 
 fn print_created(created: &[pb::Entry], out: Output) -> Result<(), BoxError> {
     match out {
-        Output::Text => created.iter().for_each(|e| println!("{}", e.id)),
+        Output::Text => created
+            .iter()
+            .for_each(|e| println!("{}", records::shown(&e.id))),
         Output::Json => records::print_json(&Entries {
             entries: created.iter().map(records::entry).collect(),
         })?,
@@ -120,6 +124,7 @@ pub async fn update(socket: &Path, id: String, a: UpdateArgs, out: Output) -> Re
         hint: a.hint,
         admin: a.admin,
         expires_at: a.expires_at,
+        revision: a.revision,
     };
     let e = client(socket).await?.update_entry(req).await?.into_inner();
     print_one(&e, out)
@@ -163,6 +168,6 @@ pub async fn delete(socket: &Path, id: String) -> Result<(), BoxError> {
         .await?
         .delete_entry(pb::EntryId { id: id.clone() })
         .await?;
-    println!("deleted {id}");
+    println!("deleted {}", records::shown(&id));
     Ok(())
 }

@@ -83,7 +83,7 @@ pub async fn agent_evict(socket: &Path, id: String) -> Result<(), BoxError> {
         .await?
         .evict_agent(pb::AgentId { id: id.clone() })
         .await?;
-    println!("evicted {id}");
+    println!("evicted {}", records::shown(&id));
     Ok(())
 }
 
@@ -184,12 +184,11 @@ pub async fn audit(socket: &Path, a: AuditArgs, out: Output) -> Result<(), BoxEr
         since: a.since.unwrap_or(0),
         until: a.until.unwrap_or(0),
     };
-    let events = client(socket)
-        .await?
-        .list_audit(req)
-        .await?
-        .into_inner()
-        .events;
+    let resp = client(socket).await?.list_audit(req).await?.into_inner();
+    let events = resp.events;
+    if let Some(w) = truncation_warning(events.len(), resp.limit) {
+        eprintln!("{w}");
+    }
     match out {
         Output::Text => events.iter().for_each(records::print_audit),
         Output::Json => records::print_json(
@@ -197,4 +196,34 @@ pub async fn audit(socket: &Path, a: AuditArgs, out: Output) -> Result<(), BoxEr
         )?,
     }
     Ok(())
+}
+
+/// Events come newest first, so a full answer may have left out the oldest of
+/// the window: say so on stderr (stdout stays one valid document).
+fn truncation_warning(got: usize, limit: u32) -> Option<String> {
+    (limit > 0 && got >= limit as usize).then(|| {
+        format!(
+            "warning: audit: {got} events, the limit ({limit}); older events in the window \
+             may be missing: narrow it (a later --since, --until, --spiffe-id, --agent) \
+             or raise --limit (at most {})",
+            crate::datastore::AUDIT_MAX_LIMIT
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncation_warning;
+
+    #[test]
+    fn a_full_answer_warns_naming_the_limit() {
+        assert_eq!(truncation_warning(999, 1000), None);
+        assert_eq!(truncation_warning(0, 0), None);
+        let w = truncation_warning(1000, 1000).unwrap();
+        assert!(
+            w.contains("(1000)") && w.contains("--since") && w.contains("--limit"),
+            "{w}"
+        );
+        assert!(!w.contains('\n'), "{w}");
+    }
 }

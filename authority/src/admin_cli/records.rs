@@ -151,28 +151,34 @@ pub fn print_json<T: Serialize>(v: &T) -> Result<(), crate::server::BoxError> {
 }
 
 pub fn print_entry(e: &pb::Entry) {
-    println!("Entry ID      : {}", e.id);
-    println!("SPIFFE ID     : {}", e.spiffe_id);
-    println!("Parent ID     : {}", e.parent_id);
-    println!("Revision      : {}", e.revision);
-    println!("X509-SVID TTL : {}", ttl(e.x509_ttl));
-    println!("JWT-SVID TTL  : {}", ttl(e.jwt_ttl));
+    print!("{}", entry_text(e));
+}
+
+/// Every string shown is escaped ([`shown`]): entries, agents and audit events
+/// carry values others chose (a workload picks its JWT audiences).
+fn entry_text(e: &pb::Entry) -> String {
+    let mut t = format!("Entry ID      : {}\n", shown(&e.id));
+    t += &format!("SPIFFE ID     : {}\n", shown(&e.spiffe_id));
+    t += &format!("Parent ID     : {}\n", shown(&e.parent_id));
+    t += &format!("Revision      : {}\n", e.revision);
+    t += &format!("X509-SVID TTL : {}\n", ttl(e.x509_ttl));
+    t += &format!("JWT-SVID TTL  : {}\n", ttl(e.jwt_ttl));
     for s in &e.selectors {
-        println!("Selector      : {}:{}", s.r#type, s.value);
+        t += &format!("Selector      : {}\n", selector(s));
     }
     for d in &e.dns_names {
-        println!("DNS name      : {d}");
+        t += &format!("DNS name      : {}\n", shown(d));
     }
     if !e.hint.is_empty() {
-        println!("Hint          : {}", e.hint);
+        t += &format!("Hint          : {}\n", shown(&e.hint));
     }
     if e.admin {
-        println!("Admin         : true");
+        t += "Admin         : true\n";
     }
     if e.expires_at != 0 {
-        println!("Expires at    : {}", rfc3339(e.expires_at));
+        t += &format!("Expires at    : {}\n", rfc3339(e.expires_at));
     }
-    println!();
+    t + "\n"
 }
 
 fn ttl(secs: i64) -> String {
@@ -183,35 +189,138 @@ fn ttl(secs: i64) -> String {
     }
 }
 
+/// `s` with control characters (newline, tab, ESC, ...) and bidirectional
+/// overrides written as `\n`, `\u{1b}`, so a value cannot start a line of its
+/// own, move the cursor or recolour the terminal; backslash is doubled so an
+/// escape cannot be faked.
+pub fn shown(s: &str) -> String {
+    let bidi = |c: char| matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    s.chars()
+        .map(|c| {
+            if c.is_control() || bidi(c) || c == '\\' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+fn selector(s: &pb::Selector) -> String {
+    format!("{}:{}", shown(&s.r#type), shown(&s.value))
+}
+
+fn joined<'a>(v: impl IntoIterator<Item = &'a String>) -> String {
+    v.into_iter()
+        .map(|s| shown(s))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub fn print_agent(a: &pb::Agent) {
-    println!("Agent ID      : {}", a.id);
-    println!("Attestation   : {}", a.attestation_method);
-    println!("SVID serial   : {}", a.serial);
-    println!("SVID expires  : {}", a.expires_at);
-    println!("Evicted       : {}", a.evicted);
+    print!("{}", agent_text(a));
+}
+
+fn agent_text(a: &pb::Agent) -> String {
+    let mut t = format!("Agent ID      : {}\n", shown(&a.id));
+    t += &format!("Attestation   : {}\n", shown(&a.attestation_method));
+    t += &format!("SVID serial   : {}\n", shown(&a.serial));
+    t += &format!("SVID expires  : {}\n", a.expires_at);
+    t += &format!("Evicted       : {}\n", a.evicted);
     for s in &a.selectors {
-        println!("Selector      : {}:{}", s.r#type, s.value);
+        t += &format!("Selector      : {}\n", selector(s));
     }
-    println!();
+    t + "\n"
 }
 
 pub fn print_audit(e: &pb::AuditEvent) {
-    let sel: Vec<String> = e
-        .node_selectors
-        .iter()
-        .map(|s| format!("{}:{}", s.r#type, s.value))
-        .collect();
-    println!(
+    println!("{}", audit_line(e));
+}
+
+/// One line per event, whatever its fields hold.
+fn audit_line(e: &pb::AuditEvent) -> String {
+    let sel: Vec<String> = e.node_selectors.iter().map(selector).collect();
+    format!(
         "{}\t{}\tagent={}\tspiffe_id={}\tentry={}\tserial={}\texpires_at={}\taudience={}\tnode_selectors={}{}",
         e.time,
-        e.kind,
-        e.agent_id,
-        e.spiffe_id,
-        e.entry_id,
-        e.serial,
+        shown(&e.kind),
+        shown(&e.agent_id),
+        shown(&e.spiffe_id),
+        shown(&e.entry_id),
+        shown(&e.serial),
         e.expires_at,
-        e.audience.join(","),
+        joined(&e.audience),
         sel.join(","),
-        if e.detail.is_empty() { String::new() } else { format!("\tdetail={}", e.detail) }
-    );
+        if e.detail.is_empty() { String::new() } else { format!("\tdetail={}", shown(&e.detail)) }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOSTILE: &str = "aud\n1700000000\tjwt_svid\tagent=forged\r\u{1b}[2K\u{202e}\\n";
+
+    fn hostile_selector() -> pb::Selector {
+        pb::Selector {
+            r#type: "unix".into(),
+            value: HOSTILE.into(),
+        }
+    }
+
+    /// No raw control or bidi character, no tab beyond the field separators.
+    fn assert_inert(text: &str, lines: usize, tabs: usize) {
+        assert_eq!(text.lines().count(), lines, "{text:?}");
+        assert_eq!(text.matches('\t').count(), tabs, "{text:?}");
+        assert!(
+            !text
+                .chars()
+                .any(|c| (c.is_control() && c != '\n' && c != '\t') || c == '\u{202e}'),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn shown_escapes_controls_and_backslash() {
+        assert_eq!(shown("plain spiffe://td/a"), "plain spiffe://td/a");
+        assert_eq!(
+            shown("a\nb\t\u{1b}[1m\\n\u{202e}"),
+            "a\\nb\\t\\u{1b}[1m\\\\n\\u{202e}"
+        );
+    }
+
+    #[test]
+    fn hostile_fields_stay_on_their_line() {
+        let ev = pb::AuditEvent {
+            kind: "jwt_svid".into(),
+            audience: vec![HOSTILE.into(), "b".into()],
+            agent_id: HOSTILE.into(),
+            spiffe_id: HOSTILE.into(),
+            detail: HOSTILE.into(),
+            node_selectors: vec![hostile_selector()],
+            ..Default::default()
+        };
+        let line = audit_line(&ev);
+        assert_inert(&line, 1, 9);
+        assert!(
+            line.contains("audience=aud\\n1700000000\\tjwt_svid"),
+            "{line}"
+        );
+        let entry = pb::Entry {
+            spiffe_id: HOSTILE.into(),
+            hint: HOSTILE.into(),
+            dns_names: vec![HOSTILE.into()],
+            selectors: vec![hostile_selector()],
+            ..Default::default()
+        };
+        assert_inert(&entry_text(&entry), 10, 0);
+        let agent = pb::Agent {
+            id: HOSTILE.into(),
+            attestation_method: HOSTILE.into(),
+            serial: HOSTILE.into(),
+            selectors: vec![hostile_selector()],
+            ..Default::default()
+        };
+        assert_inert(&agent_text(&agent), 7, 0);
+    }
 }

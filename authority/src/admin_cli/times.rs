@@ -17,8 +17,19 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
     unix(t).ok_or_else(|| format!("{s:?} is before 1970"))
 }
 
-/// An RFC 3339 time, or a duration meaning that long ago (`90s`, `1h`, `7d`).
+/// An RFC 3339 time, or a duration meaning that long ago (`90s`, `1h`, `7d`),
+/// after the epoch: the admin API reads 0 as "no bound", so
+/// `--until 1970-01-01T00:00:00Z` would otherwise mean "everything".
 pub fn parse_point(s: &str) -> Result<i64, String> {
+    match point(s)? {
+        t if t > 0 => Ok(t),
+        _ => Err(format!(
+            "{s:?} is not after 1970-01-01T00:00:00Z; leave the flag out for no bound"
+        )),
+    }
+}
+
+fn point(s: &str) -> Result<i64, String> {
     if let Ok(ago) = humantime::parse_duration(s.trim()) {
         let then = SystemTime::now()
             .checked_sub(ago)
@@ -60,5 +71,10 @@ mod tests {
             assert!(e.contains(&format!("{bad:?}")) && !e.contains('\n'), "{e}");
         }
         assert!(parse_rfc3339("1969-12-31T23:59:59Z").is_err());
+        for epoch in ["1970-01-01T00:00:00Z", "1970-01-01T00:00:00.5Z"] {
+            let e = parse_point(epoch).unwrap_err();
+            assert!(e.contains("not after 1970") && !e.contains('\n'), "{e}");
+        }
+        assert_eq!(parse_point("1970-01-01T00:00:01Z"), Ok(1));
     }
 }

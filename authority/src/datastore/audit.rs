@@ -4,9 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Transaction};
 
 use super::rows::{self, RowReader};
-use super::{
-    AuditEvent, AuditFilter, Datastore, DatastoreError, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT,
-};
+use super::{AuditEvent, AuditFilter, Datastore, DatastoreError};
 
 impl Datastore {
     /// Stores a batch of events in one transaction (`id` is ignored).
@@ -53,7 +51,7 @@ impl Datastore {
             " ORDER BY event_time DESC, id DESC LIMIT ${}",
             binds.len() + times.len() + 1
         ));
-        let limit = f.limit.unwrap_or(AUDIT_DEFAULT_LIMIT).min(AUDIT_MAX_LIMIT);
+        let limit = f.effective_limit();
         let mut query = sqlx::query(&sql);
         for b in binds {
             query = query.bind(b);

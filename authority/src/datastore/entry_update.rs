@@ -1,5 +1,6 @@
-//! Changing an entry in place: a compare-and-swap on its revision, so two
-//! operators' concurrent updates cannot silently overwrite one another.
+//! Changing an entry in place: a compare-and-swap on its revision, so a change
+//! computed from one revision is never written over a later one (the admin API
+//! re-reads and merges again, or refuses when the operator named a revision).
 
 use super::entries::bump_entries_revision;
 use super::rows;

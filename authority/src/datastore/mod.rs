@@ -149,6 +149,15 @@ pub struct AuditFilter {
     pub limit: Option<u32>,
 }
 
+impl AuditFilter {
+    /// The most events `list_audit` returns for this filter.
+    pub fn effective_limit(&self) -> u32 {
+        self.limit
+            .unwrap_or(AUDIT_DEFAULT_LIMIT)
+            .min(AUDIT_MAX_LIMIT)
+    }
+}
+
 pub const AUDIT_DEFAULT_LIMIT: u32 = 1000;
 pub const AUDIT_MAX_LIMIT: u32 = 10_000;
 

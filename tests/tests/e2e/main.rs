@@ -7,6 +7,7 @@ mod authority_limits;
 mod boot_policy;
 mod caller_pinning;
 mod cli;
+mod cli_hardening;
 mod client_interop;
 mod conformance;
 mod dashboard;
