@@ -17,7 +17,7 @@ const VICTIM: u32 = 4321;
 /// Starts `program args` as `uid` with pid `pid` (via ns_last_pid; other forks on the host
 /// may take it first, hence the retries). `None` if it never got that pid.
 fn spawn_with_pid(pid: u32, uid: u32, program: &str, args: &[&str]) -> Option<ChildGuard> {
-    for _ in 0..200 {
+    for _ in 0..50 {
         fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
             .expect("write /proc/sys/kernel/ns_last_pid (tests run as root)");
         let child = child_command(program)
@@ -81,13 +81,18 @@ async fn reused_pid_does_not_inherit_the_connection() {
 
     // The attack: a process of another uid connects and exits; this process keeps the
     // socket, and a victim process is started under the freed pid.
-    let (fd, mut connector) =
-        connect_from_child(&d.socket_path(), NOBODY, NOBODY, "true", &[]).unwrap();
-    let pid = connector.0.id();
-    assert!(connector.0.wait().unwrap().success());
+    // pids are host-wide: a process forked elsewhere can take the freed pid before the
+    // reuser does, so the whole step is retried with a fresh connector.
+    let (fd, pid, reuser) = (0..10)
+        .find_map(|_| {
+            let (fd, mut connector) =
+                connect_from_child(&d.socket_path(), NOBODY, NOBODY, "true", &[]).unwrap();
+            let pid = connector.0.id();
+            assert!(connector.0.wait().unwrap().success());
+            spawn_with_pid(pid, VICTIM, "sleep", &["60"]).map(|reuser| (fd, pid, reuser))
+        })
+        .expect("could not get the connector's pid reused in 10 attempts");
     let mut conn = Raw::new(channel_from_fd(fd).await);
-    let reuser = spawn_with_pid(pid, VICTIM, "sleep", &["60"])
-        .unwrap_or_else(|| panic!("could not get pid {pid} reused"));
     wait_exe(pid, &which("sleep")).await;
 
     let st = assert_code(
