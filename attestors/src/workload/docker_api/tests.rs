@@ -234,18 +234,24 @@ async fn huge_response_is_cut_off() {
     assert!(written < 2 * MAX_RESPONSE, "read {written} bytes");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answer_about_another_container_is_rejected() {
-    let other = "0".repeat(64);
-    let d = FakeDaemon::start(Reply::Json(
-        json!({"Id": other, "Image": format!("sha256:{IMG}"), "Config": {"Labels": {"app": "web"}}}),
-    ));
+/// The daemon is asked once and its answer adds nothing; the kernel's selectors remain.
+async fn adds_nothing(reply: Reply) {
+    let d = FakeDaemon::start(reply);
     let (sels, _) = attest(&d.api(Duration::from_secs(2))).await;
     assert_eq!(d.requests.load(Ordering::SeqCst), 1);
     assert!(
         has_kernel_selectors(&sels) && enriched(&sels).is_empty(),
         "{sels:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answer_about_another_container_is_rejected() {
+    let other = "0".repeat(64);
+    adds_nothing(Reply::Json(
+        json!({"Id": other, "Image": format!("sha256:{IMG}"), "Config": {"Labels": {"app": "web"}}}),
+    ))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,13 +262,7 @@ async fn not_found_and_garbage_add_nothing() {
         Reply::Raw(200, "{\"Id\": "),
         Reply::Raw(200, "[1, 2]"),
     ] {
-        let d = FakeDaemon::start(reply);
-        let (sels, _) = attest(&d.api(Duration::from_secs(2))).await;
-        assert_eq!(d.requests.load(Ordering::SeqCst), 1);
-        assert!(
-            has_kernel_selectors(&sels) && enriched(&sels).is_empty(),
-            "{sels:?}"
-        );
+        adds_nothing(reply).await;
     }
 }
 
