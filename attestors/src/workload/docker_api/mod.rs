@@ -52,7 +52,6 @@ struct Inner {
     config: DockerApiConfig,
     cache: Cache,
     last_warn: Mutex<Option<Instant>>,
-    requests: std::sync::atomic::AtomicU64,
 }
 
 impl DockerApi {
@@ -62,21 +61,13 @@ impl DockerApi {
                 cache: Cache::new(CACHE_CAPACITY, config.cache_ttl, FAILURE_TTL),
                 config,
                 last_warn: Mutex::new(None),
-                requests: Default::default(),
             }),
             runtime,
         }
     }
 
-    /// Requests sent to the daemon so far.
-    pub fn requests(&self) -> u64 {
-        self.inner
-            .requests
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     /// The daemon's selectors for container `id`, waiting at most the timeout.
-    pub async fn lookup(&self, id: &str) -> Vec<Selector> {
+    async fn lookup(&self, id: &str) -> Vec<Selector> {
         let inner = self.inner.clone();
         let cell = inner.cache.slot(id, Instant::now());
         let fetch = cell.get_or_init(|| inner.fetch(id));
@@ -92,8 +83,6 @@ impl DockerApi {
 
 impl Inner {
     async fn fetch(&self, id: &str) -> Fetched {
-        self.requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = format!("/containers/{id}/json");
         let result = match client::get(&self.config.socket_path, &path, MAX_RESPONSE).await {
             Ok(body) => inspect::selectors(id, &body).map_err(|e| e.to_string()),
