@@ -10,4 +10,5 @@ mod stream;
 mod xds;
 
 pub use names::{SdsNames, SdsRaw};
-pub use service::{Sds, MAX_REQUEST_BYTES};
+pub use service::{check, Sds, MAX_REQUEST_BYTES};
+pub use xds::{Received, Xds};

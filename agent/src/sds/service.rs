@@ -48,7 +48,7 @@ impl Sds {
 }
 
 /// Rejects requests no Envoy sends, before any work; names the field.
-pub(super) fn check(req: &DiscoveryRequest) -> Result<(), WorkloadError> {
+pub fn check(req: &DiscoveryRequest) -> Result<(), WorkloadError> {
     let bad = |m: String| Err(WorkloadError::InvalidArgument(m));
     if !req.type_url.is_empty() && req.type_url != SECRET_TYPE {
         return bad(format!(

@@ -13,8 +13,8 @@ mod track;
 pub use error::WorkloadError;
 pub use limits::Limits;
 pub use responses::identities;
+pub use service::{jwtsvid_request, Attest, Caller, RateLimit, WorkloadApi};
 pub(crate) use service::{process_exit, stopped};
-pub use service::{Attest, Caller, RateLimit, WorkloadApi};
 
 use crate::cache::{Snapshot, State};
 use crate::sds::{Sds, SdsNames};

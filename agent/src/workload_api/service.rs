@@ -325,16 +325,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<wl::JwtsvidRequest>,
     ) -> Result<Response<wl::JwtsvidResponse>, Status> {
         let r = req.get_ref();
-        if r.audience.is_empty() || r.audience.iter().any(String::is_empty) {
-            return Err(WorkloadError::InvalidArgument("audience must be specified".into()).into());
-        }
-        let wanted = match r.spiffe_id.as_str() {
-            "" => None,
-            s => Some(
-                SpiffeId::parse_workload(s)
-                    .map_err(|e| WorkloadError::InvalidArgument(format!("spiffe_id: {e}")))?,
-            ),
-        };
+        let wanted = jwtsvid_request(r)?;
         let caller = self.attest(&req).await?;
         let asked = wanted.as_ref().map_or("-".into(), |w| w.to_string());
         let snap = self.snapshots.borrow().clone();
@@ -420,6 +411,22 @@ impl SpiffeWorkloadApi for WorkloadApi {
         _: Request<wl::WitBundlesRequest>,
     ) -> Result<Response<Self::FetchWITBundlesStream>, Status> {
         Err(Status::unimplemented("WIT-SVIDs are not supported"))
+    }
+}
+
+/// Checks a `FetchJWTSVID` request's own fields, before any attestation:
+/// the SPIFFE ID asked for, if any.
+pub fn jwtsvid_request(r: &wl::JwtsvidRequest) -> Result<Option<SpiffeId>, WorkloadError> {
+    if r.audience.is_empty() || r.audience.iter().any(String::is_empty) {
+        return Err(WorkloadError::InvalidArgument(
+            "audience must be specified".into(),
+        ));
+    }
+    match r.spiffe_id.as_str() {
+        "" => Ok(None),
+        s => SpiffeId::parse_workload(s)
+            .map(Some)
+            .map_err(|e| WorkloadError::InvalidArgument(format!("spiffe_id: {e}"))),
     }
 }
 
