@@ -3,6 +3,8 @@
 # no-op when everything is present).
 set -euo pipefail
 pkgs=(libtss2-dev swtpm swtpm-tools tpm2-tools pkg-config python3)
+# libFuzzer (C++, built by libfuzzer-sys) for the fuzz smoke run (scripts/fuzz-smoke.sh).
+pkgs+=(g++)
 # py-spiffe in a virtualenv (tests/tests/e2e/py_spiffe.rs).
 pkgs+=(python3-venv)
 # The packaging and systemd tests (tests/tests/e2e/{packaging,systemd}.rs).

@@ -11,11 +11,18 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --no-fail-fast -- "$@" 2>&1 | tee "$log" || status=$?
+# Every fuzz target for a few seconds (its corpus already ran in cargo test);
+# a crash counts as one failure.
+fuzz_failed=0
+if [ $# -eq 0 ]; then
+  scripts/fuzz-smoke.sh 2>&1 | tee -a "$log" || { status=1; fuzz_failed=1; }
+fi
 # A test binary that dies (a signal, no result line) or a target that does not
 # compile counts as one failure, so the line never reads "0 failed" after a failure.
-awk '/^test result:/ { p += $4; f += $6; if ($3 == "FAILED.") reported++ }
+awk -v fuzz_failed="$fuzz_failed" '/^test result:/ { p += $4; f += $6; if ($3 == "FAILED.") reported++ }
      /^error: test failed, to rerun pass/ { targets++ }
      /^error: could not compile/ { f++ }
      END { if (targets > reported) f += targets - reported
+           f += fuzz_failed
            printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

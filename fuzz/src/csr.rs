@@ -50,3 +50,33 @@ pub fn seeds() -> Vec<Vec<u8>> {
     })
     .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    /// The ECDSA seeds are signed (the authority refuses Ed25519 keys).
+    #[test]
+    fn ecdsa_seed_csrs_are_signed() {
+        let s = super::signer();
+        let seeds = super::seeds();
+        for csr in &seeds[..2] {
+            s.ca.sign_svid(
+                csr,
+                &s.id,
+                &[],
+                std::time::Duration::from_secs(60),
+                crate::NOW,
+            )
+            .expect("seed CSR signed");
+        }
+        assert!(s
+            .ca
+            .sign_svid(
+                &seeds[2],
+                &s.id,
+                &[],
+                std::time::Duration::from_secs(60),
+                crate::NOW
+            )
+            .is_err());
+    }
+}

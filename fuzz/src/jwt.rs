@@ -69,3 +69,17 @@ pub fn seeds() -> Vec<Vec<u8>> {
     s.push(keys().bundle.to_jwks_json());
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed tokens pass validation, so mutations start past every check.
+    #[test]
+    fn seed_tokens_are_valid() {
+        let k = keys();
+        for t in tokens() {
+            jwt::validate(&t, AUDIENCE, &k.bundle, &k.td, NOW).expect("seed token validates");
+        }
+    }
+}

@@ -77,3 +77,16 @@ pub fn seeds() -> Vec<Vec<u8>> {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every seed gets a challenge: mutations start past the EK checks.
+    #[test]
+    fn seed_evidence_is_challenged() {
+        for s in super::seeds() {
+            super::verifier()
+                .challenge(&s)
+                .expect("seed evidence accepted");
+        }
+    }
+}
