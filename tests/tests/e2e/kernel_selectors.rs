@@ -163,7 +163,8 @@ async fn inspect_json(d: &Deployment, pid: u32) -> (Vec<String>, Vec<String>) {
             "--output",
             "json",
         ])
-        .await;
+        .await
+        .expect("run tessera-agent");
     assert!(out.success(), "inspect --pid {pid} --output json: {out:?}");
     let v: serde_json::Value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("inspect printed no JSON ({e}):\n{}", out.stdout));
@@ -206,8 +207,10 @@ async fn setup(test: &str, root: Result<PathBuf, String>) -> Option<(Deployment,
             return None;
         }
     };
-    let (d, id) = Deployment::up(&format!("kernel/{test}")).await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up(&format!("kernel/{test}"))
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     Some((d, Cgroups::new(root), rand_hex()))
 }
@@ -291,7 +294,8 @@ async fn inspect_prints_selectors_of_real_cgroups() {
     let cfg = d.agent_config().display().to_string();
     let out = d
         .agent_cli(&["inspect", "--pid", &pid.to_string(), "--config", &cfg])
-        .await;
+        .await
+        .expect("run tessera-agent");
     assert!(out.success(), "{out:?}");
     assert!(
         out.stdout
@@ -363,7 +367,7 @@ async fn fetch_from(d: &Deployment, dir: &Path) -> CmdOut {
         .open(dir.join("cgroup.procs"))
         .unwrap();
     let fd = procs.as_raw_fd();
-    let mut cmd = child_command(bin("tessera-agent"));
+    let mut cmd = child_command(bin("tessera-agent").expect("binary built"));
     cmd.args(["api", "fetch", "x509", "--socket", &d.socket_uri()])
         .env_remove("SPIFFE_ENDPOINT_SOCKET")
         .stdin(Stdio::null());
@@ -403,7 +407,8 @@ async fn systemd_unit_entry_gives_that_unit_an_svid() {
     let unit = format!("tessera-test-{r}.service");
     let spiffe_id = format!("spiffe://{TD}/svc/{r}");
     d.create_entry(&spiffe_id, &[&format!("systemd:unit:{unit}")], &[])
-        .await;
+        .await
+        .expect("create an entry");
     let inside = cg.make(&format!("system.slice/{unit}"));
     let elsewhere = cg.make(&format!("system.slice/tessera-other-{r}.service"));
 
