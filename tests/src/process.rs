@@ -277,7 +277,10 @@ mod tests {
         let send = "import os, socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); \
                     s.sendto(b'STATUS=listening on 127.0.0.1:9\\nREADY=1', os.environ['NOTIFY_SOCKET'])";
         let mut d = daemon(dir.path(), &format!("python3 -c \"{send}\"; exec sleep 30"));
-        let statuses = d.wait_ready(Duration::from_secs(10)).await.expect("READY=1");
+        let statuses = d
+            .wait_ready(Duration::from_secs(10))
+            .await
+            .expect("READY=1");
         assert_eq!(statuses, ["listening on 127.0.0.1:9"]);
         assert!(d.exited().is_none(), "it is still running");
     }
@@ -294,7 +297,10 @@ mod tests {
         let msg = format!("{err:#}");
         assert!(msg.contains("exited (exit status: 3)"), "{msg}");
         assert!(msg.contains("config: bad port"), "{msg}");
-        assert!(started.elapsed() < Duration::from_secs(5), "it did not wait out the deadline");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "it did not wait out the deadline"
+        );
     }
 
     #[tokio::test]
@@ -305,6 +311,9 @@ mod tests {
             .wait_ready(Duration::from_millis(300))
             .await
             .expect_err("no READY=1");
-        assert!(format!("{err:#}").contains("did not report READY=1"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("did not report READY=1"),
+            "{err:#}"
+        );
     }
 }
