@@ -27,10 +27,17 @@ fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// `<target dir>/debug/<name>`, where the target dir is `CARGO_TARGET_DIR` or
-/// `<workspace>/target` (or, failing both, the one the running binary was built into).
+/// `<name>` beside the running binary (a test binary lives in `<profile>/deps`, a
+/// bin in `<profile>`: so `target/release/tessera-bench` runs release daemons), else
+/// `<target dir>/debug/<name>`, the target dir being `CARGO_TARGET_DIR` or
+/// `<workspace>/target`.
 pub fn bin(name: &str) -> Result<PathBuf> {
     let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            candidates.push(dir.join(name));
+        }
+    }
     if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
         let t = PathBuf::from(t);
         let t = if t.is_absolute() {
@@ -41,12 +48,6 @@ pub fn bin(name: &str) -> Result<PathBuf> {
         candidates.push(t.join("debug").join(name));
     }
     candidates.push(workspace_root().join("target").join("debug").join(name));
-    if let Ok(exe) = std::env::current_exe() {
-        // A test binary lives in target/debug/deps, a bin in target/debug.
-        for dir in exe.ancestors().skip(1).take(2) {
-            candidates.push(dir.join(name));
-        }
-    }
     match candidates.iter().find(|p| p.is_file()) {
         Some(p) => Ok(p.clone()),
         None => bail!(
