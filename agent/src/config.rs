@@ -1,10 +1,13 @@
 //! The agent's TOML configuration (keys per DESIGN.md's interface contract).
 
+mod docker_api;
+
 use crate::sds::{SdsNames, SdsRaw};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tessera_attestors::node::tpm::public::EkTemplate;
+use tessera_attestors::workload::docker_api::DockerApiConfig;
 use tessera_common::config::{self, ConfigError};
 use tessera_common::{duration, TrustDomain};
 
@@ -33,6 +36,8 @@ struct Raw {
     workload_api: WorkloadApiRaw,
     #[serde(default)]
     sds: SdsRaw,
+    #[serde(default)]
+    docker_api: docker_api::DockerApiRaw,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -196,6 +201,8 @@ pub struct Config {
     pub workload_api: WorkloadApiConfig,
     /// `[sds]`: the well-known SDS resource names.
     pub sds: SdsNames,
+    /// `[docker_api]`: where container image and label selectors come from, if anywhere.
+    pub docker_api: Option<DockerApiConfig>,
     /// The file this was loaded from; SIGHUP re-reads it.
     pub source: Option<PathBuf>,
 }
@@ -289,6 +296,7 @@ impl Config {
             log: raw.log,
             workload_api: raw.workload_api.parse()?,
             sds: raw.sds.parse()?,
+            docker_api: raw.docker_api.parse()?,
             source: None,
         })
     }
