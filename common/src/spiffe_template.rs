@@ -78,6 +78,8 @@ pub struct SpiffeTemplate {
     parts: Vec<Part>,
     /// Anchored; placeholders as [`VALUE_PATTERN`].
     matcher: regex::Regex,
+    /// Every placeholder filled with `x`.
+    sample: SpiffeId,
 }
 
 impl PartialEq for SpiffeTemplate {
@@ -144,14 +146,8 @@ impl SpiffeTemplate {
         if !in_path {
             return Err(TemplateError::NotInPath);
         }
-        let sample: String = parts
-            .iter()
-            .map(|p| match p {
-                Part::Literal(l) => l.as_str(),
-                Part::Placeholder(..) => "x",
-            })
-            .collect();
-        SpiffeId::parse_workload(&sample).map_err(|e| TemplateError::Invalid(e.to_string()))?;
+        let sample = SpiffeId::parse_workload(&fill(&parts))
+            .map_err(|e| TemplateError::Invalid(e.to_string()))?;
         let pattern: String = parts
             .iter()
             .map(|p| match p {
@@ -165,11 +161,18 @@ impl SpiffeTemplate {
             raw: s.to_string(),
             parts,
             matcher,
+            sample,
         })
     }
 
     pub fn as_str(&self) -> &str {
         &self.raw
+    }
+
+    /// The template with every placeholder filled with `x`: a valid SPIFFE ID
+    /// (checked at parse) to test trust domain and reserved names against.
+    pub fn sample(&self) -> &SpiffeId {
+        &self.sample
     }
 
     /// The identity this template gives a workload with `selectors`.
@@ -195,6 +198,16 @@ impl fmt::Display for SpiffeTemplate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.raw)
     }
+}
+
+fn fill(parts: &[Part]) -> String {
+    parts
+        .iter()
+        .map(|p| match p {
+            Part::Literal(l) => l.as_str(),
+            Part::Placeholder(..) => "x",
+        })
+        .collect()
 }
 
 fn value_of<'a>(selectors: &'a [Selector], kind: &str, key: &str) -> Result<&'a str, ExpandError> {
