@@ -1,5 +1,6 @@
 //! The agent's TOML configuration (keys per DESIGN.md's interface contract).
 
+use crate::cache::template_limits::{TemplateLimits, TemplatesRaw};
 use crate::sds::{SdsNames, SdsRaw};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,8 @@ struct Raw {
     workload_api: WorkloadApiRaw,
     #[serde(default)]
     sds: SdsRaw,
+    #[serde(default)]
+    templates: TemplatesRaw,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -196,6 +199,8 @@ pub struct Config {
     pub workload_api: WorkloadApiConfig,
     /// `[sds]`: the well-known SDS resource names.
     pub sds: SdsNames,
+    /// `[templates]`: expansions of templated entries.
+    pub templates: TemplateLimits,
     /// The file this was loaded from; SIGHUP re-reads it.
     pub source: Option<PathBuf>,
 }
@@ -289,6 +294,7 @@ impl Config {
             log: raw.log,
             workload_api: raw.workload_api.parse()?,
             sds: raw.sds.parse()?,
+            templates: raw.templates.parse()?,
             source: None,
         })
     }

@@ -21,7 +21,7 @@ fn parse_accepts_whole_and_partial_segments() {
 
 #[test]
 fn parse_rejects_hostile_templates() {
-    let nine = format!("spiffe://td/{}", vec!["{unix:uid}"; 9].join("/"));
+    let nine = format!("spiffe://td/{}", ["{unix:uid}"; 9].join("/"));
     let cases: &[(&str, TemplateError)] = &[
         ("spiffe://td/a/{", TemplateError::Unclosed),
         ("spiffe://td/a/}{", TemplateError::StrayClose),
