@@ -1,8 +1,8 @@
 //! Keeps the SVID cache current: syncs entries, signs new and due SVIDs in
 //! batches, drops expired ones, and publishes a snapshot on every change.
 
-use super::rotation::{backoff, random_jitter, rotate_at};
-use super::templates::{Demand, Demands, TemplateLimits, Templates};
+use super::rotation::backoff;
+use super::templates::{Demands, TemplateLimits, Templates};
 use super::{Bundle, CachedSvid, Snapshot, State};
 use crate::metrics::Metrics;
 use crate::node::key_and_csr;
@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_common::spiffe_template::{is_template, SpiffeTemplate};
-use tessera_common::{x509, Selector, SpiffeId};
+use tessera_common::spiffe_template::is_template;
+use tessera_common::{x509, SpiffeId};
 use tessera_proto::authority as pb;
 use tokio::sync::watch;
 
@@ -177,39 +177,6 @@ impl Manager {
                 expansion: None,
             })
             .collect()
-    }
-
-    /// Signs the expansions callers wait for (once each, however many ask),
-    /// publishes, then answers every caller.
-    async fn serve(&mut self, demands: Vec<Demand>) {
-        let now = self.clock.now();
-        let mut jobs: Vec<Job> = Vec::new();
-        for d in &demands {
-            let known = self.templates.template_of(&d.key.0).is_some();
-            let met = self.templates.has(&d.key, &self.entries, now);
-            let queued = jobs
-                .iter()
-                .any(|j| j.entry.id == d.key.0 && j.expansion.as_ref() == Some(&d.key.1));
-            if known && !met && !queued {
-                if let Some(e) = self.entries.iter().find(|e| e.id == d.key.0) {
-                    jobs.push(Job {
-                        entry: e.clone(),
-                        expansion: Some(d.key.1.clone()),
-                    });
-                }
-            }
-        }
-        let result = self.sign(jobs).await;
-        self.publish();
-        let now = self.clock.now();
-        for d in demands {
-            let answer = match &result {
-                Err(e) => Err(e.to_string()),
-                Ok(()) if self.templates.has(&d.key, &self.entries, now) => Ok(()),
-                Ok(()) => Err(format!("no SVID for {}", d.key.1)),
-            };
-            let _ = d.reply.send(answer);
-        }
     }
 
     async fn sign(&mut self, due: Vec<Job>) -> Result<(), SyncError> {
@@ -387,46 +354,9 @@ impl Manager {
     }
 }
 
-/// `expansion`: the ID asked for a templated entry (`template`), else the entry's own.
-fn cached_svid(
-    entry: &pb::Entry,
-    expansion: Option<SpiffeId>,
-    template: Option<SpiffeTemplate>,
-    chain: &[u8],
-    key: Vec<u8>,
-    now: i64,
-) -> Result<CachedSvid, String> {
-    let certs = x509::split_der_chain(chain).map_err(|e| e.to_string())?;
-    let leaf = certs.first().ok_or("empty chain")?;
-    let id = x509::spiffe_id_of(leaf).map_err(|e| e.to_string())?;
-    let want: SpiffeId = match (expansion, &template) {
-        (Some(x), Some(_)) => x,
-        (None, None) => entry
-            .spiffe_id
-            .parse()
-            .map_err(|e| format!("entry spiffe_id: {e}"))?,
-        _ => return Err("an expansion needs its template".into()),
-    };
-    if id != want {
-        return Err(format!("SVID names {id}, entry names {want}"));
-    }
-    let not_before = x509::not_before(leaf).map_err(|e| e.to_string())?;
-    let not_after = x509::not_after(leaf).map_err(|e| e.to_string())?;
-    Ok(CachedSvid {
-        entry_id: entry.id.clone(),
-        spiffe_id: id,
-        selectors: entry.selectors.iter().map(Selector::from).collect(),
-        hint: entry.hint.clone(),
-        revision: entry.revision,
-        template,
-        chain: chain.to_vec(),
-        key,
-        not_before,
-        not_after,
-        // notBefore is back-dated for clock skew: time rotation from receipt.
-        rotate_at: rotate_at(not_before.max(now), not_after, random_jitter()),
-    })
-}
+mod on_demand;
+mod svid;
+use svid::cached_svid;
 
 #[cfg(test)]
 mod tests;

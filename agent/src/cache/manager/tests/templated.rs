@@ -2,6 +2,7 @@
 //! bounded per entry, rotated while cached, evicted when idle.
 
 use super::*;
+use tessera_common::Selector;
 
 fn templated(id: &str, template: &str) -> pb::Entry {
     entry(id, template, 1)
