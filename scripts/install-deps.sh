@@ -9,6 +9,9 @@ pkgs+=(python3-venv)
 pkgs+=(lintian rpm rpmlint dpkg-dev systemd)
 # Installed without recommends: only promtool is wanted (the metrics tests).
 lean=(prometheus)
+# A real container (tests/tests/e2e/containers.rs): podman with runc (crun refuses hybrid
+# cgroup hosts) and busybox-static for the image's rootfs; no network stack needed.
+lean+=(podman runc busybox-static)
 missing=()
 lean_missing=()
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }

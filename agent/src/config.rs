@@ -1,11 +1,14 @@
 //! The agent's TOML configuration (keys per DESIGN.md's interface contract).
 
+mod docker_api;
+
 use crate::cache::template_limits::{TemplateLimits, TemplatesRaw};
 use crate::sds::{SdsNames, SdsRaw};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tessera_attestors::node::tpm::public::EkTemplate;
+use tessera_attestors::workload::docker_api::DockerApiConfig;
 use tessera_common::config::{self, ConfigError};
 use tessera_common::{duration, TrustDomain};
 
@@ -36,6 +39,8 @@ struct Raw {
     sds: SdsRaw,
     #[serde(default)]
     templates: TemplatesRaw,
+    #[serde(default)]
+    docker_api: docker_api::DockerApiRaw,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -201,6 +206,8 @@ pub struct Config {
     pub sds: SdsNames,
     /// `[templates]`: expansions of templated entries.
     pub templates: TemplateLimits,
+    /// `[docker_api]`: where container image and label selectors come from, if anywhere.
+    pub docker_api: Option<DockerApiConfig>,
     /// The file this was loaded from; SIGHUP re-reads it.
     pub source: Option<PathBuf>,
 }
@@ -295,6 +302,7 @@ impl Config {
             workload_api: raw.workload_api.parse()?,
             sds: raw.sds.parse()?,
             templates: raw.templates.parse()?,
+            docker_api: raw.docker_api.parse()?,
             source: None,
         })
     }

@@ -185,7 +185,12 @@ async fn dispatch(cmd: Cmd) -> Result<(), BoxError> {
             pid,
             config,
             output,
-        } => inspect::inspect(pid, &Config::load(&config)?, output),
+        } => {
+            let config = Config::load(&config)?;
+            let attestor = tessera_agent::run::workload_attestor(&config);
+            tokio::task::spawn_blocking(move || inspect::inspect(&attestor, pid, &config, output))
+                .await?
+        }
         Cmd::Eventlog { file, json } => cli::eventlog::eventlog(file.as_deref(), json),
         Cmd::Healthcheck { target } => api::healthcheck(&sock(&target)?).await,
         Cmd::Man { dir } => tessera_common::cli::write_man_pages(Cli::command(), &dir),

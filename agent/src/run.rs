@@ -16,6 +16,7 @@ use tessera_attestors::node::join_token::JoinTokenEvidence;
 use tessera_attestors::node::tpm::device::Tpm;
 use tessera_attestors::node::tpm::evidence::TpmEvidence;
 use tessera_attestors::node::NodeEvidence;
+use tessera_attestors::workload::docker_api::DockerApi;
 use tessera_attestors::workload::unix::UnixAttestor;
 use tessera_common::{fsutil, systemd, tls, unix_now, x509};
 use tessera_proto::authority::node_client::NodeClient;
@@ -131,7 +132,7 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
         Some(cfg.data_dir.join("entries.json")),
     );
     let manager = manager.with_template_limits(cfg.templates.clone());
-    let attestor = Arc::new(UnixAttestor::new());
+    let attestor = Arc::new(workload_attestor(&cfg));
     let limits = workload_api::Limits::new(cfg.workload_api.clone());
     let probes = ops::AgentProbes {
         registry,
@@ -339,5 +340,18 @@ async fn shutdown_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// The workload attestor, enriched from the container runtime's API when one is configured.
+/// Its lookups run on the current runtime.
+pub fn workload_attestor(cfg: &Config) -> UnixAttestor {
+    let attestor = UnixAttestor::new();
+    match &cfg.docker_api {
+        Some(c) => attestor.with_enricher(Arc::new(DockerApi::new(
+            c.clone(),
+            tokio::runtime::Handle::current(),
+        ))),
+        None => attestor,
     }
 }

@@ -36,8 +36,15 @@ pub enum Output {
     Json,
 }
 
-pub fn inspect(pid: i32, config: &Config, output: Output) -> Result<(), BoxError> {
-    let selectors = UnixAttestor::new()
+/// Blocks (the attestation may wait on a container runtime's API): call it off the runtime's
+/// worker threads.
+pub fn inspect(
+    attestor: &UnixAttestor,
+    pid: i32,
+    config: &Config,
+    output: Output,
+) -> Result<(), BoxError> {
+    let selectors = attestor
         .attest(pid)
         .map_err(|e| format!("--pid {pid}: {e}"))?;
     let path = config.data_dir.join("entries.json");

@@ -11,6 +11,12 @@
 //! - CRI-O: `crio-<id>.scope`, cgroupfs `crio-<id>` under the pod (conmon is
 //!   `crio-conmon-<id>.scope`) (crio.conf(5) `cgroup_manager`, `conmon_cgroup`).
 //!
+//! - Rootless docker: the systemd driver gives `docker-<id>.scope` in the user manager's
+//!   tree; with any other driver (cgroupfs, or cgroup v1) dockerd uses its internal `none`
+//!   driver (moby `daemon/daemon_unix.go` `cgroupDriver`: rootless and not systemd is
+//!   `none`; docs "Rootless mode", Limiting resources), so the container stays in the
+//!   daemon's own cgroup (its user unit, e.g. `app.slice/docker.service`): no container id.
+//!
 //! Every id is 64 lowercase hex digits. Read from the system part of the path a name is
 //! proof (only root creates cgroups there); from a user manager's subtree it is only what
 //! that user chose to call a cgroup, so the values are prefixed `user@<uid>.service/` and
@@ -215,6 +221,24 @@ mod tests {
             "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container"
         );
         assert_eq!(values(&p)[1], "runtime:user@1000.service/podman");
+    }
+
+    #[test]
+    fn rootless_docker_without_the_systemd_driver_names_no_container() {
+        // The `none` driver: the container's processes stay in the rootless dockerd's unit.
+        for p in [
+            "/user.slice/user-1000.slice/user@1000.service/app.slice/docker.service",
+            "/user.slice/user-1000.slice/user@1000.service/docker.service",
+        ] {
+            assert!(values(p).is_empty(), "{p}");
+        }
+        let p = "/user.slice/user-1000.slice/user@1000.service/app.slice/docker.service";
+        let (sels, _) = crate::workload::derived::from_cgroup(p);
+        assert!(sels.contains(&("systemd", "unit:user@1000.service/docker.service".into())));
+        // With the systemd driver (cgroup v2): a scope beside it, qualified by the user.
+        let p =
+            format!("/user.slice/user-1000.slice/user@1000.service/user.slice/docker-{ID}.scope");
+        assert_eq!(values(&p)[1], "runtime:user@1000.service/docker");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 mod cgroup_layout;
 mod container;
 mod derived;
+#[cfg(feature = "docker-api")]
+pub mod docker_api;
 mod k8s;
 mod systemd;
 pub mod unix;

@@ -52,6 +52,12 @@ pub enum UnixError {
     Parse { path: PathBuf, reason: String },
 }
 
+/// Selectors a container runtime's API adds to those read from the kernel (which name the
+/// container). Must return promptly: it runs inside every attestation.
+pub trait Enrich: Send + Sync {
+    fn enrich(&self, kernel: &[Selector]) -> Vec<Selector>;
+}
+
 /// Attests local processes. Cheap to share: the hash cache is behind a mutex that is never
 /// held while reading files.
 pub struct UnixAttestor {
@@ -61,6 +67,7 @@ pub struct UnixAttestor {
     hasher: Hasher,
     /// Found on first use; a test root has none, so no invocation IDs.
     cgroup_mounts: OnceLock<Mounts>,
+    enricher: Option<std::sync::Arc<dyn Enrich>>,
 }
 
 impl Default for UnixAttestor {
@@ -85,7 +92,14 @@ impl UnixAttestor {
             use_pidfd: false,
             hasher: Hasher::new(DEFAULT_CAPACITY, default_hash_permits()),
             cgroup_mounts: OnceLock::from(Mounts::default()),
+            enricher: None,
         }
+    }
+
+    /// Adds `enricher`'s selectors to every attestation.
+    pub fn with_enricher(mut self, enricher: std::sync::Arc<dyn Enrich>) -> Self {
+        self.enricher = Some(enricher);
+        self
     }
 
     /// Pins the process that connected the Unix socket `sock` (call at accept): SO_PEERPIDFD
@@ -205,12 +219,18 @@ impl UnixAttestor {
         if first.exited() {
             return Err(UnixError::ProcessGone);
         }
-        let (selectors, status) = self
+        let (mut selectors, status) = self
             .gather(&dir)
             .map_err(|e| self.classify(p.pid, start, e))?;
         self.recheck(p.pid, start, &status)?;
         if p.exited() {
             return Err(UnixError::ProcessGone);
+        }
+        // After the checks: what the kernel said is settled, and a slow daemon cannot widen
+        // the window in which the pid could be reused.
+        if let Some(e) = &self.enricher {
+            let extra = e.enrich(&selectors);
+            selectors.extend(extra);
         }
         Ok(selectors)
     }
@@ -383,4 +403,4 @@ fn checked(kind: &str, value: String) -> Option<Selector> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

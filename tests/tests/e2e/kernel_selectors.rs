@@ -151,7 +151,7 @@ fn set_invocation_id(dir: &Path, id: &str) {
     );
 }
 
-async fn inspect_json(d: &Deployment, pid: u32) -> (Vec<String>, Vec<String>) {
+pub(crate) async fn inspect_json(d: &Deployment, pid: u32) -> (Vec<String>, Vec<String>) {
     let cfg = d.agent_config().display().to_string();
     let out = d
         .agent_cli(&[

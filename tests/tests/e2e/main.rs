@@ -10,6 +10,7 @@ mod cli;
 mod cli_hardening;
 mod client_interop;
 mod conformance;
+mod containers;
 mod dashboard;
 mod file_safety;
 mod flood;

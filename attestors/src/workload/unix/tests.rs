@@ -208,9 +208,9 @@ fn invalid_pid() {
 }
 
 // A fake proc root: <root>/<pid>/{stat,status,cgroup,exe}.
-struct FakeProc {
+pub(crate) struct FakeProc {
     root: tempfile::TempDir,
-    pid: i32,
+    pub pid: i32,
 }
 
 const FAKE_PID: i32 = 4242;
@@ -226,7 +226,7 @@ fn status_text(uid: u32) -> String {
 }
 
 impl FakeProc {
-    fn new(exe_target: &Path) -> Self {
+    pub fn new(exe_target: &Path) -> Self {
         let root = tempfile::tempdir().unwrap();
         let fp = FakeProc {
             root,
@@ -242,15 +242,15 @@ impl FakeProc {
     fn dir(&self) -> PathBuf {
         self.root.path().join(self.pid.to_string())
     }
-    fn write(&self, name: &str, text: &str) {
+    pub fn write(&self, name: &str, text: &str) {
         fs::write(self.dir().join(name), text).unwrap();
     }
-    fn attestor(&self) -> UnixAttestor {
+    pub fn attestor(&self) -> UnixAttestor {
         UnixAttestor::with_proc_root(self.root.path().to_path_buf())
     }
 }
 
-fn fake_exe(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn fake_exe(dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);
     fs::write(&p, b"#!fake binary\n").unwrap();
     p

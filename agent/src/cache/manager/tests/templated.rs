@@ -49,7 +49,10 @@ async fn expansions_are_signed_on_demand_once_and_served_only_to_their_workload(
     let bare = vec![Selector::parse("unix:uid:0").unwrap()];
     let slashed = caller("app.slice/x.service");
     let got = ensure_all_nowait(&m, &rx, &[bare.clone(), slashed.clone()]).await;
-    assert!(got.iter().all(|r| r.as_ref().is_ok_and(Vec::is_empty)), "{got:?}");
+    assert!(
+        got.iter().all(|r| r.as_ref().is_ok_and(Vec::is_empty)),
+        "{got:?}"
+    );
     assert!(ids(&rx, &bare).is_empty() && ids(&rx, &slashed).is_empty());
     let (a, b) = (caller("a.service"), caller("b.service"));
     // Three callers, two of them the same expansion: two signatures.
