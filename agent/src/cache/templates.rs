@@ -25,6 +25,20 @@ const QUEUE: usize = 1024;
 #[derive(Clone, Debug)]
 pub struct Lease(Arc<()>);
 
+/// A caller's leases, and the templated entries they were taken for (a stream
+/// takes new ones when those change).
+#[derive(Clone, Debug, Default)]
+pub struct Leases {
+    leases: Vec<Lease>,
+    seen: Vec<Arc<TemplateEntry>>,
+}
+
+impl Leases {
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty()
+    }
+}
+
 /// A synced entry whose SPIFFE ID is a template.
 #[derive(Debug)]
 pub struct TemplateEntry {
@@ -114,11 +128,7 @@ impl Demands {
     /// Signs (through the manager) every expansion a workload with `selectors`
     /// is entitled to that `snap` lacks, waiting a bounded time. The leases keep
     /// them cached while the caller holds them.
-    pub async fn ensure(
-        &self,
-        snap: &Snapshot,
-        selectors: &[Selector],
-    ) -> Result<Vec<Lease>, String> {
+    pub async fn ensure(&self, snap: &Snapshot, selectors: &[Selector]) -> Result<Leases, String> {
         let mut leases = Vec::new();
         let mut waits = Vec::new();
         for t in &snap.templates {
@@ -156,7 +166,38 @@ impl Demands {
                 Err(_) => return Err(format!("no SVID signed within {wait:?}")),
             }
         }
-        Ok(leases)
+        Ok(Leases {
+            leases,
+            seen: snap.templates.clone(),
+        })
+    }
+
+    /// For a stream: once the synced templated entries differ from those `held`
+    /// was taken for, ensures the caller's expansions again. True when it did
+    /// (the snapshot has likely moved on since `snap`).
+    pub async fn refresh(
+        &self,
+        held: &mut Leases,
+        snap: &Snapshot,
+        selectors: &[Selector],
+    ) -> bool {
+        let same = held.seen.len() == snap.templates.len()
+            && held
+                .seen
+                .iter()
+                .zip(&snap.templates)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if same {
+            return false;
+        }
+        match self.ensure(snap, selectors).await {
+            Ok(l) => *held = l,
+            Err(e) => {
+                tracing::debug!(error = %e, "templated SVID for an open stream not signed");
+                held.seen = snap.templates.clone();
+            }
+        }
+        true
     }
 }
 

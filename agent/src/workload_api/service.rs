@@ -5,7 +5,7 @@ use super::responses;
 use super::track::Peer;
 use super::WorkloadError;
 use crate::cache::jwt::JwtCache;
-use crate::cache::templates::{Demands, Lease};
+use crate::cache::templates::{Demands, Leases};
 use crate::cache::Snapshot;
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
@@ -65,7 +65,7 @@ pub struct Caller {
     /// The process that connected; streams end when it exits.
     pub process: Arc<PinnedProcess>,
     /// Keeps the caller's templated SVIDs cached while the call (or stream) lasts.
-    pub leases: Vec<Lease>,
+    pub leases: Leases,
 }
 
 impl Caller {
@@ -75,7 +75,7 @@ impl Caller {
             uid: Some(peer.uid),
             selectors,
             process: peer.process.clone(),
-            leases: Vec::new(),
+            leases: Leases::default(),
         }
     }
 
@@ -215,7 +215,10 @@ impl WorkloadApi {
             .map_err(Status::from)?;
         on_send(&caller, None, &first);
         let (tx, out) = mpsc::channel(2);
+        let demands = self.demands.clone();
         tokio::spawn(async move {
+            let mut caller = caller;
+            let mut held = std::mem::take(&mut caller.leases);
             let mut last = first.clone();
             if tx.send(Ok(first)).await.is_err() {
                 return;
@@ -245,7 +248,11 @@ impl WorkloadApi {
                     let _ = tx.send(gone()).await;
                     return;
                 }
-                let snap = rx.borrow_and_update().clone();
+                let mut snap = rx.borrow_and_update().clone();
+                // A templated entry synced since the stream opened: sign the caller's expansion.
+                if demands.refresh(&mut held, &snap, &caller.selectors).await {
+                    snap = rx.borrow_and_update().clone();
+                }
                 match build(&snap, &caller.selectors) {
                     Ok(msg) if msg == last => {}
                     Ok(msg) => {

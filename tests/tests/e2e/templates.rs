@@ -6,6 +6,7 @@
 
 use crate::harness::*;
 use crate::kernel_selectors::{rand_hex, writable_hierarchy, Cgroups};
+use futures::StreamExt as _;
 use std::fs;
 
 const TEMPLATE: &str = "spiffe://example.org/ci/{systemd:scope}";
@@ -96,9 +97,22 @@ async fn templated_entry_gives_each_scope_its_own_svid() {
     let listed = d.admin_ok(&["entry", "list"]).await;
     assert!(!listed.contains("supplementary_gid"), "{listed}");
 
+    // A stream opened before the templated entry exists (its process has another identity)
+    // is sent the expansion once the entry is synced.
+    let mut cg = Cgroups::new(root);
+    let early_scope = format!("run-e{r}.scope");
+    let plain = format!("spiffe://example.org/plain-{r}");
+    d.create_entry(&plain, &[&format!("systemd:scope:{early_scope}")], &[])
+        .await;
+    let (early, _e_child, _) = client_in(&d, &mut cg, &format!("{slice}/{early_scope}")).await;
+    poll(PROPAGATION, "the plain entry", || async {
+        early.fetch_x509_svid().await.ok()
+    })
+    .await;
+    let mut stream = early.stream_x509_contexts().await.unwrap();
+
     d.create_entry(TEMPLATE, &[&format!("systemd:slice:{slice}")], &[])
         .await;
-    let mut cg = Cgroups::new(root);
     let (a, _a_child, a_pid) = client_in(&d, &mut cg, &format!("{slice}/run-a{r}.scope")).await;
     let (b, _b_child, _) = client_in(&d, &mut cg, &format!("{slice}/run-b{r}.scope")).await;
     let (c, _c_child, c_pid) = client_in(&d, &mut cg, &format!("{slice}/svc-{r}.service")).await;
@@ -113,6 +127,24 @@ async fn templated_entry_gives_each_scope_its_own_svid() {
         all.iter().all(|s| s.spiffe_id().to_string() != b_id),
         "a got b's identity"
     );
+
+    let want = format!("spiffe://example.org/ci/{early_scope}");
+    within(PROPAGATION, "the stream to send the new expansion", async {
+        while let Some(ctx) = stream.next().await {
+            let ids: Vec<String> = ctx
+                .unwrap()
+                .svids()
+                .iter()
+                .map(|s| s.spiffe_id().to_string())
+                .collect();
+            if ids.contains(&want) {
+                assert!(ids.contains(&plain), "{ids:?}");
+                return;
+            }
+        }
+        panic!("the stream ended");
+    })
+    .await;
 
     // JWT-SVIDs name the expansion too.
     let jwt = a.fetch_jwt_svid(&["aud1"], None).await.unwrap();

@@ -2,7 +2,7 @@
 //! rule is checked without waiting.
 
 use super::*;
-use crate::cache::templates::Lease;
+use crate::cache::templates::Leases;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, IsCa, Issuer, KeyPair,
     SanType,

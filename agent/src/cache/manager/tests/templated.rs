@@ -20,7 +20,7 @@ async fn ensure_all(
     m: &mut Manager,
     rx: &watch::Receiver<Arc<Snapshot>>,
     callers: &[Vec<Selector>],
-) -> Vec<Result<Vec<Lease>, String>> {
+) -> Vec<Result<Leases, String>> {
     let demands = m.demands();
     let snap = rx.borrow().clone();
     let asks = futures::future::join_all(callers.iter().map(|c| demands.ensure(&snap, c)));
@@ -50,7 +50,7 @@ async fn expansions_are_signed_on_demand_once_and_served_only_to_their_workload(
     let slashed = caller("app.slice/x.service");
     let got = ensure_all_nowait(&m, &rx, &[bare.clone(), slashed.clone()]).await;
     assert!(
-        got.iter().all(|r| r.as_ref().is_ok_and(Vec::is_empty)),
+        got.iter().all(|r| r.as_ref().is_ok_and(Leases::is_empty)),
         "{got:?}"
     );
     assert!(ids(&rx, &bare).is_empty() && ids(&rx, &slashed).is_empty());
@@ -68,7 +68,7 @@ async fn ensure_all_nowait(
     m: &Manager,
     rx: &watch::Receiver<Arc<Snapshot>>,
     callers: &[Vec<Selector>],
-) -> Vec<Result<Vec<Lease>, String>> {
+) -> Vec<Result<Leases, String>> {
     let demands = m.demands();
     let snap = rx.borrow().clone();
     futures::future::join_all(callers.iter().map(|c| demands.ensure(&snap, c))).await
@@ -82,7 +82,7 @@ async fn expansions_per_entry_are_bounded() {
     ensure_all(&mut m, &rx, &callers).await;
     let third = caller("c.service");
     let got = ensure_all_nowait(&m, &rx, std::slice::from_ref(&third)).await;
-    assert!(got[0].as_ref().is_ok_and(Vec::is_empty), "{got:?}");
+    assert!(got[0].as_ref().is_ok_and(Leases::is_empty), "{got:?}");
     assert!(ids(&rx, &third).is_empty());
     assert_eq!(fake.signed.load(Ordering::SeqCst), 2);
 }
