@@ -3,7 +3,7 @@
 
 use super::rotation::backoff;
 use super::templates::{Demands, TemplateLimits, Templates};
-use super::{Bundle, CachedSvid, Snapshot, State};
+use super::{same_arcs, Bundle, CachedSvid, Snapshot, State};
 use crate::metrics::Metrics;
 use crate::node::key_and_csr;
 use crate::upstream::Upstream;
@@ -266,18 +266,8 @@ impl Manager {
         };
         self.tx.send_if_modified(|cur| {
             let same = cur.state == next.state
-                && cur.svids.len() == next.svids.len()
-                && cur
-                    .svids
-                    .iter()
-                    .zip(&next.svids)
-                    .all(|(a, b)| Arc::ptr_eq(a, b))
-                && cur.templates.len() == next.templates.len()
-                && cur
-                    .templates
-                    .iter()
-                    .zip(&next.templates)
-                    .all(|(a, b)| Arc::ptr_eq(a, b))
+                && same_arcs(&cur.svids, &next.svids)
+                && same_arcs(&cur.templates, &next.templates)
                 && match (&cur.bundle, &next.bundle) {
                     (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                     (None, None) => true,

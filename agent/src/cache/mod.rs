@@ -47,6 +47,12 @@ impl Bundle {
     }
 }
 
+/// The same items (not just equal ones), in the same order: snapshots change by
+/// replacing Arcs, so this tells whether anything was replaced.
+pub(crate) fn same_arcs<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// No successful sync yet: the Workload API answers Unavailable.

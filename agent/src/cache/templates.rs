@@ -5,7 +5,7 @@
 
 use super::manager::Clock;
 pub use super::template_limits::TemplateLimits;
-use super::{CachedSvid, Snapshot};
+use super::{same_arcs, CachedSvid, Snapshot};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tessera_common::selector::all_present;
@@ -181,13 +181,7 @@ impl Demands {
         snap: &Snapshot,
         selectors: &[Selector],
     ) -> bool {
-        let same = held.seen.len() == snap.templates.len()
-            && held
-                .seen
-                .iter()
-                .zip(&snap.templates)
-                .all(|(a, b)| Arc::ptr_eq(a, b));
-        if same {
+        if same_arcs(&held.seen, &snap.templates) {
             return false;
         }
         match self.ensure(snap, selectors).await {
