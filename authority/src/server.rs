@@ -71,6 +71,7 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
         metrics: metrics.clone(),
         shutdown: stop_rx.clone(),
         attest_gate: AttestGate::new(&config.limits),
+        expansions: Default::default(),
     });
 
     let (chain, key) =

@@ -384,6 +384,7 @@ async fn anonymous_peers_reach_only_attest_and_get_bundle() {
         requests: vec![apb::X509SignRequest {
             entry_id: "e".into(),
             csr: vec![0; 6 << 20],
+            ..Default::default()
         }],
     };
     assert_code(
@@ -409,6 +410,7 @@ async fn anonymous_peers_reach_only_attest_and_get_bundle() {
             node.sign_jwt(apb::SignJwtRequest {
                 entry_id: "e".into(),
                 audience: vec!["a".into()],
+                ..Default::default()
             })
             .await
             .map(|_| ()),

@@ -40,7 +40,7 @@ fn writable(root: &Path) -> bool {
 
 /// A hierarchy this test can create cgroups in and that the agent reads a process's path
 /// from: v2, or where v2 is unusable, `name=systemd`.
-fn writable_hierarchy() -> Result<PathBuf, String> {
+pub(crate) fn writable_hierarchy() -> Result<PathBuf, String> {
     if !nix::unistd::geteuid().is_root() {
         return Err("not root".into());
     }
@@ -57,14 +57,14 @@ fn writable_hierarchy() -> Result<PathBuf, String> {
 
 /// Cgroups created by this test, removed (deepest first) on drop; the processes in them are
 /// killed first.
-struct Cgroups {
-    root: PathBuf,
+pub(crate) struct Cgroups {
+    pub(crate) root: PathBuf,
     made: Vec<PathBuf>,
     children: Vec<Child>,
 }
 
 impl Cgroups {
-    fn new(root: PathBuf) -> Self {
+    pub(crate) fn new(root: PathBuf) -> Self {
         Cgroups {
             root,
             made: Vec::new(),
@@ -73,7 +73,7 @@ impl Cgroups {
     }
 
     /// Creates `rel` (and missing parents); returns its directory.
-    fn make(&mut self, rel: &str) -> PathBuf {
+    pub(crate) fn make(&mut self, rel: &str) -> PathBuf {
         let mut p = self.root.clone();
         for c in rel.split('/') {
             p.push(c);
@@ -120,7 +120,7 @@ impl Drop for Cgroups {
 }
 
 /// Unique per test run (the pid) and per test in it (the clock).
-fn rand_hex() -> String {
+pub(crate) fn rand_hex() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -17,7 +17,7 @@ use tonic::Code;
 const SERVER_NAME: &str = "server_names = [\"127.0.0.1\"]\n";
 
 /// The agent's SVID and key as a thief copies them out of its data_dir.
-fn steal(d: &Deployment) -> (String, String) {
+pub(crate) fn steal(d: &Deployment) -> (String, String) {
     let data = d.dir.join("agent-data");
     (
         fs::read_to_string(data.join("agent_svid.pem")).unwrap(),
@@ -26,7 +26,10 @@ fn steal(d: &Deployment) -> (String, String) {
 }
 
 /// A Node API client on one mTLS connection presenting `(svid, key)`.
-async fn node_client(d: &Deployment, (svid, key): &(String, String)) -> NodeClient<Channel> {
+pub(crate) async fn node_client(
+    d: &Deployment,
+    (svid, key): &(String, String),
+) -> NodeClient<Channel> {
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(
             d.bundle_pem().expect("read bundle.pem"),
@@ -52,7 +55,7 @@ async fn sync(node: &mut NodeClient<Channel>) -> Result<usize, tonic::Status> {
         .len())
 }
 
-fn csr() -> Vec<u8> {
+pub(crate) fn csr() -> Vec<u8> {
     let key = rcgen::KeyPair::generate().unwrap();
     rcgen::CertificateParams::default()
         .serialize_request(&key)
@@ -62,7 +65,7 @@ fn csr() -> Vec<u8> {
 }
 
 /// The authority restarted with an IP SAN, so a plain tonic client can reach it.
-async fn add_server_name(d: &mut Deployment) {
+pub(crate) async fn add_server_name(d: &mut Deployment) {
     d.stop_authority().await.expect("stop the authority");
     let cfg = fs::read_to_string(d.authority_config()).unwrap();
     fs::write(d.authority_config(), format!("{SERVER_NAME}{cfg}")).unwrap();
