@@ -2,6 +2,7 @@
 
 mod docker_api;
 
+use crate::cache::template_limits::{TemplateLimits, TemplatesRaw};
 use crate::sds::{SdsNames, SdsRaw};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,8 @@ struct Raw {
     workload_api: WorkloadApiRaw,
     #[serde(default)]
     sds: SdsRaw,
+    #[serde(default)]
+    templates: TemplatesRaw,
     #[serde(default)]
     docker_api: docker_api::DockerApiRaw,
 }
@@ -201,6 +204,8 @@ pub struct Config {
     pub workload_api: WorkloadApiConfig,
     /// `[sds]`: the well-known SDS resource names.
     pub sds: SdsNames,
+    /// `[templates]`: expansions of templated entries.
+    pub templates: TemplateLimits,
     /// `[docker_api]`: where container image and label selectors come from, if anywhere.
     pub docker_api: Option<DockerApiConfig>,
     /// The file this was loaded from; SIGHUP re-reads it.
@@ -296,6 +301,7 @@ impl Config {
             log: raw.log,
             workload_api: raw.workload_api.parse()?,
             sds: raw.sds.parse()?,
+            templates: raw.templates.parse()?,
             docker_api: raw.docker_api.parse()?,
             source: None,
         })

@@ -304,6 +304,7 @@ mod tests {
         let snap = Snapshot {
             state: State::Ready,
             svids: Vec::new(),
+            templates: Vec::new(),
             bundle: None,
         };
         let attestor = UnixAttestor::new();

@@ -131,6 +131,7 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
         Arc::new(SystemClock),
         Some(cfg.data_dir.join("entries.json")),
     );
+    let manager = manager.with_template_limits(cfg.templates.clone());
     let attestor = Arc::new(workload_attestor(&cfg));
     let limits = workload_api::Limits::new(cfg.workload_api.clone());
     let probes = ops::AgentProbes {
@@ -148,6 +149,7 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
         limiter: limits.clone(),
         upstream,
         jwt_cache: Arc::default(),
+        demands: manager.demands(),
         trust_domain: cfg.trust_domain.clone(),
         shutdown: stop_rx.clone(),
         metrics: metrics.clone(),

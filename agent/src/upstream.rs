@@ -78,9 +78,11 @@ pub trait Upstream: Send + Sync + 'static {
         &self,
         reqs: Vec<pb::X509SignRequest>,
     ) -> Result<Vec<pb::X509Svid>, tonic::Status>;
+    /// `spiffe_id`: the expansion of a templated entry; empty for the entry's own ID.
     async fn sign_jwt(
         &self,
         entry_id: &str,
+        spiffe_id: &str,
         audience: &[String],
     ) -> Result<pb::SignJwtResponse, tonic::Status>;
 }
@@ -146,11 +148,13 @@ impl Upstream for GrpcUpstream {
     async fn sign_jwt(
         &self,
         entry_id: &str,
+        spiffe_id: &str,
         audience: &[String],
     ) -> Result<pb::SignJwtResponse, tonic::Status> {
         let req = pb::SignJwtRequest {
             entry_id: entry_id.to_string(),
             audience: audience.to_vec(),
+            spiffe_id: spiffe_id.to_string(),
         };
         let mut client = self.client()?;
         let r = client.sign_jwt(req).await;

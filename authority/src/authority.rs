@@ -11,6 +11,7 @@ use crate::reserved;
 use std::sync::Arc;
 use tessera_common::jwt::{JwtBundle, JwtSigner};
 use tessera_common::selector::all_present;
+use tessera_common::spiffe_template::{is_template, SpiffeTemplate};
 use tessera_common::{unix_now, x509, Selector, SpiffeId};
 use tessera_proto::authority as pb;
 
@@ -25,6 +26,8 @@ pub struct Authority {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Caps Attest exchanges in progress.
     pub attest_gate: crate::limits::gate::AttestGate,
+    /// Caps the distinct expansions of templated entries each agent gets.
+    pub expansions: crate::template_sign::ExpansionLimit,
 }
 
 impl Authority {
@@ -59,9 +62,26 @@ impl Authority {
         authority_id(&self.config.trust_domain).map_err(|e| ApiError::Internal(e.to_string()))
     }
 
+    /// The ID to sign for `entry` (see `template_sign`), within the agent's
+    /// budget of distinct expansions.
+    pub fn signed_id(
+        &self,
+        agent: &str,
+        entry: &Entry,
+        requested: &str,
+        now: i64,
+    ) -> Result<crate::template_sign::SignedId, ApiError> {
+        let signed = crate::template_sign::signed_id(&self.authority_id()?, entry, requested)?;
+        if signed.template.is_some() {
+            self.expansions
+                .admit(agent, &entry.id, signed.id.as_str(), now)?;
+        }
+        Ok(signed)
+    }
+
     pub fn validate_entry(&self, e: &pb::Entry) -> Result<(), ApiError> {
         let bad = |m: String| Err(ApiError::InvalidArgument(m));
-        let id = SpiffeId::parse_workload(&e.spiffe_id)
+        let id = entry_id_or_sample(&e.spiffe_id)
             .map_err(|err| ApiError::InvalidArgument(format!("spiffe_id: {err}")))?;
         let parent = SpiffeId::parse_workload(&e.parent_id)
             .map_err(|err| ApiError::InvalidArgument(format!("parent_id: {err}")))?;
@@ -79,6 +99,9 @@ impl Authority {
         }
         if let Some(why) = reserved::violation(&self.authority_id()?, &e.spiffe_id, &e.parent_id) {
             return bad(why);
+        }
+        if is_template(&e.spiffe_id) && e.parent_id == self.authority_id()?.as_str() {
+            return bad("spiffe_id: a node alias cannot be a template".into());
         }
         if e.selectors.is_empty() {
             return bad("selectors: at least one selector is required".into());
@@ -108,6 +131,16 @@ impl Authority {
         }
         Ok(())
     }
+}
+
+/// The entry's SPIFFE ID, or for a template a sample expansion (to check the
+/// trust domain and reserved names against).
+fn entry_id_or_sample(s: &str) -> Result<SpiffeId, String> {
+    if !is_template(s) {
+        return SpiffeId::parse_workload(s).map_err(|e| e.to_string());
+    }
+    let t = SpiffeTemplate::parse(s).map_err(|e| format!("template {s:?}: {e}"))?;
+    Ok(t.sample().clone())
 }
 
 fn authorized(all: &[Entry], agent: &AgentRecord, authority: &SpiffeId, now: i64) -> Vec<Entry> {

@@ -18,3 +18,4 @@ pub mod node_api;
 pub mod ops;
 pub mod reserved;
 pub mod server;
+pub mod template_sign;

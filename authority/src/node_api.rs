@@ -166,10 +166,12 @@ fn leaf_facts(chain: &[rustls_pki_types::CertificateDer<'_>]) -> Result<(String,
     Ok((serial, exp))
 }
 
-fn entry_spiffe_id(e: &crate::datastore::Entry) -> Result<SpiffeId, ApiError> {
-    e.spiffe_id
-        .parse()
-        .map_err(|err| ApiError::Internal(format!("entry {}: {err}", e.id)))
+/// The audit trail names the template a signed ID was expanded from.
+fn template_detail(s: &crate::template_sign::SignedId) -> String {
+    s.template
+        .as_ref()
+        .map(|t| format!("template {t}"))
+        .unwrap_or_default()
 }
 
 #[tonic::async_trait]
@@ -311,14 +313,15 @@ impl Node for NodeApi {
                     r.entry_id, agent.id
                 ))
             })?;
-            let id = entry_spiffe_id(entry)?;
+            let signed = a.signed_id(&agent.id, entry, &r.spiffe_id, now)?;
+            let id = &signed.id;
             let ttl = entry
                 .x509_ttl
                 .filter(|t| *t > 0)
                 .map(|t| Duration::from_secs(t as u64))
                 .unwrap_or(a.config.default_x509_ttl);
             let chain =
-                a.ca.sign_svid(&r.csr, &id, &entry.dns_names, ttl, now)
+                a.ca.sign_svid(&r.csr, id, &entry.dns_names, ttl, now)
                     .map_err(ApiError::from)?;
             let (serial, expires_at) = leaf_facts(&chain)?;
             audit.push(AuditEvent {
@@ -327,9 +330,10 @@ impl Node for NodeApi {
                 agent_id: agent.id.clone(),
                 node_selectors: agent.selectors.clone(),
                 entry_id: entry.id.clone(),
-                spiffe_id: entry.spiffe_id.clone(),
+                spiffe_id: id.to_string(),
                 serial,
                 expires_at,
+                detail: template_detail(&signed),
                 ..Default::default()
             });
             svids.push(pb::X509Svid {
@@ -379,16 +383,17 @@ impl Node for NodeApi {
                 r.entry_id, agent.id
             ))
         })?;
-        let id = entry_spiffe_id(entry)?;
+        let now = unix_now();
+        let signed = a.signed_id(&agent.id, entry, &r.spiffe_id, now)?;
+        let id = &signed.id;
         let ttl = entry
             .jwt_ttl
             .filter(|t| *t > 0)
             .unwrap_or(a.config.default_jwt_ttl.as_secs() as i64);
-        let now = unix_now();
         let exp = (now + ttl).min(a.ca.not_after());
         let jwt = a
             .jwt
-            .sign(&id, &r.audience, now, exp)
+            .sign(id, &r.audience, now, exp)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         let audit = AuditEvent {
             time: now,
@@ -396,10 +401,11 @@ impl Node for NodeApi {
             agent_id: agent.id.clone(),
             node_selectors: agent.selectors.clone(),
             entry_id: entry.id.clone(),
-            spiffe_id: entry.spiffe_id.clone(),
+            spiffe_id: id.to_string(),
             serial: jwt.jti.clone(),
             expires_at: jwt.expires_at,
             audience: r.audience.clone(),
+            detail: template_detail(&signed),
             ..Default::default()
         };
         a.datastore

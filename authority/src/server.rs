@@ -71,6 +71,7 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
         metrics: metrics.clone(),
         shutdown: stop_rx.clone(),
         attest_gate: AttestGate::new(&config.limits),
+        expansions: Default::default(),
     });
 
     let (chain, key) =
@@ -85,6 +86,10 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
 
     let listener = TcpListener::bind(config.listen_address)
         .await
+        .map_err(|e| format!("listen_address {}: {e}", config.listen_address))?;
+    // The bound address, which differs from the configured one for port 0.
+    let bound = listener
+        .local_addr()
         .map_err(|e| format!("listen_address {}: {e}", config.listen_address))?;
     let incoming = tls_incoming(
         listener,
@@ -117,11 +122,12 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
             check_peer,
         ))
         .serve_with_incoming_shutdown(admin_incoming, wait_stop(stop_rx));
-    tracing::info!(listen = %config.listen_address, admin = %config.admin_socket_path.display(), trust_domain = %config.trust_domain, "authority ready");
+    tracing::info!(listen = %bound, admin = %config.admin_socket_path.display(), trust_domain = %config.trust_domain, "authority ready");
     let node = tokio::spawn(node);
     let admin = tokio::spawn(admin);
     listening.store(true, Ordering::SeqCst);
     tessera_common::systemd::spawn_watchdog();
+    tessera_common::systemd::status(&format!("listening on {bound}"));
     tessera_common::systemd::ready();
     shutdown.await;
     tracing::info!("shutting down");

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod logging;
 pub mod selector;
 pub mod spiffe_id;
+pub mod spiffe_template;
 pub mod systemd;
 pub mod telemetry;
 pub mod tls;

@@ -19,9 +19,12 @@ struct Cached {
     expires: i64,
 }
 
+/// (entry id, expansion or "", audience set).
+type JwtKey = (String, String, Vec<String>);
+
 #[derive(Default)]
 pub struct JwtCache {
-    map: Mutex<HashMap<(String, Vec<String>), Cached>>,
+    map: Mutex<HashMap<JwtKey, Cached>>,
 }
 
 impl JwtCache {
@@ -29,21 +32,25 @@ impl JwtCache {
         &self,
         upstream: &dyn Upstream,
         entry_id: &str,
+        spiffe_id: &str,
         audience: &[String],
         now: i64,
     ) -> Result<String, tonic::Status> {
         let mut aud = audience.to_vec();
         aud.sort();
         aud.dedup();
-        let key = (entry_id.to_string(), aud);
+        let key = (entry_id.to_string(), spiffe_id.to_string(), aud);
         let cached = self.map.lock().ok().and_then(|m| m.get(&key).cloned());
         if let Some(c) = &cached {
             if now < c.issued + (c.expires - c.issued) / 2 {
                 return Ok(c.token.clone());
             }
         }
-        let fresh =
-            tokio::time::timeout(UPSTREAM_WAIT, upstream.sign_jwt(entry_id, audience)).await;
+        let fresh = tokio::time::timeout(
+            UPSTREAM_WAIT,
+            upstream.sign_jwt(entry_id, spiffe_id, audience),
+        )
+        .await;
         match (fresh, cached) {
             (Ok(Ok(r)), _) => {
                 self.insert(
@@ -65,7 +72,7 @@ impl JwtCache {
         }
     }
 
-    fn insert(&self, key: (String, Vec<String>), value: Cached, now: i64) {
+    fn insert(&self, key: JwtKey, value: Cached, now: i64) {
         let Ok(mut m) = self.map.lock() else { return };
         if m.len() >= MAX_CACHED {
             m.retain(|_, c| c.expires > now);
@@ -79,7 +86,7 @@ impl JwtCache {
     /// Forgets tokens of entries no longer held (e.g. after a deletion).
     pub fn retain_entries(&self, live: &[&str]) {
         if let Ok(mut m) = self.map.lock() {
-            m.retain(|(id, _), _| live.contains(&id.as_str()));
+            m.retain(|(id, _, _), _| live.contains(&id.as_str()));
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Keeps the SVID cache current: syncs entries, signs new and due SVIDs in
 //! batches, drops expired ones, and publishes a snapshot on every change.
 
-use super::rotation::{backoff, random_jitter, rotate_at};
-use super::{Bundle, CachedSvid, Snapshot, State};
+use super::rotation::backoff;
+use super::templates::{Demands, TemplateLimits, Templates};
+use super::{same_arcs, Bundle, CachedSvid, Snapshot, State};
 use crate::metrics::Metrics;
 use crate::node::key_and_csr;
 use crate::upstream::Upstream;
@@ -10,7 +11,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_common::{x509, Selector, SpiffeId};
+use tessera_common::spiffe_template::is_template;
+use tessera_common::{x509, SpiffeId};
 use tessera_proto::authority as pb;
 use tokio::sync::watch;
 
@@ -60,6 +62,14 @@ pub struct Manager {
     /// Where `inspect` finds the synced entries (metadata only, never keys).
     entries_file: Option<PathBuf>,
     metrics: Option<Arc<Metrics>>,
+    /// Expansions of templated entries, signed on demand.
+    templates: Templates,
+}
+
+/// One SVID to sign: for an entry, or for an expansion of a templated entry.
+struct Job {
+    entry: pb::Entry,
+    expansion: Option<SpiffeId>,
 }
 
 impl Manager {
@@ -71,16 +81,28 @@ impl Manager {
         let (tx, rx) = watch::channel(Arc::new(Snapshot::empty()));
         let m = Manager {
             upstream,
-            clock,
             tx,
             entries: Vec::new(),
             svids: HashMap::new(),
             bundle: None,
             state: State::Syncing,
+            templates: Templates::new(TemplateLimits::default(), clock.clone()),
+            clock,
             entries_file,
             metrics: None,
         };
         (m, rx)
+    }
+
+    /// Replaces the default template limits; call before [`Manager::demands`].
+    pub fn with_template_limits(mut self, limits: TemplateLimits) -> Self {
+        self.templates = Templates::new(limits, self.clock.clone());
+        self
+    }
+
+    /// The Workload API's handle for on-demand expansions.
+    pub fn demands(&self) -> Demands {
+        self.templates.demands()
     }
 
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
@@ -99,6 +121,7 @@ impl Manager {
             self.state = State::Refused;
             self.entries.clear();
             self.svids.clear();
+            self.templates.clear();
         }
         self.publish();
         result
@@ -118,37 +141,60 @@ impl Manager {
         }
         if self.entries != resp.entries {
             self.entries = resp.entries;
+            self.templates.set_entries(&self.entries);
             self.write_entries_file();
         }
         self.state = State::Ready;
         let live: Vec<&str> = self.entries.iter().map(|e| e.id.as_str()).collect();
         self.svids.retain(|id, _| live.contains(&id.as_str()));
-        self.sign_due().await
+        let now = self.clock.now();
+        self.templates.evict(now);
+        let mut due = self.due(now);
+        due.extend(
+            self.templates
+                .due(&self.entries, now)
+                .into_iter()
+                .map(|(entry, id)| Job {
+                    entry,
+                    expansion: Some(id),
+                }),
+        );
+        self.sign(due).await
     }
 
-    fn due(&self, now: i64) -> Vec<pb::Entry> {
+    /// Entries whose own SVID is missing, outdated or due; templated entries
+    /// are signed per expansion, on demand.
+    fn due(&self, now: i64) -> Vec<Job> {
         self.entries
             .iter()
+            .filter(|e| !is_template(&e.spiffe_id))
             .filter(|e| match self.svids.get(&e.id) {
                 None => true,
                 Some(s) => s.revision != e.revision || s.rotate_at <= now,
             })
-            .cloned()
+            .map(|e| Job {
+                entry: e.clone(),
+                expansion: None,
+            })
             .collect()
     }
 
-    async fn sign_due(&mut self) -> Result<(), SyncError> {
-        let due = self.due(self.clock.now());
+    async fn sign(&mut self, due: Vec<Job>) -> Result<(), SyncError> {
         for chunk in due.chunks(BATCH) {
-            let mut keys = HashMap::new();
+            let mut keys = Vec::with_capacity(chunk.len());
             let mut reqs = Vec::with_capacity(chunk.len());
-            for e in chunk {
+            for j in chunk {
                 let (key, csr) =
                     key_and_csr().map_err(|e| SyncError::Unavailable(e.to_string()))?;
-                keys.insert(e.id.clone(), key);
+                keys.push(Some(key));
                 reqs.push(pb::X509SignRequest {
-                    entry_id: e.id.clone(),
+                    entry_id: j.entry.id.clone(),
                     csr,
+                    spiffe_id: j
+                        .expansion
+                        .as_ref()
+                        .map(|id| id.to_string())
+                        .unwrap_or_default(),
                 });
             }
             let signed = self
@@ -157,23 +203,43 @@ impl Manager {
                 .await
                 .map_err(classify)?;
             for s in signed {
-                let (Some(entry), Some(key)) = (
-                    chunk.iter().find(|e| e.id == s.entry_id),
-                    keys.remove(&s.entry_id),
-                ) else {
+                // Expansions of one entry share its id: the leaf's SPIFFE ID tells them apart.
+                let leaf_id = x509::split_der_chain(&s.svid_chain)
+                    .ok()
+                    .and_then(|c| x509::spiffe_id_of(c.first()?).ok());
+                let slot = chunk.iter().position(|j| {
+                    j.entry.id == s.entry_id
+                        && j.expansion
+                            .as_ref()
+                            .is_none_or(|x| Some(x) == leaf_id.as_ref())
+                });
+                let Some((job, key)) = slot.and_then(|i| Some((&chunk[i], keys[i].take()?))) else {
                     tracing::warn!(entry_id = %s.entry_id, "authority signed an SVID that was not asked for");
                     continue;
                 };
-                match cached_svid(entry, &s.svid_chain, key.serialize_der(), self.clock.now()) {
+                let template = self.templates.template_of(&job.entry.id).cloned();
+                let want = job.expansion.clone();
+                match cached_svid(
+                    &job.entry,
+                    want,
+                    template,
+                    &s.svid_chain,
+                    key.serialize_der(),
+                    self.clock.now(),
+                ) {
                     Ok(svid) => {
-                        tracing::info!(spiffe_id = %svid.spiffe_id, entry_id = %entry.id, not_after = svid.not_after, "X509-SVID updated");
-                        let replaced = self.svids.insert(entry.id.clone(), Arc::new(svid));
+                        tracing::info!(spiffe_id = %svid.spiffe_id, entry_id = %job.entry.id, not_after = svid.not_after, "X509-SVID updated");
+                        let replaced = if svid.template.is_some() {
+                            self.templates.insert(svid)
+                        } else {
+                            self.svids.insert(job.entry.id.clone(), Arc::new(svid))
+                        };
                         if let (Some(m), Some(_)) = (&self.metrics, replaced) {
                             m.svid_rotated();
                         }
                     }
                     Err(e) => {
-                        tracing::error!(entry_id = %entry.id, error = %e, "authority returned an unusable SVID")
+                        tracing::error!(entry_id = %job.entry.id, error = %e, "authority returned an unusable SVID")
                     }
                 }
             }
@@ -186,23 +252,22 @@ impl Manager {
         let svids: Vec<Arc<CachedSvid>> = self
             .entries
             .iter()
-            .filter_map(|e| self.svids.get(&e.id))
+            .flat_map(|e| match self.svids.get(&e.id) {
+                Some(s) => vec![s.clone()],
+                None => self.templates.svids_of(&e.id),
+            })
             .filter(|s| s.not_after > now)
-            .cloned()
             .collect();
         let next = Snapshot {
             state: self.state,
             svids,
+            templates: self.templates.entries.clone(),
             bundle: self.bundle.clone(),
         };
         self.tx.send_if_modified(|cur| {
             let same = cur.state == next.state
-                && cur.svids.len() == next.svids.len()
-                && cur
-                    .svids
-                    .iter()
-                    .zip(&next.svids)
-                    .all(|(a, b)| Arc::ptr_eq(a, b))
+                && same_arcs(&cur.svids, &next.svids)
+                && same_arcs(&cur.templates, &next.templates)
                 && match (&cur.bundle, &next.bundle) {
                     (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                     (None, None) => true,
@@ -220,6 +285,7 @@ impl Manager {
         self.svids
             .values()
             .map(|s| s.rotate_at.min(s.not_after))
+            .chain(self.templates.next_deadline())
             .min()
     }
 
@@ -264,46 +330,23 @@ impl Manager {
                     backoff(failures - 1, MAX_BACKOFF).min(interval.max(Duration::from_secs(1)))
                 }
             };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                changed = wake.changed() => if changed.is_err() { return },
+            let sleep = tokio::time::sleep(wait);
+            tokio::pin!(sleep);
+            // Demands are served while waiting for the next round.
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    changed = wake.changed() => if changed.is_err() { return } else { break },
+                    demands = self.templates.recv() => self.serve(demands).await,
+                }
             }
         }
     }
 }
 
-fn cached_svid(
-    entry: &pb::Entry,
-    chain: &[u8],
-    key: Vec<u8>,
-    now: i64,
-) -> Result<CachedSvid, String> {
-    let certs = x509::split_der_chain(chain).map_err(|e| e.to_string())?;
-    let leaf = &certs[0];
-    let id = x509::spiffe_id_of(leaf).map_err(|e| e.to_string())?;
-    let want: SpiffeId = entry
-        .spiffe_id
-        .parse()
-        .map_err(|e| format!("entry spiffe_id: {e}"))?;
-    if id != want {
-        return Err(format!("SVID names {id}, entry names {want}"));
-    }
-    let not_before = x509::not_before(leaf).map_err(|e| e.to_string())?;
-    let not_after = x509::not_after(leaf).map_err(|e| e.to_string())?;
-    Ok(CachedSvid {
-        entry_id: entry.id.clone(),
-        spiffe_id: id,
-        selectors: entry.selectors.iter().map(Selector::from).collect(),
-        hint: entry.hint.clone(),
-        revision: entry.revision,
-        chain: chain.to_vec(),
-        key,
-        not_before,
-        not_after,
-        // notBefore is back-dated for clock skew: time rotation from receipt.
-        rotate_at: rotate_at(not_before.max(now), not_after, random_jitter()),
-    })
-}
+mod on_demand;
+mod svid;
+use svid::cached_svid;
 
 #[cfg(test)]
 mod tests;

@@ -4,9 +4,13 @@
 pub mod jwt;
 pub mod manager;
 pub mod rotation;
+pub mod template_limits;
+pub mod templates;
 
 use std::sync::Arc;
+use templates::TemplateEntry;
 use tessera_common::jwt::JwtBundle;
+use tessera_common::spiffe_template::SpiffeTemplate;
 use tessera_common::{Selector, SpiffeId};
 
 /// One entitled identity with its current X.509-SVID.
@@ -17,6 +21,9 @@ pub struct CachedSvid {
     pub selectors: Vec<Selector>,
     pub hint: String,
     pub revision: i64,
+    /// Set for an expansion of a templated entry: it serves only workloads
+    /// whose selectors expand the template to `spiffe_id`.
+    pub template: Option<SpiffeTemplate>,
     /// DER certificates, leaf first.
     pub chain: Vec<u8>,
     /// PKCS#8 DER; lives only in memory.
@@ -40,6 +47,12 @@ impl Bundle {
     }
 }
 
+/// The same items (not just equal ones), in the same order: snapshots change by
+/// replacing Arcs, so this tells whether anything was replaced.
+pub(crate) fn same_arcs<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// No successful sync yet: the Workload API answers Unavailable.
@@ -56,6 +69,8 @@ pub struct Snapshot {
     pub state: State,
     /// Ordered by entry creation; only SVIDs that are currently valid.
     pub svids: Vec<Arc<CachedSvid>>,
+    /// Templated entries: their expansions are in `svids` once signed.
+    pub templates: Vec<Arc<TemplateEntry>>,
     pub bundle: Option<Arc<Bundle>>,
 }
 
@@ -64,6 +79,7 @@ impl Snapshot {
         Snapshot {
             state: State::Syncing,
             svids: Vec::new(),
+            templates: Vec::new(),
             bundle: None,
         }
     }
@@ -73,6 +89,11 @@ impl Snapshot {
         self.svids
             .iter()
             .filter(|s| tessera_common::selector::all_present(&s.selectors, selectors))
+            .filter(|s| {
+                s.template
+                    .as_ref()
+                    .is_none_or(|t| t.expand(selectors).is_ok_and(|id| id == s.spiffe_id))
+            })
             .cloned()
             .collect()
     }

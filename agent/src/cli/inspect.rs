@@ -4,14 +4,35 @@
 use crate::config::Config;
 use crate::run::BoxError;
 use tessera_attestors::workload::unix::UnixAttestor;
+use tessera_common::spiffe_template::{is_template, SpiffeTemplate};
 use tessera_common::Selector;
+
+/// A matching entry, and for a template the ID it gives this process (or why none).
+struct Matched<'a> {
+    id: &'a str,
+    spiffe_id: &'a str,
+    expansion: Option<Result<String, String>>,
+}
+
+fn expansion(spiffe_id: &str, selectors: &[Selector]) -> Option<Result<String, String>> {
+    if !is_template(spiffe_id) {
+        return None;
+    }
+    Some(
+        SpiffeTemplate::parse(spiffe_id)
+            .map_err(|e| e.to_string())
+            .and_then(|t| t.expand(selectors).map_err(|e| e.to_string()))
+            .map(|id| id.to_string()),
+    )
+}
 
 /// `--output`: how the result is printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
     /// The selectors one `type:value` a line, then the matching entries.
     Text,
-    /// `{"pid": N, "selectors": ["type:value", ...], "entries": [{"id", "spiffe_id"}, ...]}`.
+    /// `{"pid": N, "selectors": ["type:value", ...], "entries": [{"id", "spiffe_id"}, ...]}`;
+    /// a templated entry adds `expanded_spiffe_id`, or `not_expanded` (why not).
     Json,
 }
 
@@ -33,7 +54,7 @@ pub fn inspect(
             return Err(format!("{}: {e} (has the agent synced yet?)", path.display()).into())
         }
     };
-    let matched: Vec<(&str, &str)> = entries
+    let matched: Vec<Matched> = entries
         .iter()
         .filter(|e| {
             let wanted: Vec<Selector> = e["selectors"]
@@ -48,10 +69,12 @@ pub fn inspect(
             tessera_common::selector::all_present(&wanted, &selectors)
         })
         .map(|e| {
-            (
-                e["id"].as_str().unwrap_or("?"),
-                e["spiffe_id"].as_str().unwrap_or("?"),
-            )
+            let spiffe_id = e["spiffe_id"].as_str().unwrap_or("?");
+            Matched {
+                id: e["id"].as_str().unwrap_or("?"),
+                spiffe_id,
+                expansion: expansion(spiffe_id, &selectors),
+            }
         })
         .collect();
     match output {
@@ -62,7 +85,15 @@ pub fn inspect(
                 "selectors": selectors.iter().map(Selector::to_string).collect::<Vec<_>>(),
                 "entries": matched
                     .iter()
-                    .map(|(id, spiffe_id)| serde_json::json!({"id": id, "spiffe_id": spiffe_id}))
+                    .map(|m| {
+                        let mut j = serde_json::json!({"id": m.id, "spiffe_id": m.spiffe_id});
+                        match &m.expansion {
+                            Some(Ok(x)) => j["expanded_spiffe_id"] = x.as_str().into(),
+                            Some(Err(why)) => j["not_expanded"] = why.as_str().into(),
+                            None => {}
+                        }
+                        j
+                    })
                     .collect::<Vec<_>>(),
             });
             println!("{doc}");
@@ -71,12 +102,19 @@ pub fn inspect(
     Ok(())
 }
 
-fn print_text(selectors: &[Selector], matched: &[(&str, &str)]) {
+fn print_text(selectors: &[Selector], matched: &[Matched]) {
     for s in selectors {
         println!("{s}");
     }
-    for (id, spiffe_id) in matched {
-        println!("\nEntry {id} matches: {spiffe_id}");
+    for m in matched {
+        match &m.expansion {
+            None => println!("\nEntry {} matches: {}", m.id, m.spiffe_id),
+            Some(Ok(x)) => println!("\nEntry {} matches: {} -> {x}", m.id, m.spiffe_id),
+            Some(Err(why)) => println!(
+                "\nEntry {} matches: {} (no identity: {why})",
+                m.id, m.spiffe_id
+            ),
+        }
     }
     if matched.is_empty() {
         println!("\nNo entry matches.");

@@ -17,6 +17,7 @@ fn svid(entry: &str, id: &str, sel: &str) -> Arc<CachedSvid> {
         selectors: vec![Selector::parse(sel).unwrap()],
         hint: String::new(),
         revision: 1,
+        template: None,
         chain: [cert(id), cert("intermediate")].concat(),
         key: vec![7; 16],
         not_before: 0,
@@ -29,6 +30,7 @@ fn snap(svids: Vec<Arc<CachedSvid>>) -> Snapshot {
     Snapshot {
         state: State::Ready,
         svids,
+        templates: Vec::new(),
         bundle: Some(Arc::new(Bundle {
             trust_domain: "spiffe://td".into(),
             x509_der: cert("root"),

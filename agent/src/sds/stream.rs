@@ -7,6 +7,7 @@ use super::names::SdsNames;
 use super::secrets;
 use super::service::{check, log_issued, response, shown, truncate, WHAT};
 use super::xds::{Kind, Received, Xds};
+use crate::cache::templates::Demands;
 use crate::cache::{CachedSvid, Snapshot};
 use crate::workload_api::{
     process_exit, stopped, Attest, Caller, RateLimit, WorkloadApi, WorkloadError,
@@ -23,6 +24,7 @@ pub(super) struct Session {
     shutdown: watch::Receiver<bool>,
     attestor: Arc<dyn Attest>,
     limiter: Arc<dyn RateLimit>,
+    demands: Demands,
     xds: Xds,
     /// The SVIDs of the last response, so only new ones are logged as issued.
     last_svids: Vec<Arc<CachedSvid>>,
@@ -43,6 +45,7 @@ impl Session {
             shutdown: api.shutdown.clone(),
             attestor: api.attestor.clone(),
             limiter: api.limiter.clone(),
+            demands: api.demands.clone(),
             xds: Xds::default(),
             last_svids: Vec::new(),
             tx,
@@ -130,6 +133,12 @@ impl Session {
         if self.attestor.check(&self.caller.process).is_err() {
             return Err(self.gone());
         }
+        // A templated entry synced since the stream opened: sign the caller's expansion.
+        let snap = self.snapshots.borrow().clone();
+        let c = &mut self.caller;
+        self.demands
+            .refresh(&mut c.leases, &snap, &c.selectors)
+            .await;
         self.send(false).await
     }
 

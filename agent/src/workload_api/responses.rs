@@ -96,6 +96,7 @@ mod tests {
             selectors: vec![Selector::parse(sel).unwrap()],
             hint: hint.into(),
             revision: 1,
+            template: None,
             chain: vec![1],
             key: vec![2],
             not_before: 0,
@@ -113,6 +114,7 @@ mod tests {
         Snapshot {
             state,
             svids,
+            templates: Vec::new(),
             bundle,
         }
     }

@@ -5,6 +5,7 @@ use super::responses;
 use super::track::Peer;
 use super::WorkloadError;
 use crate::cache::jwt::JwtCache;
+use crate::cache::templates::{Demands, Leases};
 use crate::cache::Snapshot;
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
@@ -44,6 +45,8 @@ pub struct WorkloadApi {
     pub limiter: Arc<dyn RateLimit>,
     pub upstream: Arc<dyn Upstream>,
     pub jwt_cache: Arc<JwtCache>,
+    /// Signs expansions of templated entries when a caller first needs them.
+    pub demands: Demands,
     pub trust_domain: TrustDomain,
     /// Turns true when the agent stops: every stream ends.
     pub shutdown: watch::Receiver<bool>,
@@ -61,6 +64,8 @@ pub struct Caller {
     pub selectors: Vec<Selector>,
     /// The process that connected; streams end when it exits.
     pub process: Arc<PinnedProcess>,
+    /// Keeps the caller's templated SVIDs cached while the call (or stream) lasts.
+    pub leases: Leases,
 }
 
 impl Caller {
@@ -70,6 +75,7 @@ impl Caller {
             uid: Some(peer.uid),
             selectors,
             process: peer.process.clone(),
+            leases: Leases::default(),
         }
     }
 
@@ -166,7 +172,15 @@ impl WorkloadApi {
         match result {
             Ok(selectors) => {
                 tracing::debug!(pid = peer.process.pid(), ?selectors, "workload attested");
-                Ok(Caller::of(&peer, selectors))
+                let mut caller = Caller::of(&peer, selectors);
+                let snap = self.snapshots.borrow().clone();
+                caller.leases = self
+                    .demands
+                    .ensure(&snap, &caller.selectors)
+                    .await
+                    .map_err(WorkloadError::Upstream)
+                    .inspect_err(|e| caller.denied("Workload API call", "-", e))?;
+                Ok(caller)
             }
             Err(e) => {
                 Caller::of(&peer, Vec::new()).denied("Workload API call", "-", &e);
@@ -201,7 +215,10 @@ impl WorkloadApi {
             .map_err(Status::from)?;
         on_send(&caller, None, &first);
         let (tx, out) = mpsc::channel(2);
+        let demands = self.demands.clone();
         tokio::spawn(async move {
+            let mut caller = caller;
+            let mut held = std::mem::take(&mut caller.leases);
             let mut last = first.clone();
             if tx.send(Ok(first)).await.is_err() {
                 return;
@@ -231,7 +248,11 @@ impl WorkloadApi {
                     let _ = tx.send(gone()).await;
                     return;
                 }
-                let snap = rx.borrow_and_update().clone();
+                let mut snap = rx.borrow_and_update().clone();
+                // A templated entry synced since the stream opened: sign the caller's expansion.
+                if demands.refresh(&mut held, &snap, &caller.selectors).await {
+                    snap = rx.borrow_and_update().clone();
+                }
                 match build(&snap, &caller.selectors) {
                     Ok(msg) if msg == last => {}
                     Ok(msg) => {
@@ -343,7 +364,14 @@ impl SpiffeWorkloadApi for WorkloadApi {
         for s in ids {
             let token = self
                 .jwt_cache
-                .get(self.upstream.as_ref(), &s.entry_id, &r.audience, unix_now())
+                .get(
+                    self.upstream.as_ref(),
+                    &s.entry_id,
+                    // A templated entry's JWT-SVID names the caller's expansion.
+                    s.template.as_ref().map_or("", |_| s.spiffe_id.as_str()),
+                    &r.audience,
+                    unix_now(),
+                )
                 .await
                 .inspect_err(|st| {
                     let e = WorkloadError::Upstream(st.message().to_string());

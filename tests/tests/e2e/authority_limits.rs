@@ -27,6 +27,7 @@ async fn deployment(agent_ttl: &'static str, limits: &str) -> Deployment {
         ..Opts::default()
     })
     .await
+    .expect("start a deployment")
 }
 
 /// A TCP connection to the authority from the loopback address `source`.
@@ -45,7 +46,9 @@ fn node_channel(
     dials: Arc<AtomicUsize>,
 ) -> Channel {
     let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(d.bundle_pem()))
+        .ca_certificate(Certificate::from_pem(
+            d.bundle_pem().expect("read bundle.pem"),
+        ))
         .domain_name("127.0.0.1");
     if let Some(id) = identity {
         tls = tls.identity(id);
@@ -164,9 +167,12 @@ async fn a_connection_flood_from_one_address_is_capped_while_others_attest() {
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     // ...while an agent on another address attests and serves SVIDs.
     let started = Instant::now();
-    let (id, _) = d.register_self("flood/other", &[]).await;
-    d.start_agent().await;
-    let mut raw = d.raw().await;
+    let (id, _) = d
+        .register_self("flood/other", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     assert!(
         started.elapsed() < secs(20),
@@ -248,11 +254,16 @@ async fn an_idle_connection_is_closed() {
 #[tokio::test]
 async fn a_connection_ends_when_its_client_certificate_expires() {
     let mut d = deployment("12s", "").await;
-    let (id, _) = d.register_self("expiry/w", &[]).await;
-    d.start_agent().await;
-    wait_x509(&mut d.raw().await, &[&id]).await;
+    let (id, _) = d
+        .register_self("expiry/w", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    wait_x509(&mut d.raw().await.expect("connect to the agent"), &[&id]).await;
     // The agent SVID and key it holds now; the agent stops renewing.
-    d.stop_agent_cleanly().await;
+    d.stop_agent_cleanly()
+        .await
+        .expect("stop the agent cleanly");
     let data = d.dir.join("agent-data");
     let cert = std::fs::read_to_string(data.join("agent_svid.pem")).unwrap();
     let key = std::fs::read_to_string(data.join("agent_key.pem")).unwrap();
@@ -373,6 +384,7 @@ async fn anonymous_peers_reach_only_attest_and_get_bundle() {
         requests: vec![apb::X509SignRequest {
             entry_id: "e".into(),
             csr: vec![0; 6 << 20],
+            ..Default::default()
         }],
     };
     assert_code(
@@ -398,6 +410,7 @@ async fn anonymous_peers_reach_only_attest_and_get_bundle() {
             node.sign_jwt(apb::SignJwtRequest {
                 entry_id: "e".into(),
                 audience: vec!["a".into()],
+                ..Default::default()
             })
             .await
             .map(|_| ()),
@@ -433,7 +446,7 @@ async fn the_authority_raises_its_open_files_limit_to_the_hard_limit() {
         ),
     )
     .unwrap();
-    let authority = bin("tessera-authority");
+    let authority = bin("tessera-authority").expect("binary built");
     // prlimit execs the authority with soft 256, hard 4096.
     let daemon = Daemon::spawn(
         "authority",
@@ -447,7 +460,8 @@ async fn the_authority_raises_its_open_files_limit_to_the_hard_limit() {
         ],
         &tmp.path().join("authority.log"),
         &[],
-    );
+    )
+    .expect("start a daemon");
     let pid = daemon.pid();
     poll(secs(20), "the authority's listener", || {
         std::future::ready(std::net::TcpStream::connect(("127.0.0.1", port)).ok())

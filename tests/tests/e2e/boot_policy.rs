@@ -46,18 +46,18 @@ async fn boot_policy_agent_without_event_log_is_not_granted() {
         golden,
     )
     .await;
-    d.start_agent().await;
+    d.start_agent().await.expect("start the agent");
     tpm_agent_id(&d).await;
     // The golden-PCR policy needs no log (it is the quoted value itself), so
     // the host attests and the entries sync; the log-reading one is refused.
-    let mut raw = d.raw().await;
+    let mut raw = d.raw().await.expect("connect to the agent");
     let resp = wait_x509(&mut raw, &[golden]).await;
     assert!(
         !ids(&resp).iter().any(|id| id == apps),
         "an entry under tpm:policy:apps was delivered: {:?}",
         ids(&resp)
     );
-    let list = d.admin_ok(&["agent", "list"]).await;
+    let list = d.admin_ok(&["agent", "list"]).await.expect("admin command");
     assert!(
         list.contains("Selector      : tpm:policy:golden") && !list.contains("tpm:policy:apps"),
         "{list}"
@@ -96,12 +96,12 @@ async fn boot_policy_over_an_unquoted_pcr_stops_the_authority() {
         let cfg = dir.path().join("authority.toml");
         fs::write(&cfg, format!("{base}{tpm}")).unwrap();
         let out = run_cmd(
-            &bin("tessera-authority"),
+            &bin("tessera-authority").expect("binary built"),
             &["run", "--config", cfg.to_str().unwrap()],
             None,
             &[],
         )
-        .await;
+        .await.expect("run a command");
         let got = out.assert_one_line_error("authority with a policy over an unquoted PCR");
         assert!(got.contains(line), "{got}");
     }

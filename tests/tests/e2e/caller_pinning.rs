@@ -61,19 +61,29 @@ fn which(program: &str) -> PathBuf {
 
 #[tokio::test]
 async fn reused_pid_does_not_inherit_the_connection() {
-    let mut d = Deployment::new(Opts::default()).await;
+    let mut d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
     let victim = format!("spiffe://{TD}/pin/victim");
     d.create_entry(&victim, &[&format!("unix:uid:{VICTIM}")], &[])
-        .await;
-    let (holder, _) = d.register_self("pin/holder", &[]).await;
-    d.start_agent().await;
-    let mut own = d.raw().await;
+        .await
+        .expect("create an entry");
+    let (holder, _) = d
+        .register_self("pin/holder", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    let mut own = d.raw().await.expect("connect to the agent");
     wait_x509(&mut own, &[&holder]).await;
 
     // Control: a live process of the victim's uid is served the victim's identity.
     let (fd, _sleeper) =
         connect_from_child(&d.socket_path(), VICTIM, VICTIM, "sleep", &["60"]).unwrap();
-    let mut live = Raw::new(channel_from_fd(fd).await);
+    let mut live = Raw::new(
+        channel_from_fd(fd)
+            .await
+            .expect("HTTP/2 on a pre-connected socket"),
+    );
     let resp = first(live.fetch_x509svid(req(pb::X509svidRequest {})))
         .await
         .unwrap_or_else(|st| panic!("a live victim-uid caller must get its SVID: {st:?}"));
@@ -92,7 +102,11 @@ async fn reused_pid_does_not_inherit_the_connection() {
             spawn_with_pid(pid, VICTIM, "sleep", &["60"]).map(|reuser| (fd, pid, reuser))
         })
         .expect("could not get the connector's pid reused in 10 attempts");
-    let mut conn = Raw::new(channel_from_fd(fd).await);
+    let mut conn = Raw::new(
+        channel_from_fd(fd)
+            .await
+            .expect("HTTP/2 on a pre-connected socket"),
+    );
     wait_exe(pid, &which("sleep")).await;
 
     let st = assert_code(
@@ -119,19 +133,29 @@ async fn reused_pid_does_not_inherit_the_connection() {
 
 #[tokio::test]
 async fn connection_handed_on_stops_when_its_connector_exits() {
-    let mut d = Deployment::new(Opts::default()).await;
+    let mut d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
     let victim = format!("spiffe://{TD}/pin/connector");
     d.create_entry(&victim, &[&format!("unix:uid:{VICTIM}")], &[])
-        .await;
-    let (holder, _) = d.register_self("pin/fd-holder", &[]).await;
-    d.start_agent().await;
-    let mut own = d.raw().await;
+        .await
+        .expect("create an entry");
+    let (holder, _) = d
+        .register_self("pin/fd-holder", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    let mut own = d.raw().await.expect("connect to the agent");
     wait_x509(&mut own, &[&holder]).await;
 
     // The connector (victim uid) connects; this process (root) holds the socket.
     let (fd, mut connector) =
         connect_from_child(&d.socket_path(), VICTIM, VICTIM, "sleep", &["60"]).unwrap();
-    let mut conn = Raw::new(channel_from_fd(fd).await);
+    let mut conn = Raw::new(
+        channel_from_fd(fd)
+            .await
+            .expect("HTTP/2 on a pre-connected socket"),
+    );
     let mut stream = open(
         "FetchX509SVID while the connector lives",
         conn.fetch_x509svid(req(pb::X509svidRequest {})),
@@ -182,7 +206,9 @@ async fn connection_handed_on_stops_when_its_connector_exits() {
 
 #[tokio::test]
 async fn path_claimed_in_own_mount_namespace_is_not_a_selector() {
-    let mut d = Deployment::new(Opts::default()).await;
+    let mut d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
     let bin = d.dir.join("bin");
     fs::create_dir(&bin).unwrap();
     let trusted = bin.join("trusted");
@@ -192,17 +218,25 @@ async fn path_claimed_in_own_mount_namespace_is_not_a_selector() {
     fs::copy(which("sleep"), &evil).unwrap();
     let id = format!("spiffe://{TD}/pin/by-path");
     d.create_entry(&id, &[&format!("unix:path:{}", trusted.display())], &[])
-        .await;
-    let (holder, _) = d.register_self("pin/path-holder", &[]).await;
-    d.start_agent().await;
-    let mut own = d.raw().await;
+        .await
+        .expect("create an entry");
+    let (holder, _) = d
+        .register_self("pin/path-holder", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    let mut own = d.raw().await.expect("connect to the agent");
     wait_x509(&mut own, &[&holder]).await;
 
     // Control: the real file at that path gets the identity.
     let (fd, _real) = retry_txtbsy(|| {
         connect_from_child(&d.socket_path(), 0, 0, trusted.to_str().unwrap(), &["60"])
     });
-    let mut honest = Raw::new(channel_from_fd(fd).await);
+    let mut honest = Raw::new(
+        channel_from_fd(fd)
+            .await
+            .expect("HTTP/2 on a pre-connected socket"),
+    );
     let resp = first(honest.fetch_x509svid(req(pb::X509svidRequest {})))
         .await
         .unwrap_or_else(|st| panic!("the binary at the entry's path must be served: {st:?}"));
@@ -224,7 +258,11 @@ async fn path_claimed_in_own_mount_namespace_is_not_a_selector() {
         )
     });
     wait_exe(attacker.0.id(), &trusted).await;
-    let mut claimed = Raw::new(channel_from_fd(fd).await);
+    let mut claimed = Raw::new(
+        channel_from_fd(fd)
+            .await
+            .expect("HTTP/2 on a pre-connected socket"),
+    );
     let resp = first(claimed.fetch_x509svid(req(pb::X509svidRequest {})))
         .await
         .unwrap_or_else(|st| panic!("root still has its uid entry: {st:?}"));

@@ -12,7 +12,7 @@ use std::path::Path;
 
 /// Runs an admin command that must succeed and parses its stdout as JSON.
 async fn admin_json(d: &Deployment, args: &[&str]) -> Value {
-    let out = d.admin_ok(args).await;
+    let out = d.admin_ok(args).await.expect("admin command");
     serde_json::from_str(&out).unwrap_or_else(|e| {
         panic!(
             "tessera-authority {}: not JSON ({e}): {out}",
@@ -61,7 +61,7 @@ fn assert_rfc3339(v: &Value) {
 
 /// The leaf of the SVID for `spiffe_id` the agent serves now.
 async fn leaf(d: &Deployment, spiffe_id: &str) -> Vec<u8> {
-    let mut raw = d.raw().await;
+    let mut raw = d.raw().await.expect("connect to the agent");
     let resp = wait_x509(&mut raw, &[spiffe_id]).await;
     let chain = &svid(&resp, spiffe_id).x509_svid;
     pki::split_der(chain).remove(0)
@@ -69,9 +69,14 @@ async fn leaf(d: &Deployment, spiffe_id: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn entry_update_bumps_the_revision_and_the_agent_re_signs() {
-    let mut d = Deployment::new(Opts::default()).await;
-    let (spiffe_id, entry) = d.register_self("cli/update", &["--hint", "h1"]).await;
-    d.start_agent().await;
+    let mut d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
+    let (spiffe_id, entry) = d
+        .register_self("cli/update", &["--hint", "h1"])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
     let before = leaf(&d, &spiffe_id).await;
     assert!(pki::dns_sans(&before).is_empty());
 
@@ -113,7 +118,10 @@ async fn entry_update_bumps_the_revision_and_the_agent_re_signs() {
         updated,
         "show disagrees with what update printed"
     );
-    let text = d.admin_ok(&["entry", "show", &entry]).await;
+    let text = d
+        .admin_ok(&["entry", "show", &entry])
+        .await
+        .expect("admin command");
     assert!(
         text.contains("Revision      : 2") && text.contains("DNS name      : web"),
         "{text}"
@@ -186,10 +194,14 @@ async fn entry_update_bumps_the_revision_and_the_agent_re_signs() {
         let line = d
             .admin(&all)
             .await
+            .expect("run the admin CLI")
             .assert_one_line_error(&format!("update {args:?}"));
         assert!(line.contains(want), "{args:?}: {line}");
     }
-    let gone = d.admin(&["entry", "update", "0000", "--hint", "x"]).await;
+    let gone = d
+        .admin(&["entry", "update", "0000", "--hint", "x"])
+        .await
+        .expect("run the admin CLI");
     assert!(gone
         .assert_one_line_error("unknown entry")
         .contains("does not exist"));
@@ -202,10 +214,13 @@ async fn entry_update_bumps_the_revision_and_the_agent_re_signs() {
 
 #[tokio::test]
 async fn entry_create_data_stores_all_or_nothing() {
-    let d = Deployment::new(Opts::default()).await;
+    let d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
     let existing = d
         .create_entry("spiffe://example.org/cli/existing", &["unix:uid:77"], &[])
-        .await;
+        .await
+        .expect("create an entry");
     let list = || admin_json(&d, &["entry", "list", "--output", "json"]);
     let before = list().await;
     assert_eq!(entry_ids(&before), [existing.as_str()]);
@@ -236,7 +251,8 @@ async fn entry_create_data_stores_all_or_nothing() {
         write(vec![entry("cli/a", 1), entry("cli/b", 2), third.clone()]);
         let out = d
             .admin(&["entry", "create", "--data", file.to_str().unwrap()])
-            .await;
+            .await
+            .expect("run the admin CLI");
         let line = out.assert_one_line_error(&format!("third entry {third}"));
         assert!(
             line.contains("entries[2]") && line.contains(want),
@@ -280,7 +296,8 @@ async fn entry_create_data_stores_all_or_nothing() {
     write(vec![entry("cli/d", 4), entry("cli/e", 5)]);
     let text = d
         .admin_ok(&["entry", "create", "--data", file.to_str().unwrap()])
-        .await;
+        .await
+        .expect("admin command");
     let new: Vec<&str> = text.lines().collect();
     assert_eq!(new.len(), 2, "{text}");
     let shown = admin_json(&d, &["entry", "show", new[1], "--output", "json"]).await;
@@ -295,11 +312,13 @@ async fn entry_create_data_stores_all_or_nothing() {
             "--spiffe-id",
             "spiffe://example.org/x",
         ])
-        .await;
+        .await
+        .expect("run the admin CLI");
     mixed.assert_one_line_error("--data with --spiffe-id");
     let missing = d
         .admin(&["entry", "create", "--data", "/nonexistent.json"])
-        .await;
+        .await
+        .expect("run the admin CLI");
     assert!(missing
         .assert_one_line_error("missing file")
         .contains("--data"));
@@ -307,7 +326,9 @@ async fn entry_create_data_stores_all_or_nothing() {
 
 #[tokio::test]
 async fn entry_list_filters_and_single_create_json() {
-    let d = Deployment::new(Opts::default()).await;
+    let d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
     let create = |spiffe: &'static str, parent: String, sels: &'static [&'static str]| {
         let d = &d;
         async move {
@@ -382,9 +403,13 @@ async fn entry_list_filters_and_single_create_json() {
     }
     let text = d
         .admin_ok(&["entry", "list", "--selector", "unix:uid:1"])
-        .await;
+        .await
+        .expect("admin command");
     assert!(text.contains("Found 2 entries"), "{text}");
-    let bad = d.admin(&["entry", "list", "--selector", "nocolon"]).await;
+    let bad = d
+        .admin(&["entry", "list", "--selector", "nocolon"])
+        .await
+        .expect("run the admin CLI");
     assert!(bad
         .assert_one_line_error("bad selector")
         .contains("--selector"));
@@ -392,7 +417,9 @@ async fn entry_list_filters_and_single_create_json() {
 
 #[tokio::test]
 async fn agent_show_audit_window_and_token_json() {
-    let (d, spiffe_id) = Deployment::up("cli/audit").await;
+    let (d, spiffe_id) = Deployment::up("cli/audit")
+        .await
+        .expect("start a deployment");
     leaf(&d, &spiffe_id).await;
 
     let agents = admin_json(&d, &["agent", "list", "--output", "json"]).await;
@@ -404,14 +431,18 @@ async fn agent_show_audit_window_and_token_json() {
     assert_rfc3339(&listed["attested_at"]);
     let shown = admin_json(&d, &["agent", "show", &d.agent_id, "--output", "json"]).await;
     assert_eq!(&shown, listed);
-    let text = d.admin_ok(&["agent", "show", &d.agent_id]).await;
+    let text = d
+        .admin_ok(&["agent", "show", &d.agent_id])
+        .await
+        .expect("admin command");
     assert!(
         text.contains(&format!("Agent ID      : {}", d.agent_id)),
         "{text}"
     );
     let unknown = d
         .admin(&["agent", "show", "spiffe://example.org/nobody"])
-        .await;
+        .await
+        .expect("run the admin CLI");
     assert!(unknown
         .assert_one_line_error("unknown agent")
         .contains("not known"));
@@ -485,6 +516,7 @@ async fn agent_show_audit_window_and_token_json() {
         let line = d
             .admin(&all)
             .await
+            .expect("run the admin CLI")
             .assert_one_line_error(&format!("audit {args:?}"));
         assert!(line.contains(want), "{args:?}: {line}");
     }
@@ -520,12 +552,13 @@ async fn man_pages_are_generated_for_every_command() {
     ] {
         let out_dir = dir.path().join(bin_name);
         let out = run_cmd(
-            &bin(bin_name),
+            &bin(bin_name).expect("binary built"),
             &["man", out_dir.to_str().unwrap()],
             None,
             &[],
         )
-        .await;
+        .await
+        .expect("run a command");
         assert!(out.success(), "{bin_name} man: {}", out.stderr);
         for page in pages {
             let text =
@@ -555,7 +588,9 @@ async fn man_pages_are_generated_for_every_command() {
 
 #[tokio::test]
 async fn fetch_x509_write_creates_a_private_directory() {
-    let (d, _) = Deployment::up("cli/write").await;
+    let (d, _) = Deployment::up("cli/write")
+        .await
+        .expect("start a deployment");
     let uri = d.socket_uri();
     let target = d.dir.join("out/svids");
     let fetch = |dir: &Path| {
@@ -565,6 +600,7 @@ async fn fetch_x509_write_creates_a_private_directory() {
         async move {
             d.agent_cli(&["api", "fetch", "x509", "--socket", &uri, "--write", &dir])
                 .await
+                .expect("run tessera-agent")
         }
     };
     let out = poll(PROPAGATION, "fetch x509 --write succeeds", || {

@@ -12,8 +12,10 @@ use tonic::Code;
 /// `tessera-authority audit` is refused, and nothing of it is recorded.
 #[tokio::test]
 async fn jwt_audience_with_control_characters_is_refused() {
-    let (d, spiffe_id) = Deployment::up("cli/hostile-audience").await;
-    let mut raw = d.raw().await;
+    let (d, spiffe_id) = Deployment::up("cli/hostile-audience")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&spiffe_id]).await;
     for aud in [
         "a\n1700000000\tjwt_svid\tagent=forged",
@@ -29,7 +31,10 @@ async fn jwt_audience_with_control_characters_is_refused() {
         assert_eq!(status.code(), Code::InvalidArgument, "{aud:?}: {status:?}");
         assert!(status.message().contains("audience"), "{status:?}");
     }
-    let audit = d.admin_ok(&["audit", "--output", "json"]).await;
+    let audit = d
+        .admin_ok(&["audit", "--output", "json"])
+        .await
+        .expect("admin command");
     let audit: Value = serde_json::from_str(&audit).expect("audit JSON");
     let events = audit["events"].as_array().expect("events");
     assert!(
@@ -42,14 +47,16 @@ async fn jwt_audience_with_control_characters_is_refused() {
 /// stderr that older events may be missing, in text and JSON alike.
 #[tokio::test]
 async fn audit_at_its_limit_warns_on_stderr() {
-    let (d, spiffe_id) = Deployment::up("cli/audit-limit").await;
-    let mut raw = d.raw().await;
+    let (d, spiffe_id) = Deployment::up("cli/audit-limit")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&spiffe_id]).await;
     for args in [
         &["audit", "--limit", "1", "--output", "json"][..],
         &["audit", "--limit", "1"],
     ] {
-        let out = d.admin(args).await;
+        let out = d.admin(args).await.expect("run the admin CLI");
         assert!(out.success(), "{args:?}: {}", out.stderr);
         let warn = out.stderr_lines();
         assert_eq!(warn.len(), 1, "{args:?}: {:?}", out.stderr);
@@ -68,7 +75,10 @@ async fn audit_at_its_limit_warns_on_stderr() {
             assert_eq!(out.stdout.lines().count(), 1, "{}", out.stdout);
         }
     }
-    let all = d.admin(&["audit", "--output", "json"]).await;
+    let all = d
+        .admin(&["audit", "--output", "json"])
+        .await
+        .expect("run the admin CLI");
     assert!(
         all.success() && all.stderr_lines().is_empty(),
         "{}",
@@ -80,7 +90,9 @@ async fn audit_at_its_limit_warns_on_stderr() {
 /// "everything"; a sub-second TTL is refused, not read as "the default".
 #[tokio::test]
 async fn epoch_bounds_and_sub_second_ttls_are_refused() {
-    let (d, spiffe_id) = Deployment::up("cli/zero-values").await;
+    let (d, spiffe_id) = Deployment::up("cli/zero-values")
+        .await
+        .expect("start a deployment");
     for (args, flag) in [
         (vec!["audit", "--until", "1970-01-01T00:00:00Z"], "--until"),
         (vec!["audit", "--since", "1970-01-01T00:00:00Z"], "--since"),
@@ -107,6 +119,7 @@ async fn epoch_bounds_and_sub_second_ttls_are_refused() {
         let line = d
             .admin(&args)
             .await
+            .expect("run the admin CLI")
             .assert_one_line_error(&format!("{args:?}"));
         assert!(line.contains(flag), "{args:?}: {line}");
     }
@@ -116,8 +129,13 @@ async fn epoch_bounds_and_sub_second_ttls_are_refused() {
 /// without it the change is merged into the entry as it is now.
 #[tokio::test]
 async fn entry_update_with_a_stale_revision_is_refused() {
-    let d = Deployment::new(Opts::default()).await;
-    let (_, entry) = d.register_self("cli/revision", &[]).await;
+    let d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
+    let (_, entry) = d
+        .register_self("cli/revision", &[])
+        .await
+        .expect("register an entry");
     let update = |hint: &'static str, rev: Option<&'static str>| {
         let mut args = vec!["entry", "update", entry.as_str(), "--hint", hint];
         if let Some(r) = rev {
@@ -126,7 +144,12 @@ async fn entry_update_with_a_stale_revision_is_refused() {
         args.extend(["--output", "json"]);
         args
     };
-    let first: Value = serde_json::from_str(&d.admin_ok(&update("a", Some("1"))).await).unwrap();
+    let first: Value = serde_json::from_str(
+        &d.admin_ok(&update("a", Some("1")))
+            .await
+            .expect("admin command"),
+    )
+    .unwrap();
     assert_eq!(
         (first["revision"].as_i64(), first["hint"].as_str()),
         (Some(2), Some("a"))
@@ -134,9 +157,12 @@ async fn entry_update_with_a_stale_revision_is_refused() {
     let line = d
         .admin(&update("b", Some("1")))
         .await
+        .expect("run the admin CLI")
         .assert_one_line_error("stale --revision");
     assert!(line.contains("changed since revision 1 (now 2)"), "{line}");
-    let merged: Value = serde_json::from_str(&d.admin_ok(&update("c", None)).await).unwrap();
+    let merged: Value =
+        serde_json::from_str(&d.admin_ok(&update("c", None)).await.expect("admin command"))
+            .unwrap();
     assert_eq!(
         (merged["revision"].as_i64(), merged["hint"].as_str()),
         (Some(3), Some("c"))

@@ -137,8 +137,10 @@ async fn fetch_x509_with_authority(
 
 #[tokio::test]
 async fn workload_api_answers_whatever_authority_a_client_sends() {
-    let (d, id) = Deployment::up("interop/authority").await;
-    wait_x509(&mut d.raw().await, &[&id]).await;
+    let (d, id) = Deployment::up("interop/authority")
+        .await
+        .expect("start a deployment");
+    wait_x509(&mut d.raw().await.expect("connect to the agent"), &[&id]).await;
     let path = d.socket_path().display().to_string();
     let encoded = path.replace('/', "%2F");
     let cases = [
@@ -172,8 +174,10 @@ async fn workload_api_answers_whatever_authority_a_client_sends() {
 /// The h2 patch is narrow: CONNECT, whose authority is its target, still needs a valid one.
 #[tokio::test]
 async fn connect_with_a_path_authority_is_still_malformed() {
-    let (d, id) = Deployment::up("interop/connect").await;
-    wait_x509(&mut d.raw().await, &[&id]).await;
+    let (d, id) = Deployment::up("interop/connect")
+        .await
+        .expect("start a deployment");
+    wait_x509(&mut d.raw().await.expect("connect to the agent"), &[&id]).await;
     let path = d.socket_path().display().to_string();
     let fields = [(":method", "CONNECT"), (":authority", path.as_str())];
     let res = within(secs(20), "CONNECT", raw_call(&d.socket_path(), &fields)).await;
@@ -183,23 +187,31 @@ async fn connect_with_a_path_authority_is_still_malformed() {
 /// `unix:///path` and `unix:/path` wherever the agent's CLI reads an endpoint.
 #[tokio::test]
 async fn endpoint_uris_in_both_unix_forms() {
-    let (d, id) = Deployment::up("interop/endpoint-forms").await;
-    wait_x509(&mut d.raw().await, &[&id]).await;
-    let agent = bin("tessera-agent");
+    let (d, id) = Deployment::up("interop/endpoint-forms")
+        .await
+        .expect("start a deployment");
+    wait_x509(&mut d.raw().await.expect("connect to the agent"), &[&id]).await;
+    let agent = bin("tessera-agent").expect("binary built");
     let path = d.socket_path().display().to_string();
     for uri in [format!("unix://{path}"), format!("unix:{path}")] {
         let env = [("SPIFFE_ENDPOINT_SOCKET", uri.as_str())];
-        let out = run_cmd(&agent, &["api", "fetch", "x509"], None, &env).await;
+        let out = run_cmd(&agent, &["api", "fetch", "x509"], None, &env)
+            .await
+            .expect("run a command");
         assert!(
             out.success() && out.stdout.contains(&id),
             "api fetch x509 with SPIFFE_ENDPOINT_SOCKET={uri}: {out:?}"
         );
-        let out = run_cmd(&agent, &["healthcheck"], None, &env).await;
+        let out = run_cmd(&agent, &["healthcheck"], None, &env)
+            .await
+            .expect("run a command");
         assert!(
             out.success(),
             "healthcheck with SPIFFE_ENDPOINT_SOCKET={uri}: {out:?}"
         );
-        let out = run_cmd(&agent, &["healthcheck", "--socket", &uri], None, &[]).await;
+        let out = run_cmd(&agent, &["healthcheck", "--socket", &uri], None, &[])
+            .await
+            .expect("run a command");
         assert!(out.success(), "healthcheck --socket {uri}: {out:?}");
     }
 }

@@ -162,7 +162,14 @@ async fn client_via_child(
                 d.socket_path().display()
             )
         });
-    (Raw::new(channel_from_fd(fd).await), child)
+    (
+        Raw::new(
+            channel_from_fd(fd)
+                .await
+                .expect("HTTP/2 on a pre-connected socket"),
+        ),
+        child,
+    )
 }
 
 fn td() -> spiffe::TrustDomain {
@@ -174,8 +181,10 @@ fn td() -> spiffe::TrustDomain {
 
 #[tokio::test]
 async fn missing_security_header_is_invalid_argument() {
-    let (d, id) = Deployment::up("conf/missing-header").await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up("conf/missing-header")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     let token = wait_jwt(&mut raw, &["header-test"], &id).await;
     // Control: with the header every call succeeds, so what fails below fails for the header.
@@ -204,8 +213,10 @@ async fn missing_security_header_is_invalid_argument() {
 
 #[tokio::test]
 async fn wrong_security_header_value_is_invalid_argument() {
-    let (d, id) = Deployment::up("conf/wrong-header").await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up("conf/wrong-header")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     let token = wait_jwt(&mut raw, &["header-test"], &id).await;
     for (m, r) in call_all(&mut raw, Header::Ok, &token).await {
@@ -232,8 +243,10 @@ async fn wrong_security_header_value_is_invalid_argument() {
 
 #[tokio::test]
 async fn unregistered_caller_gets_permission_denied() {
-    let (d, id) = Deployment::up("conf/unregistered").await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up("conf/unregistered")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     // The agent is synced: an unregistered caller now gets a definite PermissionDenied.
     wait_x509(&mut raw, &[&id]).await;
 
@@ -263,12 +276,13 @@ async fn unregistered_caller_gets_permission_denied() {
 
     // The same through the agent's own CLI, run as nobody.
     let out = run_cmd(
-        &bin("tessera-agent"),
+        &bin("tessera-agent").expect("binary built"),
         &["api", "fetch", "x509", "--socket", &d.socket_uri()],
         Some(NOBODY),
         &[],
     )
-    .await;
+    .await
+    .expect("run a command");
     let line = out.assert_one_line_error("`tessera-agent api fetch x509` as uid 65534");
     let lower = line.to_lowercase();
     assert!(
@@ -279,8 +293,10 @@ async fn unregistered_caller_gets_permission_denied() {
 
 #[tokio::test]
 async fn exited_caller_gets_unavailable() {
-    let (d, id) = Deployment::up("conf/exited-caller").await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up("conf/exited-caller")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
 
     // Control: a connection made by a live root child (which the entry matches) is served,
@@ -310,11 +326,16 @@ async fn exited_caller_gets_unavailable() {
 
 #[tokio::test]
 async fn unsynced_agent_answers_unavailable() {
-    let mut d = Deployment::new(Opts::default()).await;
-    let (id, _) = d.register_self("conf/unsynced", &[]).await;
+    let mut d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
+    let (id, _) = d
+        .register_self("conf/unsynced", &[])
+        .await
+        .expect("register an entry");
     // The agent starts while the authority is down: it cannot attest nor sync.
-    d.stop_authority().await;
-    d.spawn_agent();
+    d.stop_authority().await.expect("stop the authority");
+    d.spawn_agent().expect("start the agent");
     let deadline = Instant::now() + secs(15);
     loop {
         if let Some(st) = d.agent_exited() {
@@ -336,7 +357,7 @@ async fn unsynced_agent_answers_unavailable() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut problems = Vec::new();
-    let mut raw = d.raw().await;
+    let mut raw = d.raw().await.expect("connect to the agent");
     let r = tokio::time::timeout(
         secs(5),
         first(raw.fetch_x509svid(req(pb::X509svidRequest {}))),
@@ -357,11 +378,11 @@ async fn unsynced_agent_answers_unavailable() {
     );
     // The authority comes up: the agent attests with its still-unused token and serves
     // (allowing for its retry backoff).
-    d.start_authority().await;
+    d.start_authority().await.expect("start the authority");
     let up = Instant::now();
     let mut recovered = false;
     while up.elapsed() < secs(45) {
-        let mut r = d.raw().await;
+        let mut r = d.raw().await.expect("connect to the agent");
         let res = tokio::time::timeout(
             secs(3),
             first(r.fetch_x509svid(req(pb::X509svidRequest {}))),
@@ -409,8 +430,10 @@ fn check_prompt_code<T: std::fmt::Debug>(
 
 #[tokio::test]
 async fn jwt_fetch_empty_audience_is_invalid_argument() {
-    let (d, id) = Deployment::up("conf/jwt-empty-aud").await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up("conf/jwt-empty-aud")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_jwt(&mut raw, &["control"], &id).await;
     assert_code(
         fetch_jwt(&mut raw, &[], "").await,
@@ -428,7 +451,7 @@ async fn jwt_fetch_empty_audience_is_invalid_argument() {
         "FetchJWTSVID with an empty audience string",
     );
     // And through the spiffe crate (it passes the empty list through unchanged).
-    let client = d.client().await;
+    let client = d.client().await.expect("connect the spiffe client");
     let err = within(
         secs(20),
         "spiffe fetch_jwt_svid",
@@ -444,8 +467,10 @@ async fn jwt_fetch_empty_audience_is_invalid_argument() {
 
 #[tokio::test]
 async fn jwt_fetch_malformed_spiffe_id_is_invalid_argument() {
-    let (d, id) = Deployment::up("conf/jwt-malformed-id").await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up("conf/jwt-malformed-id")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_jwt(&mut raw, &["control"], &id).await;
     for bad in [
         "not-a-spiffe-id",
@@ -465,11 +490,15 @@ async fn jwt_fetch_malformed_spiffe_id_is_invalid_argument() {
 
 #[tokio::test]
 async fn jwt_fetch_unentitled_spiffe_id_is_permission_denied() {
-    let (d, id) = Deployment::up("conf/jwt-unentitled").await;
+    let (d, id) = Deployment::up("conf/jwt-unentitled")
+        .await
+        .expect("start a deployment");
     // A real entry, but for another uid: it exists, just not for this caller.
     let other = format!("spiffe://{TD}/conf/someone-else");
-    d.create_entry(&other, &["unix:uid:65534"], &[]).await;
-    let mut raw = d.raw().await;
+    d.create_entry(&other, &["unix:uid:65534"], &[])
+        .await
+        .expect("create an entry");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_jwt(&mut raw, &["control"], &id).await;
     for unentitled in [
         other.as_str(),
@@ -508,10 +537,10 @@ fn claims(sub: &str, aud: &str, iat: i64, exp: i64) -> Value {
 }
 
 async fn jwt_fixture(path: &str) -> JwtFixture {
-    let (d, id) = Deployment::up(path).await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up(path).await.expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     let token = wait_jwt(&mut raw, &[VAUD], &id).await;
-    let (key, kid) = d.jwt_signing_key();
+    let (key, kid) = d.jwt_signing_key().expect("read the JWT key");
     assert_eq!(
         pki::decode_jws(&token)
             .header
@@ -548,8 +577,10 @@ async fn jwt_fixture(path: &str) -> JwtFixture {
 
 #[tokio::test]
 async fn jwt_fetch_and_validate_round_trip() {
-    let (d, id) = Deployment::up("conf/jwt-round-trip").await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up("conf/jwt-round-trip")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     let t0 = now();
     let resp = fetch_jwt(&mut raw, &["aud-1", "aud-2"], &id)
@@ -652,7 +683,7 @@ async fn jwt_fetch_and_validate_round_trip() {
     assert_eq!(struct_num(&c, "exp").map(|e| e as i64), Some(exp));
 
     // The spiffe crate's client, both ways.
-    let client = d.client().await;
+    let client = d.client().await.expect("connect the spiffe client");
     let sid = spiffe::SpiffeId::from_str(&id).unwrap();
     let svid = within(
         secs(20),
@@ -771,7 +802,8 @@ async fn validate_rejects_expired() {
     // An agent-issued JWT-SVID with a 2s TTL, validated after it has expired.
     let short = format!("spiffe://{TD}/conf/validate-expired-short");
     f.d.create_entry(&short, &["unix:uid:0"], &["--jwt-ttl", "2s"])
-        .await;
+        .await
+        .expect("create an entry");
     let token = wait_jwt(&mut f.raw, &["exp-aud"], &short).await;
     let exp = pki::decode_jws(&token).claims["exp"].as_i64().expect("exp");
     assert!(
@@ -1043,12 +1075,15 @@ async fn validate_rejects_malformed_token() {
 
 #[tokio::test]
 async fn x509_svid_verifies_against_bundle_and_follows_profile() {
-    let mut d = Deployment::new(Opts::default()).await;
+    let mut d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
     let (id, _) = d
         .register_self("conf/x509-profile", &["--dns", "svc.example.org"])
-        .await;
-    d.start_agent().await;
-    let mut raw = d.raw().await;
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    let mut raw = d.raw().await.expect("connect to the agent");
     let resp = wait_x509(&mut raw, &[&id]).await;
     let s = svid(&resp, &id);
     let chain = pki::split_der(&s.x509_svid);
@@ -1067,7 +1102,8 @@ async fn x509_svid_verifies_against_bundle_and_follows_profile() {
 
     // The bundle is concatenated DER and equals the authority's trust bundle.
     let bundle = pki::split_der(&s.bundle);
-    let authority: Vec<Vec<u8>> = pki::pem_certs(d.bundle_pem().as_bytes());
+    let authority: Vec<Vec<u8>> =
+        pki::pem_certs(d.bundle_pem().expect("read bundle.pem").as_bytes());
     assert_eq!(
         bundle.iter().collect::<BTreeSet<_>>(),
         authority.iter().collect::<BTreeSet<_>>(),
@@ -1098,7 +1134,7 @@ async fn x509_svid_verifies_against_bundle_and_follows_profile() {
     );
 
     // The spiffe crate parses (and itself validates) the same thing.
-    let client = d.client().await;
+    let client = d.client().await.expect("connect the spiffe client");
     let ctx = within(
         secs(20),
         "spiffe fetch_x509_context",
@@ -1126,8 +1162,10 @@ async fn x509_svid_verifies_against_bundle_and_follows_profile() {
 
 #[tokio::test]
 async fn x509_stream_first_message_is_immediate_and_complete() {
-    let (d, id) = Deployment::up("conf/x509-first-message").await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up("conf/x509-first-message")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     let mut s = open(
         "FetchX509SVID",
@@ -1154,7 +1192,7 @@ async fn x509_stream_first_message_is_immediate_and_complete() {
     }
     // Same through the spiffe crate's stream.
     use futures::StreamExt as _;
-    let client = d.client().await;
+    let client = d.client().await.expect("connect the spiffe client");
     let mut st = within(
         secs(10),
         "spiffe stream_x509_contexts",
@@ -1171,8 +1209,10 @@ async fn x509_stream_first_message_is_immediate_and_complete() {
 
 #[tokio::test]
 async fn x509_bundles_stream_first_message_and_keyed_by_trust_domain() {
-    let (d, id) = Deployment::up("conf/x509-bundles").await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up("conf/x509-bundles")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     let mut s = open(
         "FetchX509Bundles",
@@ -1189,7 +1229,7 @@ async fn x509_bundles_stream_first_message_and_keyed_by_trust_domain() {
         vec![TD_KEY],
         "bundles must be keyed spiffe://<trust domain>"
     );
-    let authority = pki::pem_certs(d.bundle_pem().as_bytes());
+    let authority = pki::pem_certs(d.bundle_pem().expect("read bundle.pem").as_bytes());
     let got = pki::split_der(&m.bundles[TD_KEY]);
     assert_eq!(
         got.iter().collect::<BTreeSet<_>>(),
@@ -1198,7 +1238,7 @@ async fn x509_bundles_stream_first_message_and_keyed_by_trust_domain() {
     );
 
     use futures::StreamExt as _;
-    let client = d.client().await;
+    let client = d.client().await.expect("connect the spiffe client");
     let mut st = within(
         secs(10),
         "spiffe stream_x509_bundles",
@@ -1218,8 +1258,10 @@ async fn x509_bundles_stream_first_message_and_keyed_by_trust_domain() {
 
 #[tokio::test]
 async fn jwt_bundles_are_plain_jwks_with_kid() {
-    let (d, id) = Deployment::up("conf/jwt-bundles").await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up("conf/jwt-bundles")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     let token = wait_jwt(&mut raw, &["jwks-aud"], &id).await;
     let m = first(raw.fetch_jwt_bundles(req(pb::JwtBundlesRequest {})))
         .await
@@ -1256,8 +1298,12 @@ async fn jwt_bundles_are_plain_jwks_with_kid() {
         kids.insert(kid.to_string());
     }
     // Exactly the authority's JWT authorities.
-    let spiffe_fmt: Value =
-        serde_json::from_str(&d.admin_ok(&["bundle", "show", "--format", "spiffe"]).await).unwrap();
+    let spiffe_fmt: Value = serde_json::from_str(
+        &d.admin_ok(&["bundle", "show", "--format", "spiffe"])
+            .await
+            .expect("admin command"),
+    )
+    .unwrap();
     let want: BTreeSet<String> = spiffe_fmt["keys"]
         .as_array()
         .unwrap()
@@ -1280,7 +1326,7 @@ async fn jwt_bundles_are_plain_jwks_with_kid() {
         .expect("SVID kid in the bundle");
     assert!(pki::verify_with_jwk(&token, jwk));
     // The spiffe crate reads it.
-    let client = d.client().await;
+    let client = d.client().await.expect("connect the spiffe client");
     let set = within(
         secs(20),
         "spiffe fetch_jwt_bundles",
@@ -1302,12 +1348,15 @@ async fn jwt_bundles_are_plain_jwks_with_kid() {
 
 #[tokio::test]
 async fn rotation_is_pushed_on_open_stream() {
-    let mut d = Deployment::new(Opts::default()).await;
+    let mut d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
     let (id, _) = d
         .register_self("conf/rotation", &["--x509-ttl", "20s"])
-        .await;
-    d.start_agent().await;
-    let mut raw = d.raw().await;
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     let mut s = open(
         "FetchX509SVID",
@@ -1380,8 +1429,10 @@ async fn rotation_is_pushed_on_open_stream() {
 
 #[tokio::test]
 async fn entry_added_is_pushed_on_open_stream() {
-    let (d, a) = Deployment::up("conf/added-a").await;
-    let mut raw = d.raw().await;
+    let (d, a) = Deployment::up("conf/added-a")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&a]).await;
     let mut s = open(
         "FetchX509SVID",
@@ -1395,7 +1446,10 @@ async fn entry_added_is_pushed_on_open_stream() {
     assert_eq!(ids(&m0), vec![a.clone()]);
     let a_cert = svid(&m0, &a).x509_svid.clone();
 
-    let (b, _) = d.register_self("conf/added-b", &[]).await;
+    let (b, _) = d
+        .register_self("conf/added-b", &[])
+        .await
+        .expect("register an entry");
     let deadline = Instant::now() + PROPAGATION;
     let m = loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -1423,11 +1477,19 @@ async fn entry_added_is_pushed_on_open_stream() {
 
 #[tokio::test]
 async fn entry_removed_is_pushed_with_full_state() {
-    let mut d = Deployment::new(Opts::default()).await;
-    let (a, _) = d.register_self("conf/removed-a", &[]).await;
-    let (b, b_entry) = d.register_self("conf/removed-b", &[]).await;
-    d.start_agent().await;
-    let mut raw = d.raw().await;
+    let mut d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
+    let (a, _) = d
+        .register_self("conf/removed-a", &[])
+        .await
+        .expect("register an entry");
+    let (b, b_entry) = d
+        .register_self("conf/removed-b", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&a, &b]).await;
     let mut s = open(
         "FetchX509SVID",
@@ -1439,7 +1501,7 @@ async fn entry_removed_is_pushed_with_full_state() {
         .unwrap()
         .unwrap();
     let a_cert = svid(&m0, &a).x509_svid.clone();
-    d.delete_entry(&b_entry).await;
+    d.delete_entry(&b_entry).await.expect("delete an entry");
     let deadline = Instant::now() + PROPAGATION;
     let m = loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -1462,10 +1524,15 @@ async fn entry_removed_is_pushed_with_full_state() {
 
 #[tokio::test]
 async fn entry_deletion_ends_stream_with_permission_denied() {
-    let mut d = Deployment::new(Opts::default()).await;
-    let (a, entry) = d.register_self("conf/deleted", &[]).await;
-    d.start_agent().await;
-    let mut raw = d.raw().await;
+    let mut d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
+    let (a, entry) = d
+        .register_self("conf/deleted", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&a]).await;
     let mut s = open(
         "FetchX509SVID",
@@ -1476,7 +1543,7 @@ async fn entry_deletion_ends_stream_with_permission_denied() {
         .await
         .unwrap()
         .unwrap();
-    d.delete_entry(&entry).await;
+    d.delete_entry(&entry).await.expect("delete an entry");
     let deadline = Instant::now() + PROPAGATION;
     let end = loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -1513,14 +1580,31 @@ async fn entry_deletion_ends_stream_with_permission_denied() {
 
 #[tokio::test]
 async fn hints_unique_and_default_first() {
-    let mut d = Deployment::new(Opts::default()).await;
-    let (a, _) = d.register_self("conf/hint-a", &["--hint", "alpha"]).await;
-    let (b, _) = d.register_self("conf/hint-b", &["--hint", "beta"]).await;
-    let (c, _) = d.register_self("conf/hint-c", &["--hint", "alpha"]).await;
-    let (e1, _) = d.register_self("conf/hint-none-1", &[]).await;
-    let (e2, _) = d.register_self("conf/hint-none-2", &[]).await;
-    d.start_agent().await;
-    let mut raw = d.raw().await;
+    let mut d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
+    let (a, _) = d
+        .register_self("conf/hint-a", &["--hint", "alpha"])
+        .await
+        .expect("register an entry");
+    let (b, _) = d
+        .register_self("conf/hint-b", &["--hint", "beta"])
+        .await
+        .expect("register an entry");
+    let (c, _) = d
+        .register_self("conf/hint-c", &["--hint", "alpha"])
+        .await
+        .expect("register an entry");
+    let (e1, _) = d
+        .register_self("conf/hint-none-1", &[])
+        .await
+        .expect("register an entry");
+    let (e2, _) = d
+        .register_self("conf/hint-none-2", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    let mut raw = d.raw().await.expect("connect to the agent");
     // Wait for a response with B, E1, E2 and at least one of the two "alpha" identities.
     let m = poll(PROPAGATION, "all hinted identities to be served", || {
         let mut raw = raw.clone();
@@ -1591,7 +1675,7 @@ async fn hints_unique_and_default_first() {
         junique.len(),
         "JWT hints must be unique too: {jhints:?}"
     );
-    let client = d.client().await;
+    let client = d.client().await.expect("connect the spiffe client");
     let x = within(secs(20), "spiffe fetch_x509_svid", client.fetch_x509_svid())
         .await
         .unwrap();
@@ -1608,8 +1692,10 @@ async fn hints_unique_and_default_first() {
 
 #[tokio::test]
 async fn bundle_streams_do_not_repeat_identical_messages() {
-    let (d, a) = Deployment::up("conf/bundle-repeat").await;
-    let mut raw = d.raw().await;
+    let (d, a) = Deployment::up("conf/bundle-repeat")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&a]).await;
     let mut x = open(
         "FetchX509Bundles",
@@ -1630,9 +1716,12 @@ async fn bundle_streams_do_not_repeat_identical_messages() {
         .unwrap()
         .unwrap();
     // Churn that changes SVIDs but not bundles, and several sync intervals.
-    let (b, b_entry) = d.register_self("conf/bundle-repeat-b", &[]).await;
+    let (b, b_entry) = d
+        .register_self("conf/bundle-repeat-b", &[])
+        .await
+        .expect("register an entry");
     wait_x509(&mut raw, &[&a, &b]).await;
-    d.delete_entry(&b_entry).await;
+    d.delete_entry(&b_entry).await.expect("delete an entry");
     let mut svids = open(
         "FetchX509SVID",
         raw.fetch_x509svid(req(pb::X509svidRequest {})),
@@ -1665,8 +1754,10 @@ async fn bundle_streams_do_not_repeat_identical_messages() {
 
 #[tokio::test]
 async fn wit_methods_unimplemented() {
-    let (d, id) = Deployment::up("conf/wit").await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up("conf/wit")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     assert_code(
         first(raw.fetch_witsvid(req(pb::WitsvidRequest {
@@ -1685,10 +1776,12 @@ async fn wit_methods_unimplemented() {
 
 #[tokio::test]
 async fn method_paths_have_no_proto_package() {
-    let (d, id) = Deployment::up("conf/paths").await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up("conf/paths")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
-    let ch = d.channel().await;
+    let ch = d.channel().await.expect("connect to the agent");
     let mut grpc = tonic::client::Grpc::new(ch);
     let call = |path: &'static str| {
         let mut grpc = grpc.clone();
@@ -1733,12 +1826,14 @@ async fn method_paths_have_no_proto_package() {
 
 #[tokio::test]
 async fn health_and_reflection_served_on_socket() {
-    let (mut d, id) = Deployment::up("conf/health").await;
-    let mut raw = d.raw().await;
+    let (mut d, id) = Deployment::up("conf/health")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
-    let mut health = HealthClient::new(d.channel().await);
+    let mut health = HealthClient::new(d.channel().await.expect("connect to the agent"));
     let r = within(
         secs(10),
         "grpc.health.v1.Health/Check",
@@ -1763,7 +1858,8 @@ async fn health_and_reflection_served_on_socket() {
     );
     // The authority's APIs are not served here (their descriptors may be compiled in).
     use tessera_proto::authority as apb;
-    let mut admin = apb::admin_client::AdminClient::new(d.channel().await);
+    let mut admin =
+        apb::admin_client::AdminClient::new(d.channel().await.expect("connect to the agent"));
     assert_code(
         within(
             secs(10),
@@ -1774,7 +1870,8 @@ async fn health_and_reflection_served_on_socket() {
         Code::Unimplemented,
         "the authority's Admin API called on the agent's Workload API socket",
     );
-    let mut node = apb::node_client::NodeClient::new(d.channel().await);
+    let mut node =
+        apb::node_client::NodeClient::new(d.channel().await.expect("connect to the agent"));
     assert_code(
         within(
             secs(10),
@@ -1798,22 +1895,29 @@ async fn health_and_reflection_served_on_socket() {
 
     // The agent CLI's healthcheck agrees, both ways of finding the agent.
     let cfg = d.agent_config().display().to_string();
-    let out = d.agent_cli(&["healthcheck", "--config", &cfg]).await;
+    let out = d
+        .agent_cli(&["healthcheck", "--config", &cfg])
+        .await
+        .expect("run tessera-agent");
     assert!(
         out.success(),
         "healthcheck --config on a healthy agent: {out:?}"
     );
     let out = d
         .agent_cli(&["healthcheck", "--socket", &d.socket_uri()])
-        .await;
+        .await
+        .expect("run tessera-agent");
     assert!(
         out.success(),
         "healthcheck --socket on a healthy agent: {out:?}"
     );
-    d.stop_agent_cleanly().await;
+    d.stop_agent_cleanly()
+        .await
+        .expect("stop the agent cleanly");
     let out = d
         .agent_cli(&["healthcheck", "--socket", &d.socket_uri()])
-        .await;
+        .await
+        .expect("run tessera-agent");
     out.assert_one_line_error("healthcheck with the agent stopped");
     assert!(
         unserved.is_empty(),
@@ -1825,7 +1929,9 @@ async fn health_and_reflection_served_on_socket() {
 async fn reflection_services(d: &Deployment) -> BTreeSet<String> {
     use tonic_reflection::pb::v1 as r1;
     use tonic_reflection::pb::v1alpha as r0;
-    let mut c = r1::server_reflection_client::ServerReflectionClient::new(d.channel().await);
+    let mut c = r1::server_reflection_client::ServerReflectionClient::new(
+        d.channel().await.expect("connect to the agent"),
+    );
     let rq = r1::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(r1::server_reflection_request::MessageRequest::ListServices(
@@ -1843,7 +1949,9 @@ async fn reflection_services(d: &Deployment) -> BTreeSet<String> {
         Err(st) if st.code() == Code::Unimplemented => {}
         Err(st) => panic!("reflection v1: {st:?}"),
     }
-    let mut c = r0::server_reflection_client::ServerReflectionClient::new(d.channel().await);
+    let mut c = r0::server_reflection_client::ServerReflectionClient::new(
+        d.channel().await.expect("connect to the agent"),
+    );
     let rq = r0::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(r0::server_reflection_request::MessageRequest::ListServices(
@@ -1863,10 +1971,12 @@ async fn reflection_services(d: &Deployment) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn endpoint_socket_env_accepts_only_unix_and_tcp_uris() {
-    let (d, id) = Deployment::up("conf/endpoint-env").await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up("conf/endpoint-env")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
-    let agent = bin("tessera-agent");
+    let agent = bin("tessera-agent").expect("binary built");
     let path = d.socket_path().display().to_string();
     let good = format!("unix://{path}");
     let out = run_cmd(
@@ -1875,7 +1985,8 @@ async fn endpoint_socket_env_accepts_only_unix_and_tcp_uris() {
         None,
         &[("SPIFFE_ENDPOINT_SOCKET", &good)],
     )
-    .await;
+    .await
+    .expect("run a command");
     assert!(
         out.success(),
         "api fetch x509 with SPIFFE_ENDPOINT_SOCKET={good}: {out:?}"
@@ -1900,7 +2011,8 @@ async fn endpoint_socket_env_accepts_only_unix_and_tcp_uris() {
             None,
             &[("SPIFFE_ENDPOINT_SOCKET", &bad)],
         )
-        .await;
+        .await
+        .expect("run a command");
         if let Err(e) = out.check_one_line_error() {
             accepted.push(format!("SPIFFE_ENDPOINT_SOCKET={bad:?}: {e}"));
         }
@@ -1915,11 +2027,13 @@ async fn endpoint_socket_env_accepts_only_unix_and_tcp_uris() {
 /// "A connect/close loop must not grow memory or file descriptors".
 #[tokio::test]
 async fn connect_close_loop_does_not_leak_fds() {
-    let (d, id) = Deployment::up("conf/fd-leak").await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up("conf/fd-leak")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     drop(raw);
-    let pid = d.agent_pid();
+    let pid = d.agent_pid().expect("agent running");
     let fds = || {
         std::fs::read_dir(format!("/proc/{pid}/fd"))
             .map(|r| r.count())
@@ -1942,7 +2056,7 @@ async fn connect_close_loop_does_not_leak_fds() {
     };
     // Warm up (lazily created state, thread pools, caches).
     for _ in 0..20 {
-        let mut r = d.raw().await;
+        let mut r = d.raw().await.expect("connect to the agent");
         first(r.fetch_x509svid(req(pb::X509svidRequest {})))
             .await
             .unwrap();
@@ -1950,7 +2064,7 @@ async fn connect_close_loop_does_not_leak_fds() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (fd0, rss0) = (fds(), rss());
     for i in 0..150 {
-        let mut r = d.raw().await;
+        let mut r = d.raw().await.expect("connect to the agent");
         let mut s = open(
             "FetchX509SVID",
             r.fetch_x509svid(req(pb::X509svidRequest {})),

@@ -61,7 +61,9 @@ impl Podman {
         let global = self.global();
         let mut all: Vec<&str> = global.iter().map(String::as_str).collect();
         all.extend_from_slice(args);
-        run_cmd(Path::new("podman"), &all, None, &[]).await
+        run_cmd(Path::new("podman"), &all, None, &[])
+            .await
+            .expect("run a command")
     }
 
     async fn ok(&self, args: &[&str]) -> String {
@@ -162,8 +164,12 @@ async fn podman_container_selectors_and_svid() {
         ),
         ..Opts::default()
     })
-    .await;
-    let (self_id, _) = d.register_self("containers/setup", &[]).await;
+    .await
+    .expect("start a deployment");
+    let (self_id, _) = d
+        .register_self("containers/setup", &[])
+        .await
+        .expect("register an entry");
     let run = fs::read_to_string("/proc/sys/kernel/random/uuid")
         .unwrap()
         .trim()
@@ -174,15 +180,20 @@ async fn podman_container_selectors_and_svid() {
         &[&format!("container:label:tessera.test/run:{run}")],
         &[],
     )
+    .await
+    .expect("create an entry");
+    d.start_agent().await.expect("start the agent");
+    wait_x509(
+        &mut d.raw().await.expect("connect to the agent"),
+        &[&self_id],
+    )
     .await;
-    d.start_agent().await;
-    wait_x509(&mut d.raw().await, &[&self_id]).await;
 
     let image = match podman.import_image("localhost/tessera-test:1").await {
         Ok(id) => id,
         Err(why) => return skip_real_container(&why),
     };
-    let agent_bin = bin("tessera-agent");
+    let agent_bin = bin("tessera-agent").expect("binary built");
     let agent_dir = d.socket_path().parent().unwrap().to_path_buf();
     let start = |label: Option<String>| {
         let mut args: Vec<String> = ["run", "-d", "--network=none"]

@@ -212,16 +212,22 @@ fn dashboard_is_a_grafana_dashboard_on_a_prometheus_datasource_variable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_metric_is_exported_by_a_live_daemon() {
     let (mut d, auth, agent) = deployment("").await;
-    let (id, _) = d.register_self("dashboard/w", &[]).await;
-    d.start_agent().await;
-    wait_x509(&mut d.raw().await, &[&id]).await;
+    let (id, _) = d
+        .register_self("dashboard/w", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    wait_x509(&mut d.raw().await.expect("connect to the agent"), &[&id]).await;
     // An admin call the authority refuses: its RPC errors are counted.
-    let out = d.admin(&["entry", "show", "no-such-entry"]).await;
+    let out = d
+        .admin(&["entry", "show", "no-such-entry"])
+        .await
+        .expect("run the admin CLI");
     assert!(!out.success(), "entry show of a missing entry succeeded");
     let mut fams = families(&scrape(&auth, "authority").await);
     // The agent's failed calls to the authority: a sync (SIGHUP) while it is down.
-    d.stop_authority().await;
-    sighup(d.agent_pid());
+    d.stop_authority().await.expect("stop the authority");
+    sighup(d.agent_pid().expect("agent running"));
     let text = poll(
         secs(20),
         "a failed SyncEntries in the agent's metrics",

@@ -40,12 +40,13 @@ fn authority_config(dir: &Path, data_dir: &Path) -> std::path::PathBuf {
 
 async fn authority_run(cfg: &Path) -> CmdOut {
     run_cmd(
-        &bin("tessera-authority"),
+        &bin("tessera-authority").expect("binary built"),
         &["run", "--config", cfg.to_str().unwrap()],
         None,
         &[],
     )
     .await
+    .expect("run a command")
 }
 
 #[tokio::test]
@@ -79,20 +80,24 @@ async fn the_authority_refuses_a_data_dir_others_control() {
 
 #[tokio::test]
 async fn the_agent_refuses_a_data_dir_or_socket_dir_others_can_write() {
-    let d = Deployment::new(Opts::default()).await;
+    let d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
     let agent_run = |cfg: std::path::PathBuf| async move {
         run_cmd(
-            &bin("tessera-agent"),
+            &bin("tessera-agent").expect("binary built"),
             &["run", "--config", cfg.to_str().unwrap()],
             None,
             &[],
         )
         .await
+        .expect("run a command")
     };
     let data = d.dir.join("open-data");
     dir_with_mode(&data, 0o757);
     let cfg = d.dir.join("open-data.toml");
-    d.write_agent_config(&cfg, &d.dir.join("a1/api.sock"), &data, &d.token);
+    d.write_agent_config(&cfg, &d.dir.join("a1/api.sock"), &data, &d.token)
+        .expect("write the agent config");
     let line = agent_run(cfg)
         .await
         .assert_one_line_error("agent with a world-writable data_dir");
@@ -104,7 +109,8 @@ async fn the_agent_refuses_a_data_dir_or_socket_dir_others_can_write() {
     let run = d.dir.join("open-run");
     dir_with_mode(&run, 0o777);
     let cfg = d.dir.join("open-run.toml");
-    d.write_agent_config(&cfg, &run.join("api.sock"), &d.dir.join("a2"), &d.token);
+    d.write_agent_config(&cfg, &run.join("api.sock"), &d.dir.join("a2"), &d.token)
+        .expect("write the agent config");
     let line = agent_run(cfg)
         .await
         .assert_one_line_error("agent with a world-writable socket directory");
@@ -117,7 +123,9 @@ async fn the_agent_refuses_a_data_dir_or_socket_dir_others_can_write() {
 
 #[tokio::test]
 async fn planted_symlinks_are_replaced_not_followed_and_sockets_get_their_modes() {
-    let mut d = Deployment::new(Opts::default()).await;
+    let mut d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
     let victims = d.dir.join("victims");
     dir_with_mode(&victims, 0o700);
     let victim = |name: &str| {
@@ -137,15 +145,18 @@ async fn planted_symlinks_are_replaced_not_followed_and_sockets_get_their_modes(
     dir_with_mode(sock.parent().unwrap(), 0o755);
     planted.push((sock.clone(), victim("api.sock")));
     // The admin socket, planted while the authority is down.
-    d.stop_authority().await;
+    d.stop_authority().await.expect("stop the authority");
     planted.push((d.admin_socket(), victim("admin.sock")));
     for (link, target) in &planted {
         std::os::unix::fs::symlink(target, link).unwrap();
     }
-    d.start_authority().await;
-    let (id, _) = d.register_self("safety/w", &[]).await;
-    d.start_agent().await;
-    wait_x509(&mut d.raw().await, &[&id]).await;
+    d.start_authority().await.expect("start the authority");
+    let (id, _) = d
+        .register_self("safety/w", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    wait_x509(&mut d.raw().await.expect("connect to the agent"), &[&id]).await;
     poll(secs(20), "the agent's state files", || {
         let data = data.clone();
         std::future::ready(
@@ -178,5 +189,5 @@ async fn planted_symlinks_are_replaced_not_followed_and_sockets_get_their_modes(
         assert!(meta.file_type().is_socket(), "{}", sock.display());
         assert_eq!(meta.mode() & 0o777, m, "{}", sock.display());
     }
-    d.admin_ok(&["entry", "list"]).await;
+    d.admin_ok(&["entry", "list"]).await.expect("admin command");
 }

@@ -68,7 +68,7 @@ fn flood(sock: &Path, uid: u32, n: usize) -> ChildGuard {
 /// One FetchX509SVID on a new connection: its latency.
 async fn fetch_latency(d: &Deployment, id: &str) -> Duration {
     let t = Instant::now();
-    let mut raw = d.raw().await;
+    let mut raw = d.raw().await.expect("connect to the agent");
     let resp = first(raw.fetch_x509svid(req(pb::X509svidRequest {})))
         .await
         .unwrap_or_else(|st| panic!("the victim must keep getting its SVID: {st:?}"));
@@ -148,10 +148,14 @@ async fn connection_flood_from_one_uid_leaves_others_served() {
         agent_extra: format!("\n[telemetry]\nlisten = \"{tel}\"\n"),
         ..Opts::default()
     })
-    .await;
-    let (id, _) = d.register_self("flood/victim", &[]).await;
-    d.start_agent().await;
-    let mut raw = d.raw().await;
+    .await
+    .expect("start a deployment");
+    let (id, _) = d
+        .register_self("flood/victim", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     drop(raw);
     fetch_latency(&d, &id).await; // warms the hash cache
@@ -161,7 +165,7 @@ async fn connection_flood_from_one_uid_leaves_others_served() {
     }
     let unloaded = median(unloaded);
 
-    let fds_before = open_fds(d.agent_pid());
+    let fds_before = open_fds(d.agent_pid().expect("agent running"));
     let flooder = flood(&d.socket_path(), NOBODY, 3000);
     let mut loaded = Vec::new();
     for _ in 0..20 {
@@ -180,7 +184,7 @@ async fn connection_flood_from_one_uid_leaves_others_served() {
     );
     // The flood holds its 3000 sockets; the agent keeps only that uid's share: 64
     // connections, each a socket and the caller's pidfd.
-    let fds = open_fds(d.agent_pid());
+    let fds = open_fds(d.agent_pid().expect("agent running"));
     assert!(
         fds <= fds_before + 2 * 64 + 8,
         "the agent holds {fds} descriptors (was {fds_before}): over the per-uid cap of 64"
@@ -194,10 +198,14 @@ async fn per_uid_connection_cap_closes_extra_connections() {
         agent_extra: "\n[workload_api]\nmax_connections_per_uid = 4\n".into(),
         ..Opts::default()
     })
-    .await;
-    let (id, _) = d.register_self("flood/cap", &[]).await;
-    d.start_agent().await;
-    let mut own = d.raw().await;
+    .await
+    .expect("start a deployment");
+    let (id, _) = d
+        .register_self("flood/cap", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    let mut own = d.raw().await.expect("connect to the agent");
     wait_x509(&mut own, &[&id]).await;
 
     let mut held = Vec::new();
@@ -240,10 +248,14 @@ async fn attestation_rate_limit_is_per_uid() {
             .into(),
         ..Opts::default()
     })
-    .await;
-    let (id, _) = d.register_self("flood/rate", &[]).await;
-    d.start_agent().await;
-    let mut own = d.raw().await;
+    .await
+    .expect("start a deployment");
+    let (id, _) = d
+        .register_self("flood/rate", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    let mut own = d.raw().await.expect("connect to the agent");
     wait_x509(&mut own, &[&id]).await;
 
     let mut exhausted = None;
@@ -261,7 +273,11 @@ async fn attestation_rate_limit_is_per_uid() {
     assert!(st.message().contains("too many"), "{st:?}");
     // Another uid has its own budget: it is told it has no identity, not to slow down.
     let (fd, _c) = connect_from_child(&d.socket_path(), NOBODY, NOBODY, "sleep", &["60"]).unwrap();
-    let mut other = Raw::new(channel_from_fd(fd).await);
+    let mut other = Raw::new(
+        channel_from_fd(fd)
+            .await
+            .expect("HTTP/2 on a pre-connected socket"),
+    );
     assert_code(
         first(other.fetch_x509svid(req(pb::X509svidRequest {}))).await,
         Code::PermissionDenied,
@@ -281,10 +297,14 @@ async fn silent_and_idle_connections_are_closed() {
             .into(),
         ..Opts::default()
     })
-    .await;
-    let (id, _) = d.register_self("flood/idle", &[]).await;
-    d.start_agent().await;
-    let mut own = d.raw().await;
+    .await
+    .expect("start a deployment");
+    let (id, _) = d
+        .register_self("flood/idle", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    let mut own = d.raw().await.expect("connect to the agent");
     wait_x509(&mut own, &[&id]).await;
 
     // Never sends a request: closed after first_request_timeout.
@@ -304,10 +324,18 @@ async fn silent_and_idle_connections_are_closed() {
     // One call, then idle: closed after idle_timeout. One open stream: kept.
     let idle = UnixStream::connect(d.socket_path()).unwrap();
     let idle_probe = OwnedFd::from(idle.try_clone().unwrap());
-    let mut idle_client = Raw::new(channel_from_fd(idle.into()).await);
+    let mut idle_client = Raw::new(
+        channel_from_fd(idle.into())
+            .await
+            .expect("HTTP/2 on a pre-connected socket"),
+    );
     let streaming = UnixStream::connect(d.socket_path()).unwrap();
     let stream_probe = OwnedFd::from(streaming.try_clone().unwrap());
-    let mut stream_client = Raw::new(channel_from_fd(streaming.into()).await);
+    let mut stream_client = Raw::new(
+        channel_from_fd(streaming.into())
+            .await
+            .expect("HTTP/2 on a pre-connected socket"),
+    );
     let mut stream = open(
         "a long-lived FetchX509SVID stream",
         stream_client.fetch_x509svid(req(pb::X509svidRequest {})),
@@ -335,10 +363,12 @@ async fn silent_and_idle_connections_are_closed() {
 
 #[tokio::test]
 async fn accept_backs_off_when_out_of_descriptors() {
-    let (mut d, id) = Deployment::up("flood/emfile").await;
-    let mut own = d.raw().await;
+    let (mut d, id) = Deployment::up("flood/emfile")
+        .await
+        .expect("start a deployment");
+    let mut own = d.raw().await.expect("connect to the agent");
     wait_x509(&mut own, &[&id]).await;
-    let pid = d.agent_pid();
+    let pid = d.agent_pid().expect("agent running");
     // The soft limit only: lowering the hard one could not be undone without CAP_SYS_RESOURCE.
     let prlimit = |n: usize| {
         let out = std::process::Command::new("prlimit")
@@ -370,9 +400,14 @@ async fn accept_backs_off_when_out_of_descriptors() {
     // Descriptors back: the waiting connection is served, and new ones too.
     prlimit(1024);
     assert!(served(&waiting), "the connection that waited is served");
-    first(d.raw().await.fetch_x509svid(req(pb::X509svidRequest {})))
-        .await
-        .unwrap_or_else(|st| panic!("served again once descriptors are back: {st:?}"));
+    first(
+        d.raw()
+            .await
+            .expect("connect to the agent")
+            .fetch_x509svid(req(pb::X509svidRequest {})),
+    )
+    .await
+    .unwrap_or_else(|st| panic!("served again once descriptors are back: {st:?}"));
     assert!(d.agent_exited().is_none());
 }
 
@@ -382,10 +417,14 @@ async fn streams_per_connection_are_capped() {
         agent_extra: "\n[workload_api]\nmax_streams_per_connection = 2\n".into(),
         ..Opts::default()
     })
-    .await;
-    let (id, _) = d.register_self("flood/streams", &[]).await;
-    d.start_agent().await;
-    let mut raw = d.raw().await;
+    .await
+    .expect("start a deployment");
+    let (id, _) = d
+        .register_self("flood/streams", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
 
     let one = open("stream 1", raw.fetch_x509svid(req(pb::X509svidRequest {}))).await;

@@ -40,7 +40,7 @@ fn writable(root: &Path) -> bool {
 
 /// A hierarchy this test can create cgroups in and that the agent reads a process's path
 /// from: v2, or where v2 is unusable, `name=systemd`.
-fn writable_hierarchy() -> Result<PathBuf, String> {
+pub(crate) fn writable_hierarchy() -> Result<PathBuf, String> {
     if !nix::unistd::geteuid().is_root() {
         return Err("not root".into());
     }
@@ -57,14 +57,14 @@ fn writable_hierarchy() -> Result<PathBuf, String> {
 
 /// Cgroups created by this test, removed (deepest first) on drop; the processes in them are
 /// killed first.
-struct Cgroups {
-    root: PathBuf,
+pub(crate) struct Cgroups {
+    pub(crate) root: PathBuf,
     made: Vec<PathBuf>,
     children: Vec<Child>,
 }
 
 impl Cgroups {
-    fn new(root: PathBuf) -> Self {
+    pub(crate) fn new(root: PathBuf) -> Self {
         Cgroups {
             root,
             made: Vec::new(),
@@ -73,7 +73,7 @@ impl Cgroups {
     }
 
     /// Creates `rel` (and missing parents); returns its directory.
-    fn make(&mut self, rel: &str) -> PathBuf {
+    pub(crate) fn make(&mut self, rel: &str) -> PathBuf {
         let mut p = self.root.clone();
         for c in rel.split('/') {
             p.push(c);
@@ -120,7 +120,7 @@ impl Drop for Cgroups {
 }
 
 /// Unique per test run (the pid) and per test in it (the clock).
-fn rand_hex() -> String {
+pub(crate) fn rand_hex() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -163,7 +163,8 @@ pub(crate) async fn inspect_json(d: &Deployment, pid: u32) -> (Vec<String>, Vec<
             "--output",
             "json",
         ])
-        .await;
+        .await
+        .expect("run tessera-agent");
     assert!(out.success(), "inspect --pid {pid} --output json: {out:?}");
     let v: serde_json::Value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("inspect printed no JSON ({e}):\n{}", out.stdout));
@@ -206,8 +207,10 @@ async fn setup(test: &str, root: Result<PathBuf, String>) -> Option<(Deployment,
             return None;
         }
     };
-    let (d, id) = Deployment::up(&format!("kernel/{test}")).await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up(&format!("kernel/{test}"))
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     Some((d, Cgroups::new(root), rand_hex()))
 }
@@ -291,7 +294,8 @@ async fn inspect_prints_selectors_of_real_cgroups() {
     let cfg = d.agent_config().display().to_string();
     let out = d
         .agent_cli(&["inspect", "--pid", &pid.to_string(), "--config", &cfg])
-        .await;
+        .await
+        .expect("run tessera-agent");
     assert!(out.success(), "{out:?}");
     assert!(
         out.stdout
@@ -363,7 +367,7 @@ async fn fetch_from(d: &Deployment, dir: &Path) -> CmdOut {
         .open(dir.join("cgroup.procs"))
         .unwrap();
     let fd = procs.as_raw_fd();
-    let mut cmd = child_command(bin("tessera-agent"));
+    let mut cmd = child_command(bin("tessera-agent").expect("binary built"));
     cmd.args(["api", "fetch", "x509", "--socket", &d.socket_uri()])
         .env_remove("SPIFFE_ENDPOINT_SOCKET")
         .stdin(Stdio::null());
@@ -403,7 +407,8 @@ async fn systemd_unit_entry_gives_that_unit_an_svid() {
     let unit = format!("tessera-test-{r}.service");
     let spiffe_id = format!("spiffe://{TD}/svc/{r}");
     d.create_entry(&spiffe_id, &[&format!("systemd:unit:{unit}")], &[])
-        .await;
+        .await
+        .expect("create an entry");
     let inside = cg.make(&format!("system.slice/{unit}"));
     let elsewhere = cg.make(&format!("system.slice/tessera-other-{r}.service"));
 

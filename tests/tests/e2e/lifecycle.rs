@@ -65,7 +65,13 @@ async fn audit_until(
     all.extend_from_slice(args);
     let deadline = Instant::now() + secs(15);
     loop {
-        let lines: Vec<String> = d.admin_ok(&all).await.lines().map(str::to_string).collect();
+        let lines: Vec<String> = d
+            .admin_ok(&all)
+            .await
+            .expect("admin command")
+            .lines()
+            .map(str::to_string)
+            .collect();
         if pred(&lines) {
             return lines;
         }
@@ -90,8 +96,13 @@ fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn authority_restart_loses_no_entry() {
-    let mut d = Deployment::new(Opts::default()).await;
-    let (a, _) = d.register_self("life/restart-a", &["--hint", "ha"]).await;
+    let mut d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
+    let (a, _) = d
+        .register_self("life/restart-a", &["--hint", "ha"])
+        .await
+        .expect("register an entry");
     let other = d
         .create_entry(
             "spiffe://example.org/life/restart-other",
@@ -105,64 +116,93 @@ async fn authority_restart_loses_no_entry() {
                 "other.example.org",
             ],
         )
-        .await;
-    d.start_agent().await;
-    let mut raw = d.raw().await;
+        .await
+        .expect("create an entry");
+    d.start_agent().await.expect("start the agent");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&a]).await;
-    let entries = d.admin_ok(&["entry", "list"]).await;
-    let shown = d.admin_ok(&["entry", "show", &other]).await;
-    let bundle = d.admin_ok(&["bundle", "show", "--format", "pem"]).await;
-    let kids = jwt_kids(&d.admin_ok(&["bundle", "show", "--format", "spiffe"]).await);
+    let entries = d.admin_ok(&["entry", "list"]).await.expect("admin command");
+    let shown = d
+        .admin_ok(&["entry", "show", &other])
+        .await
+        .expect("admin command");
+    let bundle = d
+        .admin_ok(&["bundle", "show", "--format", "pem"])
+        .await
+        .expect("admin command");
+    let kids = jwt_kids(
+        &d.admin_ok(&["bundle", "show", "--format", "spiffe"])
+            .await
+            .expect("admin command"),
+    );
     assert!(entries.contains("Found 2 entries"), "{entries}");
 
-    d.stop_authority().await;
-    d.start_authority().await;
+    d.stop_authority().await.expect("stop the authority");
+    d.start_authority().await.expect("start the authority");
 
     assert_eq!(
-        d.admin_ok(&["entry", "list"]).await,
+        d.admin_ok(&["entry", "list"]).await.expect("admin command"),
         entries,
         "entries changed across a restart"
     );
-    assert_eq!(d.admin_ok(&["entry", "show", &other]).await, shown);
+    assert_eq!(
+        d.admin_ok(&["entry", "show", &other])
+            .await
+            .expect("admin command"),
+        shown
+    );
     assert!(
         shown.contains("600s") && shown.contains("60s") && shown.contains("other.example.org"),
         "{shown}"
     );
     assert_eq!(
-        d.admin_ok(&["bundle", "show", "--format", "pem"]).await,
+        d.admin_ok(&["bundle", "show", "--format", "pem"])
+            .await
+            .expect("admin command"),
         bundle,
         "the CA changed across a restart"
     );
     assert_eq!(
-        jwt_kids(&d.admin_ok(&["bundle", "show", "--format", "spiffe"]).await),
+        jwt_kids(
+            &d.admin_ok(&["bundle", "show", "--format", "spiffe"])
+                .await
+                .expect("admin command")
+        ),
         kids,
         "the JWT keys changed across a restart"
     );
     assert_eq!(
-        d.agent_ids().await,
+        d.agent_ids().await.expect("list agents"),
         vec![d.agent_id.clone()],
         "the attested agent was forgotten"
     );
     // The agent reconnects to the restarted authority: a new entry reaches it.
-    let (b, _) = d.register_self("life/restart-b", &[]).await;
+    let (b, _) = d
+        .register_self("life/restart-b", &[])
+        .await
+        .expect("register an entry");
     wait_x509(&mut raw, &[&a, &b]).await;
 }
 
 #[tokio::test]
 async fn agent_restart_resumes_without_new_token() {
-    let (mut d, id) = Deployment::up("life/agent-restart").await;
-    let mut raw = d.raw().await;
+    let (mut d, id) = Deployment::up("life/agent-restart")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     drop(raw);
-    d.stop_agent_cleanly().await;
+    d.stop_agent_cleanly()
+        .await
+        .expect("stop the agent cleanly");
     // Same config: its join token is spent; the agent must resume with its stored identity.
-    d.start_agent().await;
-    let mut raw = d.raw().await;
+    d.start_agent().await.expect("start the agent");
+    let mut raw = d.raw().await.expect("connect to the agent");
     let m = wait_x509(&mut raw, &[&id]).await;
     pki::assert_leaf_profile(&leaf_of(&m, &id), &id);
     wait_jwt(&mut raw, "after-restart", &id).await;
     assert_eq!(
-        d.agent_ids().await,
+        d.agent_ids().await.expect("list agents"),
         vec![d.agent_id.clone()],
         "exactly the one agent"
     );
@@ -186,8 +226,10 @@ async fn agent_restart_resumes_without_new_token() {
 
 #[tokio::test]
 async fn agent_exits_promptly_on_sigterm_with_open_stream() {
-    let (mut d, id) = Deployment::up("life/sigterm").await;
-    let mut raw = d.raw().await;
+    let (mut d, id) = Deployment::up("life/sigterm")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     // A workload watching its SVIDs, as every X509Source does all the time.
     let mut s = open(
@@ -199,7 +241,7 @@ async fn agent_exits_promptly_on_sigterm_with_open_stream() {
         .await
         .unwrap()
         .unwrap();
-    let (st, in_time) = d.stop_agent().await;
+    let (st, in_time) = d.stop_agent().await.expect("stop the agent");
     assert!(
         in_time,
         "tessera-agent did not exit within 5s of SIGTERM while a Workload API stream was open \
@@ -223,15 +265,17 @@ async fn agent_exits_promptly_on_sigterm_with_open_stream() {
 
 #[tokio::test]
 async fn agent_serves_cached_svids_while_authority_down_and_recovers() {
-    let (mut d, id) = Deployment::up("life/authority-down").await;
-    let mut raw = d.raw().await;
+    let (mut d, id) = Deployment::up("life/authority-down")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     let m0 = wait_x509(&mut raw, &[&id]).await;
     let leaf0 = leaf_of(&m0, &id);
     let cached_jwt = wait_jwt(&mut raw, "cached-aud", &id).await;
-    d.stop_authority().await;
+    d.stop_authority().await.expect("stop the authority");
 
     // New connections and new streams are still served from the agent's cache.
-    let mut raw = d.raw().await;
+    let mut raw = d.raw().await.expect("connect to the agent");
     let m1 = first(raw.fetch_x509svid(req(pb::X509svidRequest {})))
         .await
         .unwrap_or_else(|st| panic!("FetchX509SVID with the authority down: {st:?}"));
@@ -282,16 +326,21 @@ async fn agent_serves_cached_svids_while_authority_down_and_recovers() {
         .unwrap_or_else(|st| panic!("ValidateJWTSVID with the authority down: {st:?}"));
 
     // Recovery: the authority returns, the agent resyncs.
-    d.start_authority().await;
-    let (b, _) = d.register_self("life/authority-down-b", &[]).await;
+    d.start_authority().await.expect("start the authority");
+    let (b, _) = d
+        .register_self("life/authority-down-b", &[])
+        .await
+        .expect("register an entry");
     wait_x509(&mut raw, &[&id, &b]).await;
     wait_jwt(&mut raw, "new-aud", &id).await;
 }
 
 #[tokio::test]
 async fn evicted_agent_stops_serving() {
-    let (mut d, id) = Deployment::up("life/evicted").await;
-    let mut raw = d.raw().await;
+    let (mut d, id) = Deployment::up("life/evicted")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     let mut stream = open(
         "FetchX509SVID",
@@ -303,8 +352,10 @@ async fn evicted_agent_stops_serving() {
         .unwrap()
         .unwrap();
 
-    d.admin_ok(&["agent", "evict", &d.agent_id]).await;
-    let listing = d.admin_ok(&["agent", "list"]).await;
+    d.admin_ok(&["agent", "evict", &d.agent_id])
+        .await
+        .expect("admin command");
+    let listing = d.admin_ok(&["agent", "list"]).await.expect("admin command");
     assert!(listing.contains("Evicted       : true"), "{listing}");
 
     // New callers stop getting SVIDs (an error status, or the agent went away).
@@ -316,7 +367,7 @@ async fn evicted_agent_stops_serving() {
         if std::os::unix::net::UnixStream::connect(d.socket_path()).is_err() {
             break "the agent closed its socket".to_string();
         }
-        let mut r = d.raw().await;
+        let mut r = d.raw().await.expect("connect to the agent");
         match first(r.fetch_x509svid(req(pb::X509svidRequest {}))).await {
             Err(st) => {
                 assert!(
@@ -345,12 +396,12 @@ async fn evicted_agent_stops_serving() {
         );
     }
     // A restart does not bring the identity back.
-    d.stop_agent().await;
-    d.spawn_agent();
+    d.stop_agent().await.expect("stop the agent");
+    d.spawn_agent().expect("start the agent");
     let deadline = Instant::now() + secs(10);
     while Instant::now() < deadline && d.agent_exited().is_none() {
         if std::os::unix::net::UnixStream::connect(d.socket_path()).is_ok() {
-            let mut r = d.raw().await;
+            let mut r = d.raw().await.expect("connect to the agent");
             if let Ok(m) = first(r.fetch_x509svid(req(pb::X509svidRequest {}))).await {
                 panic!(
                     "a restarted evicted agent serves {:?} (after: {outcome})",
@@ -367,8 +418,10 @@ async fn evicted_agent_stops_serving() {
 
 #[tokio::test]
 async fn audit_records_issuance() {
-    let (d, id) = Deployment::up("life/audit").await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up("life/audit")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     let m = wait_x509(&mut raw, &[&id]).await;
     let serial = pki::serial(&leaf_of(&m, &id));
     wait_jwt(&mut raw, "audit-aud", &id).await;
@@ -425,7 +478,8 @@ async fn audit_records_issuance() {
             "--spiffe-id",
             "spiffe://example.org/life/never-issued",
         ])
-        .await;
+        .await
+        .expect("admin command");
     assert!(
         none.trim().is_empty(),
         "audit for an ID never issued: {none}"
@@ -434,16 +488,21 @@ async fn audit_records_issuance() {
 
 #[tokio::test]
 async fn token_is_single_use() {
-    let (mut d, id) = Deployment::up("life/token").await;
-    let mut raw = d.raw().await;
+    let (mut d, id) = Deployment::up("life/token")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
 
     // A second agent with the same (spent) token.
     let cfg2 = d.dir.join("agent2.toml");
     let sock2 = d.dir.join("agent2").join("api.sock");
-    d.write_agent_config(&cfg2, &sock2, &d.dir.join("agent2-data"), &d.token.clone());
+    d.write_agent_config(&cfg2, &sock2, &d.dir.join("agent2-data"), &d.token.clone())
+        .expect("write the agent config");
     let log2 = d.dir.join("agent2.log");
-    let second = d.spawn_agent_daemon("agent2", &cfg2, &log2);
+    let second = d
+        .spawn_agent_daemon("agent2", &cfg2, &log2)
+        .expect("start an agent");
     d.extra.push(second);
     let deadline = Instant::now() + secs(20);
     let verdict = loop {
@@ -470,7 +529,7 @@ async fn token_is_single_use() {
     };
     // Whatever it does, it must not serve identities.
     if std::os::unix::net::UnixStream::connect(&sock2).is_ok() {
-        let mut r2 = Raw::new(uds_channel(&sock2).await);
+        let mut r2 = Raw::new(uds_channel(&sock2).await.expect("connect to the socket"));
         if let Ok(m) = first(r2.fetch_x509svid(req(pb::X509svidRequest {}))).await {
             panic!(
                 "an agent with a spent join token serves {:?} ({verdict})",
@@ -479,7 +538,7 @@ async fn token_is_single_use() {
         }
     }
     assert_eq!(
-        d.agent_ids().await,
+        d.agent_ids().await.expect("list agents"),
         vec![d.agent_id.clone()],
         "a spent token attested a second agent"
     );
@@ -492,7 +551,9 @@ async fn token_is_single_use() {
 
 #[tokio::test]
 async fn cli_bad_input_exits_nonzero_with_one_line() {
-    let (d, id) = Deployment::up("life/cli-bad").await;
+    let (d, id) = Deployment::up("life/cli-bad")
+        .await
+        .expect("start a deployment");
     let agent = d.agent_id.clone();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
@@ -563,11 +624,11 @@ async fn cli_bad_input_exits_nonzero_with_one_line() {
     ];
     let mut problems = Vec::new();
     for (args, names) in cases {
-        let out = d.admin(&args).await;
+        let out = d.admin(&args).await.expect("run the admin CLI");
         let what = format!("tessera-authority {}", args.join(" "));
         check_line(&mut problems, &what, &out, names);
     }
-    let entries = d.admin_ok(&["entry", "list"]).await;
+    let entries = d.admin_ok(&["entry", "list"]).await.expect("admin command");
     assert!(
         entries.contains("Found 1 entries"),
         "a bad command created something: {entries}"
@@ -575,7 +636,10 @@ async fn cli_bad_input_exits_nonzero_with_one_line() {
 
     // The agent: config problems name the file/field.
     let missing = d.dir.join("nope.toml").display().to_string();
-    let out = d.agent_cli(&["run", "--config", &missing]).await;
+    let out = d
+        .agent_cli(&["run", "--config", &missing])
+        .await
+        .expect("run tessera-agent");
     check_line(
         &mut problems,
         "tessera-agent run with a missing config",
@@ -602,7 +666,10 @@ async fn cli_bad_input_exits_nonzero_with_one_line() {
     ] {
         let p = d.dir.join("bad-agent.toml");
         std::fs::write(&p, bad).unwrap();
-        let out = d.agent_cli(&["run", "--config", p.to_str().unwrap()]).await;
+        let out = d
+            .agent_cli(&["run", "--config", p.to_str().unwrap()])
+            .await
+            .expect("run tessera-agent");
         check_line(
             &mut problems,
             &format!("tessera-agent run with a bad {names}"),
@@ -613,7 +680,8 @@ async fn cli_bad_input_exits_nonzero_with_one_line() {
     let cfg = d.agent_config().display().to_string();
     let out = d
         .agent_cli(&["inspect", "--pid", "999999999", "--config", &cfg])
-        .await;
+        .await
+        .expect("run tessera-agent");
     check_line(
         &mut problems,
         "tessera-agent inspect of a PID that does not exist",
@@ -641,7 +709,9 @@ fn check_line(problems: &mut Vec<String>, what: &str, out: &CmdOut, names: &str)
 #[tokio::test]
 async fn cli_bad_flag_exits_nonzero_with_one_line() {
     // DESIGN: "a bad flag ... gets one clear line naming the field and the reason".
-    let (d, _id) = Deployment::up("life/cli-flags").await;
+    let (d, _id) = Deployment::up("life/cli-flags")
+        .await
+        .expect("start a deployment");
     let mut problems = Vec::new();
     let out = d
         .admin(&[
@@ -652,14 +722,18 @@ async fn cli_bad_flag_exits_nonzero_with_one_line() {
             "--selector",
             "unix:uid:0",
         ])
-        .await;
+        .await
+        .expect("run the admin CLI");
     check_line(
         &mut problems,
         "tessera-authority entry create without --spiffe-id",
         &out,
         "--spiffe-id",
     );
-    let out = d.admin(&["entry", "list", "--bogus"]).await;
+    let out = d
+        .admin(&["entry", "list", "--bogus"])
+        .await
+        .expect("run the admin CLI");
     check_line(
         &mut problems,
         "tessera-authority entry list --bogus",
@@ -668,14 +742,18 @@ async fn cli_bad_flag_exits_nonzero_with_one_line() {
     );
     let out = d
         .agent_cli(&["api", "fetch", "jwt", "--socket", &d.socket_uri()])
-        .await;
+        .await
+        .expect("run tessera-agent");
     check_line(
         &mut problems,
         "tessera-agent api fetch jwt without --audience",
         &out,
         "--audience",
     );
-    let out = d.agent_cli(&["api", "fetch", "x509", "--bogus"]).await;
+    let out = d
+        .agent_cli(&["api", "fetch", "x509", "--bogus"])
+        .await
+        .expect("run tessera-agent");
     check_line(
         &mut problems,
         "tessera-agent api fetch x509 --bogus",
@@ -691,8 +769,10 @@ async fn cli_bad_flag_exits_nonzero_with_one_line() {
 
 #[tokio::test]
 async fn cli_fetch_x509_write_files() {
-    let (d, id) = Deployment::up("life/cli-write").await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up("life/cli-write")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     let m = wait_x509(&mut raw, &[&id]).await;
     let out_dir = d.dir.join("out");
     std::fs::create_dir(&out_dir).unwrap();
@@ -706,7 +786,8 @@ async fn cli_fetch_x509_write_files() {
             "--write",
             out_dir.to_str().unwrap(),
         ])
-        .await;
+        .await
+        .expect("run tessera-agent");
     assert!(out.success(), "api fetch x509 --write: {out:?}");
     let read =
         |n: &str| std::fs::read(out_dir.join(n)).unwrap_or_else(|e| panic!("{n} not written: {e}"));
@@ -727,7 +808,7 @@ async fn cli_fetch_x509_write_files() {
     let bundle = pki::pem_certs(&read("bundle.0.pem"));
     assert_eq!(
         bundle.iter().collect::<BTreeSet<_>>(),
-        pki::pem_certs(d.bundle_pem().as_bytes())
+        pki::pem_certs(d.bundle_pem().expect("read bundle.pem").as_bytes())
             .iter()
             .collect::<BTreeSet<_>>(),
         "bundle.0.pem is the trust bundle"
@@ -741,8 +822,10 @@ async fn cli_fetch_x509_write_files() {
 
 #[tokio::test]
 async fn cli_fetch_and_validate_jwt() {
-    let (d, id) = Deployment::up("life/cli-jwt").await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up("life/cli-jwt")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_jwt(&mut raw, "warm", &id).await;
     let sock = d.socket_uri();
     let out = d
@@ -755,7 +838,8 @@ async fn cli_fetch_and_validate_jwt() {
             "--socket",
             &sock,
         ])
-        .await;
+        .await
+        .expect("run tessera-agent");
     assert!(out.success(), "api fetch jwt: {out:?}");
     let token = out
         .stdout
@@ -778,7 +862,8 @@ async fn cli_fetch_and_validate_jwt() {
             "--socket",
             &sock,
         ])
-        .await;
+        .await
+        .expect("run tessera-agent");
     assert!(
         out.success() && out.stdout.contains(&id),
         "api fetch jwt --spiffe-id: {out:?}"
@@ -795,7 +880,8 @@ async fn cli_fetch_and_validate_jwt() {
             "--socket",
             &sock,
         ])
-        .await;
+        .await
+        .expect("run tessera-agent");
     assert!(out.success(), "api validate jwt: {out:?}");
     assert!(
         out.stdout.contains(&id),
@@ -814,20 +900,24 @@ async fn cli_fetch_and_validate_jwt() {
             "--socket",
             &sock,
         ])
-        .await;
+        .await
+        .expect("run tessera-agent");
     out.assert_one_line_error("api validate jwt with the wrong audience");
 }
 
 #[tokio::test]
 async fn cli_inspect_lists_selectors_and_entries() {
-    let (d, id) = Deployment::up("life/cli-inspect").await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up("life/cli-inspect")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     let pid = std::process::id().to_string();
     let cfg = d.agent_config().display().to_string();
     let out = d
         .agent_cli(&["inspect", "--pid", &pid, "--config", &cfg])
-        .await;
+        .await
+        .expect("run tessera-agent");
     assert!(out.success(), "inspect --pid {pid}: {out:?}");
     let lines: Vec<&str> = out.stdout.lines().map(str::trim).collect();
     assert!(
@@ -855,10 +945,12 @@ async fn cli_inspect_lists_selectors_and_entries() {
 
 #[tokio::test]
 async fn cli_watch_prints_updates() {
-    let (d, a) = Deployment::up("life/cli-watch").await;
-    let mut raw = d.raw().await;
+    let (d, a) = Deployment::up("life/cli-watch")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&a]).await;
-    let mut child = tokio::process::Command::new(bin("tessera-agent"))
+    let mut child = tokio::process::Command::new(bin("tessera-agent").expect("binary built"))
         .args(["api", "watch", "--socket", &d.socket_uri()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -873,7 +965,10 @@ async fn cli_watch_prints_updates() {
         read_until(&mut lines, &a, &mut seen),
     )
     .await;
-    let (b, _) = d.register_self("life/cli-watch-b", &[]).await;
+    let (b, _) = d
+        .register_self("life/cli-watch-b", &[])
+        .await
+        .expect("register an entry");
     within(
         PROPAGATION,
         "api watch prints the added SVID",

@@ -11,8 +11,10 @@ use crate::harness::*;
 /// outside systemd (the cases where tracing would colour by default).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_to_a_pipe_carry_no_colour_codes() {
-    let d = Deployment::new(Opts::default()).await;
-    let mut child = child_command(bin("tessera-agent"))
+    let d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
+    let mut child = child_command(bin("tessera-agent").expect("binary built"))
         .args(["run", "--config"])
         .arg(d.agent_config())
         .stdin(Stdio::null())

@@ -25,4 +25,5 @@ mod py_spiffe;
 mod sds;
 mod systemd;
 mod telemetry;
+mod templates;
 mod tpm;

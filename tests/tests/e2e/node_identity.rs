@@ -17,7 +17,7 @@ use tonic::Code;
 const SERVER_NAME: &str = "server_names = [\"127.0.0.1\"]\n";
 
 /// The agent's SVID and key as a thief copies them out of its data_dir.
-fn steal(d: &Deployment) -> (String, String) {
+pub(crate) fn steal(d: &Deployment) -> (String, String) {
     let data = d.dir.join("agent-data");
     (
         fs::read_to_string(data.join("agent_svid.pem")).unwrap(),
@@ -26,9 +26,14 @@ fn steal(d: &Deployment) -> (String, String) {
 }
 
 /// A Node API client on one mTLS connection presenting `(svid, key)`.
-async fn node_client(d: &Deployment, (svid, key): &(String, String)) -> NodeClient<Channel> {
+pub(crate) async fn node_client(
+    d: &Deployment,
+    (svid, key): &(String, String),
+) -> NodeClient<Channel> {
     let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(d.bundle_pem()))
+        .ca_certificate(Certificate::from_pem(
+            d.bundle_pem().expect("read bundle.pem"),
+        ))
         .identity(Identity::from_pem(svid, key))
         .domain_name("127.0.0.1");
     let channel = Endpoint::from_shared(format!("https://127.0.0.1:{}", d.port))
@@ -50,7 +55,7 @@ async fn sync(node: &mut NodeClient<Channel>) -> Result<usize, tonic::Status> {
         .len())
 }
 
-fn csr() -> Vec<u8> {
+pub(crate) fn csr() -> Vec<u8> {
     let key = rcgen::KeyPair::generate().unwrap();
     rcgen::CertificateParams::default()
         .serialize_request(&key)
@@ -60,11 +65,11 @@ fn csr() -> Vec<u8> {
 }
 
 /// The authority restarted with an IP SAN, so a plain tonic client can reach it.
-async fn add_server_name(d: &mut Deployment) {
-    d.stop_authority().await;
+pub(crate) async fn add_server_name(d: &mut Deployment) {
+    d.stop_authority().await.expect("stop the authority");
     let cfg = fs::read_to_string(d.authority_config()).unwrap();
     fs::write(d.authority_config(), format!("{SERVER_NAME}{cfg}")).unwrap();
-    d.start_authority().await;
+    d.start_authority().await.expect("start the authority");
 }
 
 /// Polls until `probe` is refused with `code`; returns the message.
@@ -91,6 +96,7 @@ async fn refused_within(
 async fn audit_count(d: &Deployment, agent: &str, kind: &str) -> usize {
     d.admin_ok(&["audit", "--agent", agent])
         .await
+        .expect("admin command")
         .matches(kind)
         .count()
 }
@@ -102,10 +108,14 @@ async fn copied_join_token_credential_stops_working_once_the_agent_renews() {
         authority_extra: SERVER_NAME.into(),
         ..Opts::default()
     })
-    .await;
-    let (id, _) = d.register_self("copied/jt", &[]).await;
-    d.start_agent().await;
-    let mut raw = d.raw().await;
+    .await
+    .expect("start a deployment");
+    let (id, _) = d
+        .register_self("copied/jt", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     let copy = steal(&d);
     let mut thief = node_client(&d, &copy).await;
@@ -133,7 +143,10 @@ async fn copied_join_token_credential_stops_working_once_the_agent_renews() {
     assert_code(renewal, Code::PermissionDenied, "RenewAgent with the copy");
     // The real agent was not disturbed.
     wait_x509(&mut raw, &[&id]).await;
-    assert_eq!(d.agent_ids().await, vec![d.agent_id.clone()]);
+    assert_eq!(
+        d.agent_ids().await.expect("list agents"),
+        vec![d.agent_id.clone()]
+    );
 }
 
 /// A TPM agent on its own swtpm, and a thief whose copy of its credential works.
@@ -149,7 +162,7 @@ async fn robbed_tpm_agent(agent_ttl: &'static str) -> Robbed {
     let tpm = swtpm_booted(&log);
     let mut d = tpm_deployment(&tpm, &log, "", agent_ttl).await;
     add_server_name(&mut d).await;
-    d.start_agent().await;
+    d.start_agent().await.expect("start the agent");
     let agent = tpm_agent_id(&d).await;
     let mut thief = node_client(&d, &steal(&d)).await;
     sync(&mut thief)
@@ -199,8 +212,8 @@ async fn tpm_agent_renews_only_by_attesting_and_a_copy_dies_with_the_next_attest
 #[tokio::test]
 async fn a_restarted_tpm_agent_attests_again_and_its_old_credential_dies() {
     let mut r = robbed_tpm_agent("1h").await;
-    r.d.stop_agent().await;
-    r.d.start_agent().await;
+    r.d.stop_agent().await.expect("stop the agent");
+    r.d.start_agent().await.expect("start the agent");
     // The first node_attestation was the agent's start; the second, its restart.
     copy_superseded_after(&mut r, "node_attestation", 2).await;
 }
@@ -212,13 +225,17 @@ async fn expired_agent_svid_is_refused_on_a_connection_opened_before_expiry() {
         authority_extra: SERVER_NAME.into(),
         ..Opts::default()
     })
-    .await;
-    let (id, _) = d.register_self("expiring", &[]).await;
-    d.start_agent().await;
-    let mut raw = d.raw().await;
+    .await
+    .expect("start a deployment");
+    let (id, _) = d
+        .register_self("expiring", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     // The agent stops renewing (as when its re-attestation keeps failing).
-    d.stop_agent().await;
+    d.stop_agent().await.expect("stop the agent");
     let copy = steal(&d);
     let not_after = pki::not_after(&pki::pem_certs(copy.0.as_bytes())[0]);
     let mut node = node_client(&d, &copy).await;
@@ -250,10 +267,12 @@ async fn evicted_tpm_cannot_return_under_its_other_ek() {
     let log = rhel8_log();
     let tpm = swtpm_booted(&log);
     let mut d = tpm_deployment(&tpm, &log, "", "1h").await;
-    d.start_agent().await;
+    d.start_agent().await.expect("start the agent");
     let agent = tpm_agent_id(&d).await;
-    d.admin_ok(&["agent", "evict", &agent]).await;
-    d.stop_agent().await;
+    d.admin_ok(&["agent", "evict", &agent])
+        .await
+        .expect("admin command");
+    d.stop_agent().await.expect("stop the agent");
     // The same TPM's P-384 EK (certificate at 0x01C00016, same manufacturer CA).
     let cfg = fs::read_to_string(d.agent_config()).unwrap();
     assert!(cfg
@@ -261,7 +280,9 @@ async fn evicted_tpm_cannot_return_under_its_other_ek() {
         .ends_with(&format!("event_log_path = \"{}\"", log.display())));
     fs::write(d.agent_config(), format!("{cfg}ek_template = \"H-3\"\n")).unwrap();
     fs::remove_dir_all(d.dir.join("agent-data")).unwrap();
-    let mut other = d.spawn_agent_daemon("agent-h3", &d.agent_config(), &d.dir.join("h3.log"));
+    let mut other = d
+        .spawn_agent_daemon("agent-h3", &d.agent_config(), &d.dir.join("h3.log"))
+        .expect("start an agent");
     let status = poll(secs(30), "the agent with the other EK to give up", || {
         std::future::ready(other.exited())
     })
@@ -273,7 +294,7 @@ async fn evicted_tpm_cannot_return_under_its_other_ek() {
         "{agent_log}"
     );
     assert_eq!(
-        d.agent_ids().await,
+        d.agent_ids().await.expect("list agents"),
         vec![agent],
         "no new agent for the other EK"
     );
@@ -287,9 +308,9 @@ async fn tpm_reboot_is_accepted_only_with_an_event_log() {
     let log = work.path().join("binary_bios_measurements");
     fs::copy(&source, &log).unwrap();
     let mut d = tpm_deployment(&tpm, &log, "", "1h").await;
-    d.start_agent().await;
+    d.start_agent().await.expect("start the agent");
     let agent = tpm_agent_id(&d).await;
-    d.stop_agent().await;
+    d.stop_agent().await.expect("stop the agent");
 
     // Reboot: reset count up, firmware measures again. The agent shows no log,
     // and with a new AK (a fresh data_dir), so per-AK history would not know it.
@@ -299,7 +320,11 @@ async fn tpm_reboot_is_accepted_only_with_an_event_log() {
     fs::remove_dir_all(d.dir.join("agent-data")).unwrap();
     let attempt = |name: &str| {
         let log = d.dir.join(format!("{name}.log"));
-        (d.spawn_agent_daemon(name, &d.agent_config(), &log), log)
+        (
+            d.spawn_agent_daemon(name, &d.agent_config(), &log)
+                .expect("start an agent"),
+            log,
+        )
     };
     let (mut nolog, nolog_log) = attempt("agent-nolog");
     let status = poll(
@@ -333,7 +358,9 @@ async fn tpm_reboot_is_accepted_only_with_an_event_log() {
 
 #[tokio::test]
 async fn reserved_spiffe_ids_are_refused_and_stored_ones_never_signed() {
-    let mut d = Deployment::new(Opts::default()).await;
+    let mut d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
     let authority = format!("spiffe://{TD}/tessera/authority");
     let agent_like = format!("spiffe://{TD}/tessera/agent/join_token/forged");
     for (spiffe_id, parent, field) in [
@@ -357,7 +384,8 @@ async fn reserved_spiffe_ids_are_refused_and_stored_ones_never_signed() {
                 "--selector",
                 "unix:uid:0",
             ])
-            .await;
+            .await
+            .expect("run the admin CLI");
         let line = out.assert_one_line_error(spiffe_id);
         assert!(
             line.contains(field) && line.contains("reserved"),
@@ -367,9 +395,12 @@ async fn reserved_spiffe_ids_are_refused_and_stored_ones_never_signed() {
     // A row written before the rule (or straight into the database) is ignored.
     let db = d.authority_data().join("datastore.sqlite3");
     insert_entry_row(&db, &agent_like, &d.agent_id);
-    let (id, _) = d.register_self("ordinary", &[]).await;
-    d.start_agent().await;
-    let mut raw = d.raw().await;
+    let (id, _) = d
+        .register_self("ordinary", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     tokio::time::sleep(secs(2)).await;
     let resp = wait_x509(&mut raw, &[&id]).await;
@@ -454,7 +485,9 @@ async fn agent_against(d: &mut Deployment, port: u16, name: &str, needle: &str) 
     let path = d.dir.join(format!("{name}.toml"));
     fs::write(&path, cfg).unwrap();
     let log = d.dir.join(format!("{name}.log"));
-    let daemon = d.spawn_agent_daemon(name, &path, &log);
+    let daemon = d
+        .spawn_agent_daemon(name, &path, &log)
+        .expect("start an agent");
     d.extra.push(daemon);
     poll(secs(30), needle, || {
         std::future::ready(fs::read_to_string(&log).ok().filter(|l| l.contains(needle)))
@@ -464,7 +497,9 @@ async fn agent_against(d: &mut Deployment, port: u16, name: &str, needle: &str) 
 
 #[tokio::test]
 async fn agent_accepts_only_the_authoritys_own_certificate() {
-    let mut d = Deployment::new(Opts::default()).await;
+    let mut d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
     let svid = server_with_ca_signed_cert(&d, true).await;
     let log = agent_against(&mut d, svid, "agent-svid", "node attestation failed").await;
     assert!(

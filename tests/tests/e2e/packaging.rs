@@ -27,6 +27,7 @@ fn newer_version() -> String {
 /// target/ (or CARGO_TARGET_DIR): where the suite's binaries are.
 fn target_dir() -> PathBuf {
     bin("tessera-agent")
+        .expect("binary built")
         .parent()
         .and_then(Path::parent)
         .expect("<target>/debug/tessera-agent")
@@ -38,7 +39,11 @@ fn packages() -> &'static Path {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let target = target_dir();
-        let debug = bin("tessera-agent").parent().unwrap().to_path_buf();
+        let debug = bin("tessera-agent")
+            .expect("binary built")
+            .parent()
+            .unwrap()
+            .to_path_buf();
         let started = std::time::Instant::now();
         // Low priority: the other end-to-end tests have timeouts.
         let out = child_command("nice")

@@ -112,7 +112,9 @@ async fn py_client(endpoint: &str, uid: Option<u32>, args: &[&str]) -> CmdOut {
         ("SPIFFE_ENDPOINT_SOCKET", endpoint),
         ("PYTHONDONTWRITEBYTECODE", "1"),
     ];
-    run_cmd(&python, &argv, uid, &env).await
+    run_cmd(&python, &argv, uid, &env)
+        .await
+        .expect("run a command")
 }
 
 /// The JSON line a successful run printed.
@@ -132,8 +134,8 @@ fn b64_strings(v: &Value) -> Vec<Vec<u8>> {
 
 #[tokio::test]
 async fn py_spiffe_fetches_x509_svid_chain_key_and_bundles() {
-    let (d, id) = Deployment::up("py/x509").await;
-    let resp = wait_x509(&mut d.raw().await, &[&id]).await;
+    let (d, id) = Deployment::up("py/x509").await.expect("start a deployment");
+    let resp = wait_x509(&mut d.raw().await.expect("connect to the agent"), &[&id]).await;
     let agent_svid = svid(&resp, &id);
     let endpoint = format!("unix://{}", d.socket_path().display());
     let v = output(&py_client(&endpoint, None, &["x509"]).await, "x509");
@@ -152,7 +154,7 @@ async fn py_spiffe_fetches_x509_svid_chain_key_and_bundles() {
         "py-spiffe's private key does not belong to its leaf certificate"
     );
     // Bundles from the X.509 context and from FetchX509Bundles: the authority's CA.
-    let ca = pki::pem_certs(d.bundle_pem().as_bytes());
+    let ca = pki::pem_certs(d.bundle_pem().expect("read bundle.pem").as_bytes());
     for key in ["context_bundles", "bundles"] {
         let bundles = v[key].as_object().unwrap();
         assert_eq!(bundles.len(), 1, "{key}: one trust domain: {v}");
@@ -166,8 +168,8 @@ async fn py_spiffe_fetches_x509_svid_chain_key_and_bundles() {
 
 #[tokio::test]
 async fn py_spiffe_fetches_and_validates_jwt_svids_and_bundles() {
-    let (d, id) = Deployment::up("py/jwt").await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up("py/jwt").await.expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     // The unix:/path form of the endpoint (py-spiffe's own normal form).
     let endpoint = format!("unix:{}", d.socket_path().display());
@@ -188,7 +190,7 @@ async fn py_spiffe_fetches_and_validates_jwt_svids_and_bundles() {
             "{key}: a token for another audience was accepted: {v}"
         );
     }
-    let (_, kid) = d.jwt_signing_key();
+    let (_, kid) = d.jwt_signing_key().expect("read the JWT key");
     assert_eq!(
         v["jwt_bundles"],
         serde_json::json!({ TD: [kid] }),
@@ -220,8 +222,10 @@ async fn next_ids(lines: &mut Lines<BufReader<ChildStdout>>) -> Value {
 
 #[tokio::test]
 async fn py_spiffe_stream_follows_a_new_entry() {
-    let (d, id) = Deployment::up("py/watch-a").await;
-    wait_x509(&mut d.raw().await, &[&id]).await;
+    let (d, id) = Deployment::up("py/watch-a")
+        .await
+        .expect("start a deployment");
+    wait_x509(&mut d.raw().await.expect("connect to the agent"), &[&id]).await;
     let script = py_dir().join("workload_client.py");
     let mut child = tokio::process::Command::from(child_command(python().await))
         .arg(&script)
@@ -238,7 +242,10 @@ async fn py_spiffe_stream_follows_a_new_entry() {
         .expect("start the py-spiffe watcher");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert_eq!(next_ids(&mut lines).await, serde_json::json!([id]));
-    let (second, _) = d.register_self("py/watch-b", &[]).await;
+    let (second, _) = d
+        .register_self("py/watch-b", &[])
+        .await
+        .expect("register an entry");
     let mut both = vec![id.clone(), second];
     both.sort();
     while next_ids(&mut lines).await != serde_json::json!(both) {}
@@ -246,8 +253,10 @@ async fn py_spiffe_stream_follows_a_new_entry() {
 
 #[tokio::test]
 async fn py_spiffe_caller_without_an_entry_gets_permission_denied() {
-    let (d, id) = Deployment::up("py/denied").await;
-    wait_x509(&mut d.raw().await, &[&id]).await;
+    let (d, id) = Deployment::up("py/denied")
+        .await
+        .expect("start a deployment");
+    wait_x509(&mut d.raw().await.expect("connect to the agent"), &[&id]).await;
     let endpoint = format!("unix://{}", d.socket_path().display());
     for cmd in [&["x509"][..], &["jwt", "py-aud"]] {
         let out = py_client(&endpoint, Some(NOBODY), cmd).await;

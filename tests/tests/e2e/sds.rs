@@ -162,12 +162,19 @@ async fn fetch_serves_each_kind_of_name_and_denies_the_rest() {
         agent_extra: format!("\n[telemetry]\nlisten = \"{listen}\"\n"),
         ..Opts::default()
     })
-    .await;
-    let (a, _) = d.register_self("sds/a", &[]).await;
-    let (b, _) = d.register_self("sds/b", &[]).await;
-    d.start_agent().await;
-    let bundle = pki::pem_certs(d.bundle_pem().as_bytes());
-    let mut c = Sds::new(d.channel().await);
+    .await
+    .expect("start a deployment");
+    let (a, _) = d
+        .register_self("sds/a", &[])
+        .await
+        .expect("register an entry");
+    let (b, _) = d
+        .register_self("sds/b", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    let bundle = pki::pem_certs(d.bundle_pem().expect("read bundle.pem").as_bytes());
+    let mut c = Sds::new(d.channel().await.expect("connect to the agent"));
     fetch_when_ready(&mut c, &["spiffe://example.org/sds/b"]).await;
 
     let all = ["default", "ROOTCA", "ALL", b.as_str(), TD_KEY];
@@ -177,7 +184,9 @@ async fn fetch_serves_each_kind_of_name_and_denies_the_rest() {
     want.sort();
     assert_eq!(names(&r), want, "exactly the names asked for");
     // `default` is the Workload API's default (first) SVID.
-    let first_id = ids(&wait_x509(&mut d.raw().await, &[&a, &b]).await).remove(0);
+    let first_id =
+        ids(&wait_x509(&mut d.raw().await.expect("connect to the agent"), &[&a, &b]).await)
+            .remove(0);
     tls(&s["default"], &bundle, &first_id);
     tls(&s[&b], &bundle, &b);
     for name in ["ROOTCA", "ALL", TD_KEY] {
@@ -212,6 +221,7 @@ async fn fetch_serves_each_kind_of_name_and_denies_the_rest() {
         first(
             d.raw()
                 .await
+                .expect("connect to the agent")
                 .fetch_x509svid(request(pb::X509svidRequest {}, Header::Missing)),
         )
         .await,
@@ -219,8 +229,12 @@ async fn fetch_serves_each_kind_of_name_and_denies_the_rest() {
         "FetchX509SVID without the security header",
     );
 
-    let (fd, child, child_pid) = connect_as_nobody(&d).await;
-    let mut nobody = Sds::new(channel_from_fd(fd).await);
+    let (fd, child, child_pid) = connect_as_nobody(&d).await.expect("connect as nobody");
+    let mut nobody = Sds::new(
+        channel_from_fd(fd)
+            .await
+            .expect("HTTP/2 on a pre-connected socket"),
+    );
     assert_code(
         fetch(&mut nobody, &["ROOTCA"]).await,
         Code::PermissionDenied,
@@ -269,14 +283,18 @@ async fn fetch_serves_each_kind_of_name_and_denies_the_rest() {
         );
     }
     drop(child);
-    d.stop_agent_cleanly().await;
+    d.stop_agent_cleanly()
+        .await
+        .expect("stop the agent cleanly");
 }
 
 #[tokio::test]
 async fn stream_acks_nacks_stale_nonces_and_name_changes() {
-    let (d, id) = Deployment::up("sds/stream").await;
-    let bundle = pki::pem_certs(d.bundle_pem().as_bytes());
-    let mut c = Sds::new(d.channel().await);
+    let (d, id) = Deployment::up("sds/stream")
+        .await
+        .expect("start a deployment");
+    let bundle = pki::pem_certs(d.bundle_pem().expect("read bundle.pem").as_bytes());
+    let mut c = Sds::new(d.channel().await.expect("connect to the agent"));
     fetch_when_ready(&mut c, &["default"]).await;
 
     let mut s = Stream::open(&mut c, dreq(&["default"], "", "", None)).await;
@@ -341,12 +359,20 @@ async fn stream_acks_nacks_stale_nonces_and_name_changes() {
 
 #[tokio::test]
 async fn rotation_is_pushed_only_to_streams_that_asked_for_it() {
-    let mut d = Deployment::new(Opts::default()).await;
-    let (short, _) = d.register_self("sds/short", &["--x509-ttl", "20s"]).await;
-    let (long, _) = d.register_self("sds/long", &[]).await;
-    d.start_agent().await;
-    let bundle = pki::pem_certs(d.bundle_pem().as_bytes());
-    let mut c = Sds::new(d.channel().await);
+    let mut d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
+    let (short, _) = d
+        .register_self("sds/short", &["--x509-ttl", "20s"])
+        .await
+        .expect("register an entry");
+    let (long, _) = d
+        .register_self("sds/long", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    let bundle = pki::pem_certs(d.bundle_pem().expect("read bundle.pem").as_bytes());
+    let mut c = Sds::new(d.channel().await.expect("connect to the agent"));
     fetch_when_ready(&mut c, &[&short, &long]).await;
 
     let mut rotating = Stream::open(&mut c, dreq(&[&short], "", "", None)).await;
@@ -382,10 +408,13 @@ async fn name_changes_on_a_stream_are_charged_to_the_uid_rate() {
             .into(),
         ..Opts::default()
     })
-    .await;
-    d.register_self("sds/churn", &[]).await;
-    d.start_agent().await;
-    let mut c = Sds::new(d.channel().await);
+    .await
+    .expect("start a deployment");
+    d.register_self("sds/churn", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    let mut c = Sds::new(d.channel().await.expect("connect to the agent"));
     fetch_when_ready(&mut c, &["default"]).await;
     let mut s = Stream::open(&mut c, dreq(&["default"], "", "", None)).await;
     let mut last = s.next(secs(10), "the first response").await;

@@ -334,7 +334,7 @@ fn authority_notifies_ready_watchdog_and_stopping() {
     let log = d.join("authority.log");
     let daemon = Daemon::spawn(
         "authority",
-        &bin("tessera-authority"),
+        &bin("tessera-authority").expect("binary built"),
         &[
             OsStr::new("run"),
             OsStr::new("--config"),
@@ -342,7 +342,8 @@ fn authority_notifies_ready_watchdog_and_stopping() {
         ],
         &log,
         &env,
-    );
+    )
+    .expect("start a daemon");
     n.wait_for("READY=1", secs(60), &log);
     // READY means both listeners are up.
     assert!(
@@ -380,7 +381,7 @@ fn agent_notifies_ready_once_serving_then_stopping() {
     let log = d.join("agent.log");
     let daemon = Daemon::spawn(
         "agent",
-        &bin("tessera-agent"),
+        &bin("tessera-agent").expect("binary built"),
         &[
             OsStr::new("run"),
             OsStr::new("--config"),
@@ -388,7 +389,8 @@ fn agent_notifies_ready_once_serving_then_stopping() {
         ],
         &log,
         &env,
-    );
+    )
+    .expect("start a daemon");
     n.wait_for("READY=1", secs(60), &log);
     assert!(socket.exists(), "READY before the Workload API socket");
     let status = n.wait_for("STATUS=", secs(10), &log);

@@ -26,7 +26,8 @@ pub(crate) async fn deployment(authority_top: &str) -> (Deployment, String, Stri
         agent_extra: format!("\n[telemetry]\nlisten = \"{agent}\"\n"),
         ..Opts::default()
     })
-    .await;
+    .await
+    .expect("start a deployment");
     (d, auth, agent)
 }
 
@@ -148,9 +149,12 @@ pub fn at_least(text: &str, name: &str, labels: &[(&str, &str)], min: f64) {
 #[tokio::test]
 async fn live_scrape_of_both_daemons_passes_promtool_and_counts_calls() {
     let (mut d, auth, agent) = deployment("").await;
-    let (id, _) = d.register_self("tm/scrape", &[]).await;
-    d.start_agent().await;
-    let mut raw = d.raw().await;
+    let (id, _) = d
+        .register_self("tm/scrape", &[])
+        .await
+        .expect("register an entry");
+    d.start_agent().await.expect("start the agent");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     let jwt = within(
         secs(20),
@@ -169,7 +173,10 @@ async fn live_scrape_of_both_daemons_passes_promtool_and_counts_calls() {
         "FetchX509SVID without the security header",
     );
     // An admin call that fails at the authority.
-    let out = d.admin(&["entry", "show", "no-such-entry"]).await;
+    let out = d
+        .admin(&["entry", "show", "no-such-entry"])
+        .await
+        .expect("run the admin CLI");
     assert!(!out.success(), "entry show of a missing entry succeeded");
 
     let text = scrape(&agent, "agent").await;
@@ -287,7 +294,7 @@ async fn live_scrape_of_both_daemons_passes_promtool_and_counts_calls() {
     }
 
     // With the authority gone the agent's syncs fail, and say so.
-    d.stop_authority().await;
+    d.stop_authority().await.expect("stop the authority");
     poll(PROPAGATION, "agent to count a failed SyncEntries", || {
         let agent = agent.clone();
         async move {
@@ -306,10 +313,12 @@ async fn live_scrape_of_both_daemons_passes_promtool_and_counts_calls() {
 #[tokio::test]
 async fn agent_is_ready_only_once_attested_and_synced() {
     let (mut d, _auth, agent) = deployment("").await;
-    d.register_self("tm/ready", &[]).await;
+    d.register_self("tm/ready", &[])
+        .await
+        .expect("register an entry");
     // No authority: the agent serves its socket but cannot attest.
-    d.stop_authority().await;
-    d.start_agent().await;
+    d.stop_authority().await.expect("stop the authority");
+    d.start_agent().await.expect("start the agent");
     let (status, _) = get_when_up(&agent, "/live").await;
     assert_eq!(status, 200, "/live of a working (unattested) agent");
     let (status, body) = get(&agent, "/ready").await;
@@ -317,11 +326,12 @@ async fn agent_is_ready_only_once_attested_and_synced() {
     assert!(body.contains("not attested"), "/ready body: {body}");
     let out = d
         .agent_cli(&["healthcheck", "--socket", &d.socket_uri()])
-        .await;
+        .await
+        .expect("run tessera-agent");
     out.assert_one_line_error("agent healthcheck before attestation");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
 
-    d.start_authority().await;
+    d.start_authority().await.expect("start the authority");
     poll(
         PROPAGATION + secs(15),
         "agent /ready to turn 200 after attesting",
@@ -333,7 +343,8 @@ async fn agent_is_ready_only_once_attested_and_synced() {
     .await;
     let out = d
         .agent_cli(&["healthcheck", "--socket", &d.socket_uri()])
-        .await;
+        .await
+        .expect("run tessera-agent");
     assert!(out.success(), "agent healthcheck once ready: {out:?}");
     assert_eq!(get(&agent, "/live").await.0, 200);
 }
@@ -364,18 +375,22 @@ async fn authority_ready_live_and_healthcheck_exit_codes() {
     let no_telemetry = d.dir.join("authority-no-telemetry.toml");
     fs::write(&no_telemetry, top).unwrap();
     let no_telemetry = no_telemetry.to_str().unwrap();
-    let authority = bin("tessera-authority");
+    let authority = bin("tessera-authority").expect("binary built");
     for c in [cfg, no_telemetry] {
-        let out = run_cmd(&authority, &["healthcheck", "--config", c], None, &[]).await;
+        let out = run_cmd(&authority, &["healthcheck", "--config", c], None, &[])
+            .await
+            .expect("run a command");
         assert!(
             out.success(),
             "healthcheck --config {c} while ready: {out:?}"
         );
         assert!(out.stdout.contains("healthy"), "{out:?}");
     }
-    d.stop_authority().await;
+    d.stop_authority().await.expect("stop the authority");
     for c in [cfg, no_telemetry] {
-        let out = run_cmd(&authority, &["healthcheck", "--config", c], None, &[]).await;
+        let out = run_cmd(&authority, &["healthcheck", "--config", c], None, &[])
+            .await
+            .expect("run a command");
         out.assert_one_line_error("healthcheck with the authority down");
         assert_eq!(out.status.code(), Some(1), "{out:?}");
     }
@@ -386,7 +401,8 @@ async fn authority_ready_live_and_healthcheck_exit_codes() {
         None,
         &[],
     )
-    .await;
+    .await
+    .expect("run a command");
     out.assert_one_line_error("healthcheck with a missing config");
 }
 
@@ -405,7 +421,10 @@ fn debug_lines(log: &str) -> usize {
 #[tokio::test]
 async fn agent_sighup_sets_log_level_syncs_now_and_names_restart_fields() {
     let (mut d, _auth, agent) = deployment("").await;
-    let (a, _) = d.register_self("tm/hup-a", &[]).await;
+    let (a, _) = d
+        .register_self("tm/hup-a", &[])
+        .await
+        .expect("register an entry");
     // A sync an hour apart: only SIGHUP can make the next one happen soon.
     let cfg_path = d.agent_config();
     let base = fs::read_to_string(&cfg_path)
@@ -416,7 +435,7 @@ async fn agent_sighup_sets_log_level_syncs_now_and_names_restart_fields() {
     let log = d.dir.join("agent-hup.log");
     let daemon = Daemon::spawn(
         "agent-hup",
-        &bin("tessera-agent"),
+        &bin("tessera-agent").expect("binary built"),
         &[
             OsStr::new("run"),
             OsStr::new("--config"),
@@ -424,7 +443,8 @@ async fn agent_sighup_sets_log_level_syncs_now_and_names_restart_fields() {
         ],
         &log,
         &[("TESSERA_LOG", "")],
-    );
+    )
+    .expect("start a daemon");
     let pid = daemon.pid();
     d.extra.push(daemon);
     poll(PROPAGATION, "agent /ready", || {
@@ -439,12 +459,15 @@ async fn agent_sighup_sets_log_level_syncs_now_and_names_restart_fields() {
         }
     })
     .await;
-    let mut raw = d.raw().await;
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&a]).await;
     let text = fs::read_to_string(&log).unwrap();
     assert_eq!(debug_lines(&text), 0, "debug lines at level info:\n{text}");
 
-    let (b, _) = d.register_self("tm/hup-b", &[]).await;
+    let (b, _) = d
+        .register_self("tm/hup-b", &[])
+        .await
+        .expect("register an entry");
     tokio::time::sleep(secs(2)).await;
     let resp = first(raw.fetch_x509svid(req(pb::X509svidRequest {})))
         .await
@@ -508,11 +531,12 @@ async fn authority_sighup_sets_log_level_and_names_restart_fields() {
     let log = d.dir.join("authority2.log");
     let mut daemon = Daemon::spawn(
         "authority2",
-        &bin("tessera-authority"),
+        &bin("tessera-authority").expect("binary built"),
         &[OsStr::new("run"), OsStr::new("--config"), cfg.as_os_str()],
         &log,
         &[("TESSERA_LOG", "")],
-    );
+    )
+    .expect("start a daemon");
     poll(secs(20), "second authority to listen", || {
         let port = port.clone();
         async move { tokio::net::TcpStream::connect(&port).await.ok().map(|_| ()) }
@@ -556,8 +580,10 @@ async fn authority_sighup_sets_log_level_and_names_restart_fields() {
 
 #[tokio::test]
 async fn issuance_and_denial_logs_name_pid_uid_path_and_spiffe_id() {
-    let (d, id) = Deployment::up("tm/audit-log").await;
-    let mut raw = d.raw().await;
+    let (d, id) = Deployment::up("tm/audit-log")
+        .await
+        .expect("start a deployment");
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     within(
         secs(20),
@@ -593,10 +619,12 @@ async fn issuance_and_denial_logs_name_pid_uid_path_and_spiffe_id() {
 
     // A caller no entry matches: `sleep` as nobody, connected from the child.
     let sleep = fs::canonicalize("/bin/sleep").unwrap();
-    let (fd, child, child_pid) = connect_as_nobody(&d).await;
+    let (fd, child, child_pid) = connect_as_nobody(&d).await.expect("connect as nobody");
     let mut nobody =
         tessera_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(
-            channel_from_fd(fd).await,
+            channel_from_fd(fd)
+                .await
+                .expect("HTTP/2 on a pre-connected socket"),
         );
     assert_code(
         first(nobody.fetch_x509svid(req(pb::X509svidRequest {}))).await,
@@ -618,7 +646,9 @@ async fn issuance_and_denial_logs_name_pid_uid_path_and_spiffe_id() {
 async fn authority_sigterm_ends_open_attest_streams_promptly() {
     let (mut d, _, _) = deployment("server_names = [\"127.0.0.1\"]\n").await;
     let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(d.bundle_pem()))
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            d.bundle_pem().expect("read bundle.pem"),
+        ))
         .domain_name("127.0.0.1");
     let channel = tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{}", d.port))
         .unwrap()
@@ -640,7 +670,7 @@ async fn authority_sigterm_ends_open_attest_streams_promptly() {
     .into_inner();
     tokio::time::sleep(Duration::from_millis(300)).await;
     // stop_authority asserts exit 0 within 5s of SIGTERM.
-    d.stop_authority().await;
+    d.stop_authority().await.expect("stop the authority");
     let end = within(secs(5), "the Attest stream to end", stream.message()).await;
     match end {
         Ok(None) => {}

@@ -82,7 +82,8 @@ pub(crate) async fn tpm_deployment(
         agent_ttl,
         ..Opts::default()
     })
-    .await;
+    .await
+    .expect("start a deployment");
     let cfg = format!(
         "trust_domain = \"{TD}\"\nauthority_address = \"127.0.0.1:{port}\"\ntrust_bundle_path = \"{bundle}\"\n\
          socket_path = \"{socket}\"\ndata_dir = \"{data}\"\nsync_interval = \"500ms\"\n\
@@ -102,6 +103,7 @@ pub(crate) async fn tpm_agent_id(d: &Deployment) -> String {
     poll(secs(30), "the TPM agent to attest", || async {
         d.agent_ids()
             .await
+            .expect("list agents")
             .into_iter()
             .find(|id| id.starts_with("spiffe://example.org/tessera/agent/tpm/"))
     })
@@ -123,7 +125,8 @@ pub(crate) async fn alias_entry(d: &Deployment, alias: &str, node_selector: &str
         "--selector",
         node_selector,
     ])
-    .await;
+    .await
+    .expect("admin command");
     d.admin_ok(&[
         "entry",
         "create",
@@ -134,7 +137,8 @@ pub(crate) async fn alias_entry(d: &Deployment, alias: &str, node_selector: &str
         "--selector",
         "unix:uid:0",
     ])
-    .await;
+    .await
+    .expect("admin command");
 }
 
 #[tokio::test]
@@ -156,9 +160,9 @@ async fn tpm_secure_boot_host_gets_workload_identity_through_node_alias() {
         workload,
     )
     .await;
-    d.start_agent().await;
+    d.start_agent().await.expect("start the agent");
     let agent = tpm_agent_id(&d).await;
-    let list = d.admin_ok(&["agent", "list"]).await;
+    let list = d.admin_ok(&["agent", "list"]).await.expect("admin command");
     for want in [
         "tpm:secure_boot:enabled",
         "tpm:ek_cert_verified:true",
@@ -183,7 +187,7 @@ async fn tpm_secure_boot_host_gets_workload_identity_through_node_alias() {
         list.contains(&format!("tpm:pcr:sha256:7:{pcr7}")),
         "PCR 7 selector {pcr7} missing:\n{list}"
     );
-    let client = d.client().await;
+    let client = d.client().await.expect("connect the spiffe client");
     let svid = within(secs(30), "fetch the workload SVID", async {
         loop {
             match client.fetch_x509_svid().await {
@@ -194,7 +198,10 @@ async fn tpm_secure_boot_host_gets_workload_identity_through_node_alias() {
     })
     .await;
     assert_eq!(svid.spiffe_id().to_string(), workload);
-    let audit = d.admin_ok(&["audit", "--agent", &agent]).await;
+    let audit = d
+        .admin_ok(&["audit", "--agent", &agent])
+        .await
+        .expect("admin command");
     assert!(
         audit.contains("node_attestation") && audit.contains("policies=secure-boot"),
         "audit:\n{audit}"
@@ -223,7 +230,7 @@ async fn tpm_tampered_event_log_is_rejected() {
     let tampered = tpm.dir().join("tampered.bin");
     fs::write(&tampered, bytes).unwrap();
     let mut d = tpm_deployment(&tpm, &tampered, "", "1h").await;
-    d.spawn_agent();
+    d.spawn_agent().expect("start the agent");
     let deadline = std::time::Instant::now() + secs(30);
     let status = loop {
         if let Some(st) = d.agent_exited() {
@@ -246,7 +253,7 @@ async fn tpm_tampered_event_log_is_rejected() {
         "{}",
         d.logs()
     );
-    assert!(d.agent_ids().await.is_empty());
+    assert!(d.agent_ids().await.expect("list agents").is_empty());
 }
 
 #[tokio::test]
@@ -262,19 +269,22 @@ async fn tpm_evicted_ek_loses_identity_at_renewal_and_cannot_reattest() {
         workload,
     )
     .await;
-    d.start_agent().await;
+    d.start_agent().await.expect("start the agent");
     let agent = tpm_agent_id(&d).await;
-    let mut raw = d.raw().await;
+    let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[workload]).await;
     // Renewal re-attests: wait for one, proving continuous verification runs.
     poll(secs(30), "a re-attestation at renewal", || async {
         d.admin_ok(&["audit", "--agent", &agent])
             .await
+            .expect("admin command")
             .contains("node_reattestation")
             .then_some(())
     })
     .await;
-    d.admin_ok(&["agent", "evict", &agent]).await;
+    d.admin_ok(&["agent", "evict", &agent])
+        .await
+        .expect("admin command");
     let deadline = std::time::Instant::now() + secs(30);
     loop {
         let r = first(raw.fetch_x509svid(req(tessera_proto::workload::X509svidRequest {}))).await;
@@ -293,9 +303,9 @@ async fn tpm_evicted_ek_loses_identity_at_renewal_and_cannot_reattest() {
     })
     .await;
     // A fresh start from nothing: the EK itself is refused.
-    d.stop_agent().await;
+    d.stop_agent().await.expect("stop the agent");
     fs::remove_dir_all(d.dir.join("agent-data")).unwrap();
-    d.spawn_agent();
+    d.spawn_agent().expect("start the agent");
     let deadline = std::time::Instant::now() + secs(30);
     let status = loop {
         if let Some(st) = d.agent_exited() {

@@ -2,6 +2,7 @@
 //! rule is checked without waiting.
 
 use super::*;
+use crate::cache::templates::Leases;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, IsCa, Issuer, KeyPair,
     SanType,
@@ -22,6 +23,7 @@ struct FakeAuthority {
     issuer: Issuer<'static, KeyPair>,
     entries: Mutex<Vec<pb::Entry>>,
     fail: Mutex<Option<tonic::Code>>,
+    fail_sign: Mutex<bool>,
     signed: AtomicUsize,
     ttl: i64,
 }
@@ -48,6 +50,9 @@ impl Upstream for FakeAuthority {
         &self,
         reqs: Vec<pb::X509SignRequest>,
     ) -> Result<Vec<pb::X509Svid>, tonic::Status> {
+        if *self.fail_sign.lock().unwrap() {
+            return Err(tonic::Status::unavailable("fake signing failure"));
+        }
         let entries = self.entries.lock().unwrap().clone();
         let now = self.clock.now();
         Ok(reqs
@@ -56,7 +61,13 @@ impl Upstream for FakeAuthority {
                 let e = entries.iter().find(|e| e.id == r.entry_id).unwrap();
                 let csr = CertificateSigningRequestParams::from_der(&r.csr.into()).unwrap();
                 let mut p = CertificateParams::default();
-                p.subject_alt_names = vec![SanType::URI(e.spiffe_id.clone().try_into().unwrap())];
+                // A templated entry's SVID names the expansion asked for.
+                let id = if r.spiffe_id.is_empty() {
+                    &e.spiffe_id
+                } else {
+                    &r.spiffe_id
+                };
+                p.subject_alt_names = vec![SanType::URI(id.clone().try_into().unwrap())];
                 // Back-dated like the real authority does for clock skew.
                 p.not_before = time::OffsetDateTime::from_unix_timestamp(now - 30).unwrap();
                 p.not_after = time::OffsetDateTime::from_unix_timestamp(now + self.ttl).unwrap();
@@ -71,7 +82,12 @@ impl Upstream for FakeAuthority {
             .collect())
     }
 
-    async fn sign_jwt(&self, _: &str, _: &[String]) -> Result<pb::SignJwtResponse, tonic::Status> {
+    async fn sign_jwt(
+        &self,
+        _: &str,
+        _: &str,
+        _: &[String],
+    ) -> Result<pb::SignJwtResponse, tonic::Status> {
         Err(tonic::Status::unimplemented("not in these tests"))
     }
 }
@@ -108,11 +124,17 @@ fn setup(
         issuer,
         entries: Mutex::new(entries),
         fail: Mutex::new(None),
+        fail_sign: Mutex::new(false),
         signed: AtomicUsize::new(0),
         ttl: 1000,
     });
     let (m, rx) = Manager::new(fake.clone(), clock.clone(), None);
-    (m, rx, fake, clock)
+    let limits = TemplateLimits {
+        max_per_entry: 2,
+        idle: Duration::from_secs(100),
+        wait: Duration::from_secs(5),
+    };
+    (m.with_template_limits(limits), rx, fake, clock)
 }
 
 fn serial_of(rx: &watch::Receiver<Arc<Snapshot>>, i: usize) -> Vec<u8> {
@@ -223,6 +245,8 @@ async fn svid_for_another_id_is_not_cached() {
     let chain = rx.borrow().svids[0].chain.clone();
     let mut wrong = e.clone();
     wrong.spiffe_id = "spiffe://td/b".into();
-    assert!(cached_svid(&wrong, &chain, vec![], 0).is_err());
-    assert!(cached_svid(&e, &chain, vec![], 0).is_ok());
+    assert!(cached_svid(&wrong, None, None, &chain, vec![], 0).is_err());
+    assert!(cached_svid(&e, None, None, &chain, vec![], 0).is_ok());
 }
+
+mod templated;

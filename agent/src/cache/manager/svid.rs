@@ -1,0 +1,48 @@
+//! A signed chain checked against what was asked, as the cache keeps it.
+
+use crate::cache::rotation::{random_jitter, rotate_at};
+use crate::cache::CachedSvid;
+use tessera_common::spiffe_template::SpiffeTemplate;
+use tessera_common::{x509, Selector, SpiffeId};
+use tessera_proto::authority as pb;
+
+/// `expansion`: the ID asked for a templated entry (`template`), else the entry's own.
+pub(super) fn cached_svid(
+    entry: &pb::Entry,
+    expansion: Option<SpiffeId>,
+    template: Option<SpiffeTemplate>,
+    chain: &[u8],
+    key: Vec<u8>,
+    now: i64,
+) -> Result<CachedSvid, String> {
+    let certs = x509::split_der_chain(chain).map_err(|e| e.to_string())?;
+    let leaf = certs.first().ok_or("empty chain")?;
+    let id = x509::spiffe_id_of(leaf).map_err(|e| e.to_string())?;
+    let want: SpiffeId = match (expansion, &template) {
+        (Some(x), Some(_)) => x,
+        (None, None) => entry
+            .spiffe_id
+            .parse()
+            .map_err(|e| format!("entry spiffe_id: {e}"))?,
+        _ => return Err("an expansion needs its template".into()),
+    };
+    if id != want {
+        return Err(format!("SVID names {id}, entry names {want}"));
+    }
+    let not_before = x509::not_before(leaf).map_err(|e| e.to_string())?;
+    let not_after = x509::not_after(leaf).map_err(|e| e.to_string())?;
+    Ok(CachedSvid {
+        entry_id: entry.id.clone(),
+        spiffe_id: id,
+        selectors: entry.selectors.iter().map(Selector::from).collect(),
+        hint: entry.hint.clone(),
+        revision: entry.revision,
+        template,
+        chain: chain.to_vec(),
+        key,
+        not_before,
+        not_after,
+        // notBefore is back-dated for clock skew: time rotation from receipt.
+        rotate_at: rotate_at(not_before.max(now), not_after, random_jitter()),
+    })
+}
