@@ -17,8 +17,6 @@ shift || true
 # none; RUSTC_BOOTSTRAP only lets cargo-fuzz's -Z checks pass. The vendored
 # h2 has a `cfg(fuzzing)` module whose docs lints would stop the build.
 export RUSTC_BOOTSTRAP=1 RUSTFLAGS="--cap-lints warn"
-# Line tables are enough for a panic's location; full debug info slows the build.
-export CARGO_PROFILE_DEV_DEBUG=line-tables-only
 fuzz=(cargo fuzz run --sanitizer none --features libfuzzer --dev)
 mapfile -t targets < <(if [ $# -gt 0 ]; then printf '%s\n' "$@"; else cargo fuzz list; fi)
 cargo run -q -p tessera-fuzz --example seed >/dev/null
