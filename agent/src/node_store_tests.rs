@@ -105,3 +105,33 @@ fn an_unusable_pending_file_is_removed_and_the_old_set_loaded() {
     assert_eq!(got.chain, old.chain);
     assert!(!dir.path().join(PENDING_FILE).exists());
 }
+
+#[test]
+fn a_save_stopped_before_any_of_its_writes_leaves_a_loadable_set() {
+    let (issuer, roots) = ca();
+    let old = agent_svid(&issuer, &roots);
+    let new = agent_svid(&issuer, &roots);
+    for blocked in [PENDING_FILE, KEY_FILE, SVID_FILE, BUNDLE_FILE] {
+        let dir = tempfile::tempdir().unwrap();
+        old.save(dir.path()).unwrap();
+        let target = dir.path().join(blocked);
+        let before = std::fs::read(&target).ok();
+        let _ = std::fs::remove_file(&target);
+        // A non-empty directory there: the rename onto it fails, so the save
+        // stops at that write as a kill would.
+        std::fs::create_dir_all(target.join("x")).unwrap();
+        let _ = new.save(dir.path());
+        std::fs::remove_dir_all(&target).unwrap();
+        if let Some(b) = before {
+            std::fs::write(&target, b).unwrap();
+        }
+        let got = AgentSvid::load(dir.path(), &td())
+            .unwrap()
+            .unwrap_or_else(|| panic!("nothing loadable when a save stopped at {blocked}"));
+        let is = |s: &AgentSvid| got.chain == s.chain && got.key_pkcs8 == s.key_pkcs8;
+        assert!(
+            is(&old) || is(&new),
+            "a mixed set when a save stopped at {blocked}"
+        );
+    }
+}
