@@ -500,7 +500,7 @@ async fn slow_authority_the_workload_api_answers_from_cache_and_expiry_is_on_tim
     let again = within(secs(1), "FetchX509SVID from cache", fetch(&mut raw))
         .await
         .expect("an X.509-SVID from cache");
-    assert_eq!(ids(&again), [id.clone()]);
+    assert_eq!(ids(&again), std::slice::from_ref(&id));
     let cached = within(
         secs(1),
         "FetchJWTSVID from cache",
