@@ -64,7 +64,6 @@ pub async fn open(
         streams: (0..total).map(|_| Stream::default()).collect(),
         ..Shared::default()
     });
-    ready(d, want).await?;
     let mut tasks = Vec::new();
     for first in (0..total).step_by(per_connection) {
         let client = d.client().await?;
@@ -129,10 +128,12 @@ pub async fn open(
 }
 
 /// Waits until the agent serves this process all `want` SVIDs: it signals
-/// READY once attested and synced, before its first signatures return.
-async fn ready(d: &Deployment, want: usize) -> Result<()> {
+/// READY once attested and synced, before its first signatures return, and
+/// signs every entry first (allowed: 60 s plus 1 s per 50 entries).
+pub async fn ready(d: &Deployment, want: usize, entries: usize) -> Result<()> {
     let client = d.client().await?;
-    let limit = std::time::Instant::now() + Duration::from_secs(60);
+    let allowed = Duration::from_secs(60 + entries as u64 / 50);
+    let limit = std::time::Instant::now() + allowed;
     loop {
         let last = match client.fetch_x509_context().await {
             Ok(ctx) if ctx.svids().len() == want => return Ok(()),
@@ -140,7 +141,7 @@ async fn ready(d: &Deployment, want: usize) -> Result<()> {
             Err(e) => e.to_string(),
         };
         if std::time::Instant::now() > limit {
-            bail!("the agent did not serve this process its SVIDs within 60s: {last}");
+            bail!("the agent did not serve this process its SVIDs within {allowed:?}: {last}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
