@@ -111,6 +111,7 @@ async fn entries_deleted_while_the_agent_signs_fail_alone() {
     assert_eq!(victim_ids.len(), VICTIMS);
     d.start_agent().await.expect("start the agent");
 
+    wait_x509(&mut d.raw().await.expect("connect to the agent"), &[&id]).await;
     let client = d.client().await.expect("connect the spiffe client");
     let stream = within(
         secs(20),
