@@ -2,10 +2,9 @@
 //! its copy in `data_dir` (so a restarted agent resumes without a new token).
 
 use crate::metrics::Metrics;
-use crate::upstream::{self, source_chain};
+use crate::upstream::{self, AuthorityError};
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, PublicKeyData};
 use rustls::pki_types::CertificateDer;
-use std::error::Error as _;
 use std::path::Path;
 use tessera_attestors::node::NodeEvidence;
 use tessera_common::{fsutil, tls, unix_now, x509, SpiffeId, TrustDomain};
@@ -25,49 +24,24 @@ pub struct AgentSvid {
     pub bundle_roots: Vec<CertificateDer<'static>>,
 }
 
+/// What fails on this host around the agent SVID; the authority's answers are
+/// [`AuthorityError`]s.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
-    /// The authority refused: retrying the same evidence will not help.
-    #[error("authority refused: {0}")]
-    Refused(String),
-    /// Transport or availability trouble: worth retrying.
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Invalid(String),
+    /// `data_dir` could not hold or give back the agent SVID.
     #[error("{path}: {reason}")]
     Store { path: String, reason: String },
 }
 
-impl From<tonic::Status> for NodeError {
-    fn from(s: tonic::Status) -> Self {
-        use tonic::Code::*;
-        match s.code() {
-            PermissionDenied | InvalidArgument | Unauthenticated | FailedPrecondition => {
-                NodeError::Refused(s.message().to_string())
-            }
-            _ => NodeError::Unavailable(format!(
-                "{:?}: {}{}",
-                s.code(),
-                s.message(),
-                s.source()
-                    .map(|e| format!(" ({})", source_chain(e)))
-                    .unwrap_or_default()
-            )),
-        }
-    }
-}
-
 /// A fresh P-256 key and a CSR for it. The authority decides every name.
-pub fn key_and_csr() -> Result<(KeyPair, Vec<u8>), NodeError> {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| NodeError::Invalid(e.to_string()))?;
+/// A failure here is this host's (its RNG), never the authority's refusal.
+pub fn key_and_csr() -> Result<(KeyPair, Vec<u8>), AuthorityError> {
+    let local = |e: rcgen::Error| AuthorityError::RetryLater(format!("new key and CSR: {e}"));
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(local)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    let csr = params
-        .serialize_request(&key)
-        .map_err(|e| NodeError::Invalid(e.to_string()))?;
+    let csr = params.serialize_request(&key).map_err(local)?;
     Ok((key, csr.der().to_vec()))
 }
 
@@ -78,8 +52,8 @@ pub fn check_chain(
     key: &KeyPair,
     roots: &[CertificateDer<'static>],
     td: &TrustDomain,
-) -> Result<(Vec<CertificateDer<'static>>, SpiffeId, i64, i64), NodeError> {
-    let bad = |m: String| NodeError::Invalid(format!("authority returned a bad SVID: {m}"));
+) -> Result<(Vec<CertificateDer<'static>>, SpiffeId, i64, i64), AuthorityError> {
+    let bad = |m: String| AuthorityError::InvalidResponse(format!("a bad SVID: {m}"));
     let chain = x509::split_der_chain(der).map_err(|e| bad(e.to_string()))?;
     let leaf = &chain[0];
     let id = x509::spiffe_id_of(leaf).map_err(|e| bad(e.to_string()))?;
@@ -120,8 +94,8 @@ fn verify_chain(
     .map_err(|e| format!("does not chain to the trust bundle: {e}"))
 }
 
-/// Counts a failed authority call, then classifies it.
-fn rpc_error(metrics: &Metrics, method: &'static str, s: tonic::Status) -> NodeError {
+/// Counts a failed authority call, then reads it.
+fn rpc_error(metrics: &Metrics, method: &'static str, s: tonic::Status) -> AuthorityError {
     metrics.authority_error(method, s.code());
     s.into()
 }
@@ -135,7 +109,7 @@ pub async fn attest(
     known_roots: Option<&[CertificateDer<'static>]>,
     evidence: &dyn NodeEvidence,
     metrics: &Metrics,
-) -> Result<AgentSvid, NodeError> {
+) -> Result<AgentSvid, AuthorityError> {
     let r = attest_exchange(address, td, bootstrap, known_roots, evidence, metrics).await;
     metrics.node_attestation(r.is_ok());
     r
@@ -148,15 +122,16 @@ async fn attest_exchange(
     known_roots: Option<&[CertificateDer<'static>]>,
     evidence: &dyn NodeEvidence,
     metrics: &Metrics,
-) -> Result<AgentSvid, NodeError> {
+) -> Result<AgentSvid, AuthorityError> {
     let mut client = tessera_proto::authority::node_client::NodeClient::new(upstream::channel(
         address, bootstrap,
     ));
     let (key, csr) = key_and_csr()?;
-    let payload = evidence
-        .evidence()
-        .await
-        .map_err(|e| NodeError::Invalid(e.to_string()))?;
+    // The TPM or the event log failing now may pass: this host's trouble, not a refusal.
+    let local = |e: tessera_attestors::node::EvidenceError| {
+        AuthorityError::RetryLater(format!("node evidence: {e}"))
+    };
+    let payload = evidence.evidence().await.map_err(local)?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let begin = pb::AttestBegin {
         method: evidence.method().to_string(),
@@ -167,7 +142,7 @@ async fn attest_exchange(
         step: Some(pb::attest_request::Step::Begin(begin)),
     })
     .await
-    .map_err(|_| NodeError::Unavailable("attestation stream closed".into()))?;
+    .map_err(|_| AuthorityError::RetryLater("attestation stream closed".into()))?;
     let mut responses = client
         .attest(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
@@ -176,27 +151,24 @@ async fn attest_exchange(
     while let Some(msg) = responses.next().await {
         match msg.map_err(|s| rpc_error(metrics, "Attest", s))?.step {
             Some(pb::attest_response::Step::Challenge(c)) => {
-                let answer = evidence
-                    .respond(&c)
-                    .await
-                    .map_err(|e| NodeError::Invalid(e.to_string()))?;
+                let answer = evidence.respond(&c).await.map_err(local)?;
                 tx.send(pb::AttestRequest {
                     step: Some(pb::attest_request::Step::ChallengeResponse(answer)),
                 })
                 .await
-                .map_err(|_| NodeError::Unavailable("attestation stream closed".into()))?;
+                .map_err(|_| AuthorityError::RetryLater("attestation stream closed".into()))?;
             }
             Some(pb::attest_response::Step::Result(r)) => {
                 let bundle = r.bundle.ok_or_else(|| {
-                    NodeError::Invalid("attestation result without a bundle".into())
+                    AuthorityError::InvalidResponse("attestation result without a bundle".into())
                 })?;
                 let roots = x509::split_der_chain(&bundle.x509_authorities)
-                    .map_err(|e| NodeError::Invalid(format!("bundle: {e}")))?;
+                    .map_err(|e| AuthorityError::InvalidResponse(format!("bundle: {e}")))?;
                 // With a configured bundle the first TLS handshake already proved
                 // the authority; the bundle it returns must contain what we trusted.
                 if let Some(known) = known_roots {
                     if !known.iter().any(|k| roots.contains(k)) {
-                        return Err(NodeError::Invalid(
+                        return Err(AuthorityError::InvalidResponse(
                             "authority's bundle does not contain the configured trust bundle"
                                 .into(),
                         ));
@@ -204,7 +176,7 @@ async fn attest_exchange(
                 }
                 let (chain, id, nb, na) = check_chain(&r.svid_chain, &key, &roots, td)?;
                 if id.as_str() != r.agent_id {
-                    return Err(NodeError::Invalid(format!(
+                    return Err(AuthorityError::InvalidResponse(format!(
                         "SVID names {id}, result names {}",
                         r.agent_id
                     )));
@@ -221,7 +193,7 @@ async fn attest_exchange(
             None => {}
         }
     }
-    Err(NodeError::Unavailable(
+    Err(AuthorityError::RetryLater(
         "attestation stream ended without a result".into(),
     ))
 }
@@ -230,11 +202,12 @@ async fn attest_exchange(
 pub fn identity_client_config(
     td: &TrustDomain,
     svid: &AgentSvid,
-) -> Result<rustls::ClientConfig, NodeError> {
+) -> Result<rustls::ClientConfig, AuthorityError> {
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(svid.key_pkcs8.clone().into());
-    let id = upstream::authority_id(td).map_err(NodeError::Invalid)?;
+    let unusable = |e: String| AuthorityError::InvalidResponse(format!("agent SVID: {e}"));
+    let id = upstream::authority_id(td).map_err(unusable)?;
     tls::client_config(&svid.bundle_roots, id, Some((svid.chain.clone(), key)))
-        .map_err(|e| NodeError::Invalid(e.to_string()))
+        .map_err(|e| unusable(e.to_string()))
 }
 
 /// Renews the agent SVID over mTLS with the current one.
@@ -243,8 +216,8 @@ pub async fn renew(
     td: &TrustDomain,
     current: &AgentSvid,
     metrics: &Metrics,
-) -> Result<AgentSvid, NodeError> {
-    let mut client = upstream::mtls_client(address, td, current).map_err(NodeError::Unavailable)?;
+) -> Result<AgentSvid, AuthorityError> {
+    let mut client = upstream::mtls_client(address, td, current)?;
     let (key, csr) = key_and_csr()?;
     let resp = client
         .renew_agent(pb::RenewAgentRequest { csr })
@@ -253,12 +226,12 @@ pub async fn renew(
         .into_inner();
     let roots = match resp.bundle {
         Some(b) => x509::split_der_chain(&b.x509_authorities)
-            .map_err(|e| NodeError::Invalid(format!("bundle: {e}")))?,
+            .map_err(|e| AuthorityError::InvalidResponse(format!("bundle: {e}")))?,
         None => current.bundle_roots.clone(),
     };
     let (chain, id, nb, na) = check_chain(&resp.svid_chain, &key, &roots, td)?;
     if id != current.id {
-        return Err(NodeError::Invalid(format!(
+        return Err(AuthorityError::InvalidResponse(format!(
             "renewed SVID names {id}, expected {}",
             current.id
         )));
@@ -403,5 +376,6 @@ impl AgentSvid {
 }
 
 #[cfg(test)]
-#[path = "node_store_tests.rs"]
 mod store_tests;
+#[cfg(test)]
+mod tests;

@@ -5,9 +5,9 @@ use crate::cache::manager::{Manager, SystemClock};
 use crate::cache::rotation::{backoff, random_jitter, rotate_at};
 use crate::config::{Config, NodeAttestation, Trust};
 use crate::metrics::{timed_evidence, Metrics};
-use crate::node::{self, AgentSvid, NodeError};
+use crate::node::{self, AgentSvid};
 use crate::ops;
-use crate::upstream::{authority_id, mtls_client, GrpcUpstream};
+use crate::upstream::{authority_id, mtls_client, AuthorityError, GrpcUpstream};
 use crate::workload_api::{self, WorkloadApi};
 use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
@@ -59,7 +59,7 @@ fn evidence(cfg: &Config) -> Result<Box<dyn NodeEvidence>, BoxError> {
     })
 }
 
-/// Attests until it succeeds or the authority refuses the evidence.
+/// Attests until it succeeds or the authority refuses the agent or its evidence.
 async fn attest(
     cfg: &Config,
     boot: &Bootstrap,
@@ -83,7 +83,9 @@ async fn attest(
                 tracing::info!(agent_id = %svid.id, not_after = svid.not_after, "node attested");
                 return Ok(svid);
             }
-            Err(NodeError::Unavailable(e)) => {
+            // A TPM hiccup, an RNG failure, an unreachable or confused authority:
+            // try again; only a refusal ends the agent (retrying cannot help).
+            Err(e) if e.is_transient() => {
                 let wait = backoff(attempt, MAX_RETRY);
                 tracing::warn!(error = %e, retry_in = ?wait, "node attestation failed");
                 tokio::time::sleep(wait).await;
@@ -282,7 +284,9 @@ async fn keep_agent_svid(
                         )
                         .await
                     }
-                    Err(e) => Err(NodeError::Invalid(e.to_string())),
+                    Err(e) => Err(AuthorityError::RetryLater(format!(
+                        "TLS to the authority: {e}"
+                    ))),
                 }
             } else if evidence.reattest_on_renewal() {
                 // Continuous verification: the node proves itself again, over mTLS.

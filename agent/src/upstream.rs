@@ -1,5 +1,5 @@
 //! Connections to the authority, and the small `Upstream` trait the SVID
-//! manager signs through (tests drive the manager with a fake).
+//! manager and the Workload API call it through (tests drive them with a fake).
 
 use crate::metrics::Metrics;
 use crate::node::AgentSvid;
@@ -11,6 +11,9 @@ use tessera_common::SpiffeId;
 use tessera_proto::authority as pb;
 use tessera_proto::authority::node_client::NodeClient;
 use tonic::transport::{Channel, Endpoint};
+
+mod error;
+pub use error::AuthorityError;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,8 +56,8 @@ pub fn mtls_client(
     address: &str,
     td: &tessera_common::TrustDomain,
     svid: &AgentSvid,
-) -> Result<NodeClient<Channel>, String> {
-    let cfg = crate::node::identity_client_config(td, svid).map_err(|e| e.to_string())?;
+) -> Result<NodeClient<Channel>, AuthorityError> {
+    let cfg = crate::node::identity_client_config(td, svid)?;
     Ok(NodeClient::new(channel(address, cfg)))
 }
 
@@ -70,21 +73,23 @@ pub fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-/// What the SVID manager needs from the authority.
+/// What the SVID manager and the Workload API need from the authority. Every
+/// failure is an [`AuthorityError`] saying what to do about it.
 #[tonic::async_trait]
 pub trait Upstream: Send + Sync + 'static {
-    async fn sync_entries(&self) -> Result<pb::SyncEntriesResponse, tonic::Status>;
+    async fn sync_entries(&self) -> Result<pb::SyncEntriesResponse, AuthorityError>;
+    /// One outcome per request, in request order: a refused entry fails alone.
     async fn batch_sign_x509(
         &self,
         reqs: Vec<pb::X509SignRequest>,
-    ) -> Result<Vec<pb::X509Svid>, tonic::Status>;
+    ) -> Result<Vec<Result<pb::X509Svid, AuthorityError>>, AuthorityError>;
     /// `spiffe_id`: the expansion of a templated entry; empty for the entry's own ID.
     async fn sign_jwt(
         &self,
         entry_id: &str,
         spiffe_id: &str,
         audience: &[String],
-    ) -> Result<pb::SignJwtResponse, tonic::Status>;
+    ) -> Result<pb::SignJwtResponse, AuthorityError>;
 }
 
 /// The real upstream: the current mTLS client, replaced when the agent SVID rotates.
@@ -106,43 +111,49 @@ impl GrpcUpstream {
         self
     }
 
-    /// Counts a failed RPC by its method and code.
-    fn count<T>(
+    /// Counts a failed RPC by its method and code, then reads it.
+    fn read<T>(
         &self,
         method: &'static str,
-        r: Result<T, tonic::Status>,
-    ) -> Result<T, tonic::Status> {
-        if let (Err(st), Some(m)) = (&r, &self.metrics) {
-            m.authority_error(method, st.code());
+        r: Result<tonic::Response<T>, tonic::Status>,
+    ) -> Result<T, AuthorityError> {
+        match r {
+            Ok(resp) => Ok(resp.into_inner()),
+            Err(st) => {
+                if let Some(m) = &self.metrics {
+                    m.authority_error(method, st.code());
+                }
+                Err(st.into())
+            }
         }
-        r
     }
 
-    fn client(&self) -> Result<NodeClient<Channel>, tonic::Status> {
+    fn client(&self) -> Result<NodeClient<Channel>, AuthorityError> {
         self.client
             .borrow()
             .clone()
-            .ok_or_else(|| tonic::Status::unavailable("not attested to the authority yet"))
+            .ok_or_else(|| AuthorityError::RetryLater("not attested to the authority yet".into()))
     }
 }
 
 #[tonic::async_trait]
 impl Upstream for GrpcUpstream {
-    async fn sync_entries(&self) -> Result<pb::SyncEntriesResponse, tonic::Status> {
+    async fn sync_entries(&self) -> Result<pb::SyncEntriesResponse, AuthorityError> {
         let mut client = self.client()?;
         let r = client.sync_entries(pb::SyncEntriesRequest {}).await;
-        Ok(self.count("SyncEntries", r)?.into_inner())
+        self.read("SyncEntries", r)
     }
 
     async fn batch_sign_x509(
         &self,
         requests: Vec<pb::X509SignRequest>,
-    ) -> Result<Vec<pb::X509Svid>, tonic::Status> {
+    ) -> Result<Vec<Result<pb::X509Svid, AuthorityError>>, AuthorityError> {
         let mut client = self.client()?;
+        let n = requests.len();
         let r = client
             .batch_sign_x509(pb::BatchSignX509Request { requests })
             .await;
-        Ok(self.count("BatchSignX509", r)?.into_inner().svids)
+        error::x509_results(n, self.read("BatchSignX509", r)?)
     }
 
     async fn sign_jwt(
@@ -150,7 +161,7 @@ impl Upstream for GrpcUpstream {
         entry_id: &str,
         spiffe_id: &str,
         audience: &[String],
-    ) -> Result<pb::SignJwtResponse, tonic::Status> {
+    ) -> Result<pb::SignJwtResponse, AuthorityError> {
         let req = pb::SignJwtRequest {
             entry_id: entry_id.to_string(),
             audience: audience.to_vec(),
@@ -158,6 +169,6 @@ impl Upstream for GrpcUpstream {
         };
         let mut client = self.client()?;
         let r = client.sign_jwt(req).await;
-        Ok(self.count("SignJwt", r)?.into_inner())
+        error::jwt_result(self.read("SignJwt", r)?)
     }
 }

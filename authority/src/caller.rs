@@ -76,4 +76,4 @@ impl Authority {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

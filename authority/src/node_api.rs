@@ -25,6 +25,8 @@ const MAX_AUDIENCES: usize = 32;
 
 pub struct NodeApi(pub Arc<Authority>);
 
+mod per_entry;
+
 type AttestStream = Pin<Box<dyn Stream<Item = Result<pb::AttestResponse, Status>> + Send>>;
 
 struct StreamChallenger<'a> {
@@ -303,52 +305,14 @@ impl Node for NodeApi {
             );
         }
         let entries = a.authorized_entries(&agent).await?;
-        let now = unix_now();
-        let mut svids = Vec::with_capacity(requests.len());
-        let mut audit = Vec::with_capacity(requests.len());
-        for r in requests {
-            let entry = entries.iter().find(|e| e.id == r.entry_id).ok_or_else(|| {
-                ApiError::PermissionDenied(format!(
-                    "entry {:?} is not authorized for {}",
-                    r.entry_id, agent.id
-                ))
-            })?;
-            let signed = a.signed_id(&agent.id, entry, &r.spiffe_id, now)?;
-            let id = &signed.id;
-            let ttl = entry
-                .x509_ttl
-                .filter(|t| *t > 0)
-                .map(|t| Duration::from_secs(t as u64))
-                .unwrap_or(a.config.default_x509_ttl);
-            let chain =
-                a.ca.sign_svid(&r.csr, id, &entry.dns_names, ttl, now)
-                    .map_err(ApiError::from)?;
-            let (serial, expires_at) = leaf_facts(&chain)?;
-            audit.push(AuditEvent {
-                time: now,
-                kind: "x509_svid".into(),
-                agent_id: agent.id.clone(),
-                node_selectors: agent.selectors.clone(),
-                entry_id: entry.id.clone(),
-                spiffe_id: id.to_string(),
-                serial,
-                expires_at,
-                detail: template_detail(&signed),
-                ..Default::default()
-            });
-            svids.push(pb::X509Svid {
-                entry_id: entry.id.clone(),
-                svid_chain: x509::join_der(&chain),
-                expires_at,
-            });
-        }
+        let (results, audit) = per_entry::sign_x509_each(a, &agent, &entries, requests, unix_now());
         // Nothing is handed out that is not in the audit trail.
         a.datastore
             .record_audit(&audit)
             .await
             .map_err(ApiError::from)?;
-        a.metrics.x509_signed("workload", svids.len() as u64);
-        Ok(Response::new(pb::BatchSignX509Response { svids }))
+        a.metrics.x509_signed("workload", audit.len() as u64);
+        Ok(Response::new(pb::BatchSignX509Response { results }))
     }
 
     async fn sign_jwt(
@@ -377,46 +341,24 @@ impl Node for NodeApi {
             );
         }
         let entries = a.authorized_entries(&agent).await?;
-        let entry = entries.iter().find(|e| e.id == r.entry_id).ok_or_else(|| {
-            ApiError::PermissionDenied(format!(
-                "entry {:?} is not authorized for {}",
-                r.entry_id, agent.id
-            ))
-        })?;
-        let now = unix_now();
-        let signed = a.signed_id(&agent.id, entry, &r.spiffe_id, now)?;
-        let id = &signed.id;
-        let ttl = entry
-            .jwt_ttl
-            .filter(|t| *t > 0)
-            .unwrap_or(a.config.default_jwt_ttl.as_secs() as i64);
-        let exp = (now + ttl).min(a.ca.not_after());
-        let jwt = a
-            .jwt
-            .sign(id, &r.audience, now, exp)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let audit = AuditEvent {
-            time: now,
-            kind: "jwt_svid".into(),
-            agent_id: agent.id.clone(),
-            node_selectors: agent.selectors.clone(),
-            entry_id: entry.id.clone(),
-            spiffe_id: id.to_string(),
-            serial: jwt.jti.clone(),
-            expires_at: jwt.expires_at,
-            audience: r.audience.clone(),
-            detail: template_detail(&signed),
-            ..Default::default()
+        let resp = match per_entry::sign_jwt(a, &agent, &entries, r, unix_now()) {
+            Ok((resp, audit)) => {
+                a.datastore
+                    .record_audit(&[audit])
+                    .await
+                    .map_err(ApiError::from)?;
+                a.metrics.jwt_signed();
+                resp
+            }
+            Err(e) => {
+                tracing::info!(agent_id = %agent.id, entry_id = %r.entry_id, error = %e, "JWT-SVID refused for one entry");
+                pb::SignJwtResponse {
+                    status: Some(per_entry::item_status(Err(e))),
+                    ..Default::default()
+                }
+            }
         };
-        a.datastore
-            .record_audit(&[audit])
-            .await
-            .map_err(ApiError::from)?;
-        a.metrics.jwt_signed();
-        Ok(Response::new(pb::SignJwtResponse {
-            token: jwt.token,
-            expires_at: jwt.expires_at,
-        }))
+        Ok(Response::new(resp))
     }
 
     async fn get_bundle(

@@ -2,7 +2,7 @@
 //! half their lifetime; a cached token still valid is served when the
 //! authority is slow or down.
 
-use crate::upstream::Upstream;
+use crate::upstream::{AuthorityError, Upstream};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -35,7 +35,7 @@ impl JwtCache {
         spiffe_id: &str,
         audience: &[String],
         now: i64,
-    ) -> Result<String, tonic::Status> {
+    ) -> Result<String, AuthorityError> {
         let mut aud = audience.to_vec();
         aud.sort();
         aud.dedup();
@@ -66,10 +66,20 @@ impl JwtCache {
                 );
                 Ok(r.token)
             }
-            (_, Some(c)) if c.expires > now + 1 => Ok(c.token),
-            (Ok(Err(s)), _) => Err(s),
-            (Err(_), _) => Err(tonic::Status::unavailable(
-                "authority did not answer in time",
+            // A cached token stands in only while the authority cannot answer:
+            // a refusal is final.
+            (Ok(Err(e)), Some(c)) if e.is_transient() && c.expires > now + 1 => Ok(c.token),
+            (Err(_), Some(c)) if c.expires > now + 1 => Ok(c.token),
+            (Ok(Err(e)), _) => {
+                if !e.is_transient() {
+                    if let Ok(mut m) = self.map.lock() {
+                        m.remove(&key);
+                    }
+                }
+                Err(e)
+            }
+            (Err(_), _) => Err(AuthorityError::RetryLater(
+                "the authority did not answer in time".into(),
             )),
         }
     }

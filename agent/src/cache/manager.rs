@@ -6,13 +6,13 @@ use super::templates::{Demands, TemplateLimits, Templates};
 use super::{same_arcs, Bundle, CachedSvid, Snapshot, State};
 use crate::metrics::Metrics;
 use crate::node::key_and_csr;
-use crate::upstream::Upstream;
+use crate::upstream::{AuthorityError, Upstream};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_common::spiffe_template::is_template;
-use tessera_common::{x509, SpiffeId};
+use tessera_common::SpiffeId;
 use tessera_proto::authority as pb;
 use tokio::sync::watch;
 
@@ -41,24 +41,6 @@ impl Clock for SystemClock {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SyncError {
-    #[error("authority refused this agent: {0}")]
-    Refused(String),
-    #[error("authority unavailable: {0}")]
-    Unavailable(String),
-}
-
-fn classify(s: tonic::Status) -> SyncError {
-    match s.code() {
-        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
-            SyncError::Refused(s.message().to_string())
-        }
-        _ => SyncError::Unavailable(format!("{:?}: {}", s.code(), s.message())),
     }
 }
 
@@ -122,13 +104,14 @@ impl Manager {
     }
 
     /// One round: sync, sign what is due, publish. The snapshot is published
-    /// even when the round fails, so expired SVIDs are never served.
-    pub async fn step(&mut self) -> Result<(), SyncError> {
+    /// even when the round fails, so expired SVIDs are never served. Only a
+    /// refusal of the agent itself drops every identity.
+    pub async fn step(&mut self) -> Result<(), AuthorityError> {
         let result = self.sync_and_sign().await;
         if let Some(m) = &self.metrics {
             m.entry_sync(result.is_ok());
         }
-        if let Err(SyncError::Refused(_)) = &result {
+        if let Err(AuthorityError::AgentRefused(_)) = &result {
             self.state = State::Refused;
             self.entries.clear();
             self.svids.clear();
@@ -138,8 +121,8 @@ impl Manager {
         result
     }
 
-    async fn sync_and_sign(&mut self) -> Result<(), SyncError> {
-        let resp = self.upstream.sync_entries().await.map_err(classify)?;
+    async fn sync_and_sign(&mut self) -> Result<(), AuthorityError> {
+        let resp = self.upstream.sync_entries().await?;
         if let Some(b) = resp.bundle {
             let bundle = Bundle {
                 trust_domain: format!("spiffe://{}", b.trust_domain),
@@ -190,14 +173,13 @@ impl Manager {
             .collect()
     }
 
-    async fn sign(&mut self, due: Vec<Job>) -> Result<(), SyncError> {
+    async fn sign(&mut self, due: Vec<Job>) -> Result<(), AuthorityError> {
         for chunk in due.chunks(BATCH) {
             let mut keys = Vec::with_capacity(chunk.len());
             let mut reqs = Vec::with_capacity(chunk.len());
             for j in chunk {
-                let (key, csr) =
-                    key_and_csr().map_err(|e| SyncError::Unavailable(e.to_string()))?;
-                keys.push(Some(key));
+                let (key, csr) = key_and_csr()?;
+                keys.push(key);
                 reqs.push(pb::X509SignRequest {
                     entry_id: j.entry.id.clone(),
                     csr,
@@ -208,54 +190,65 @@ impl Manager {
                         .unwrap_or_default(),
                 });
             }
-            let signed = self
-                .upstream
-                .batch_sign_x509(reqs)
-                .await
-                .map_err(classify)?;
-            for s in signed {
-                // Expansions of one entry share its id: the leaf's SPIFFE ID tells them apart.
-                let leaf_id = x509::split_der_chain(&s.svid_chain)
-                    .ok()
-                    .and_then(|c| x509::spiffe_id_of(c.first()?).ok());
-                let slot = chunk.iter().position(|j| {
-                    j.entry.id == s.entry_id
-                        && j.expansion
-                            .as_ref()
-                            .is_none_or(|x| Some(x) == leaf_id.as_ref())
-                });
-                let Some((job, key)) = slot.and_then(|i| Some((&chunk[i], keys[i].take()?))) else {
-                    tracing::warn!(entry_id = %s.entry_id, "authority signed an SVID that was not asked for");
-                    continue;
-                };
-                let template = self.templates.template_of(&job.entry.id).cloned();
-                let want = job.expansion.clone();
-                match cached_svid(
-                    &job.entry,
-                    want,
-                    template,
-                    &s.svid_chain,
-                    key.serialize_der(),
-                    self.clock.now(),
-                ) {
-                    Ok(svid) => {
-                        tracing::info!(spiffe_id = %svid.spiffe_id, entry_id = %job.entry.id, not_after = svid.not_after, "X509-SVID updated");
-                        let replaced = if svid.template.is_some() {
-                            self.templates.insert(svid)
-                        } else {
-                            self.svids.insert(job.entry.id.clone(), Arc::new(svid))
-                        };
-                        if let (Some(m), Some(_)) = (&self.metrics, replaced) {
-                            m.svid_rotated();
-                        }
-                    }
+            // One outcome per job, in order (checked by the upstream).
+            let outcomes = self.upstream.batch_sign_x509(reqs).await?;
+            for ((job, key), outcome) in chunk.iter().zip(keys).zip(outcomes) {
+                match outcome {
+                    Ok(s) => self.store(job, &s, key.serialize_der()),
+                    Err(AuthorityError::EntryRefused(why)) => self.drop_refused(job, &why),
                     Err(e) => {
-                        tracing::error!(entry_id = %job.entry.id, error = %e, "authority returned an unusable SVID")
+                        tracing::warn!(entry_id = %job.entry.id, error = %e, "X509-SVID not signed this round; keeping the current one")
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Caches a signed SVID once it is checked against what was asked.
+    fn store(&mut self, job: &Job, s: &pb::X509Svid, key: Vec<u8>) {
+        let template = self.templates.template_of(&job.entry.id).cloned();
+        let checked = if s.entry_id == job.entry.id {
+            let now = self.clock.now();
+            cached_svid(
+                &job.entry,
+                job.expansion.clone(),
+                template,
+                &s.svid_chain,
+                key,
+                now,
+            )
+        } else {
+            Err(format!("answer for entry {:?} in its place", s.entry_id))
+        };
+        match checked {
+            Ok(svid) => {
+                tracing::info!(spiffe_id = %svid.spiffe_id, entry_id = %job.entry.id, not_after = svid.not_after, "X509-SVID updated");
+                let replaced = if svid.template.is_some() {
+                    self.templates.insert(svid)
+                } else {
+                    self.svids.insert(job.entry.id.clone(), Arc::new(svid))
+                };
+                if let (Some(m), Some(_)) = (&self.metrics, replaced) {
+                    m.svid_rotated();
+                }
+            }
+            Err(e) => {
+                tracing::error!(entry_id = %job.entry.id, error = %e, "authority returned an unusable SVID")
+            }
+        }
+    }
+
+    /// The authority no longer signs for this entry (deleted or no longer
+    /// authorised since the last sync): its SVID goes, every other stays.
+    fn drop_refused(&mut self, job: &Job, why: &str) {
+        tracing::warn!(entry_id = %job.entry.id, spiffe_id = %job.entry.spiffe_id, reason = %why, "authority refused one entry; dropping its SVID");
+        match &job.expansion {
+            Some(id) => self.templates.remove(&job.entry.id, id),
+            None => {
+                self.svids.remove(&job.entry.id);
+            }
+        }
     }
 
     fn publish(&self) {

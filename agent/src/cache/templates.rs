@@ -291,6 +291,11 @@ impl Templates {
         self.svids.insert(key, Arc::new(svid))
     }
 
+    /// Forgets one expansion's SVID (the authority refused it).
+    pub fn remove(&mut self, entry_id: &str, id: &SpiffeId) {
+        self.svids.remove(&(entry_id.to_string(), id.clone()));
+    }
+
     pub fn template_of(&self, entry_id: &str) -> Option<&SpiffeTemplate> {
         self.entries
             .iter()

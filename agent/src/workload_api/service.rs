@@ -373,9 +373,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
                     unix_now(),
                 )
                 .await
-                .inspect_err(|st| {
-                    let e = WorkloadError::Upstream(st.message().to_string());
+                .map_err(|e| {
+                    let e = WorkloadError::from_authority(e, &s.spiffe_id);
                     caller.denied("JWT-SVID", s.spiffe_id.as_str(), &e);
+                    e
                 })?;
             tracing::info!(
                 pid = caller.pid,

@@ -20,18 +20,18 @@ use tessera_common::SpiffeId;
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::server::Connected;
 
-const AGENT: &str = "spiffe://example.org/tessera/agent/join_token/t1";
-const HOUR: Duration = Duration::from_secs(3600);
+pub(crate) const AGENT: &str = "spiffe://example.org/tessera/agent/join_token/t1";
+pub(crate) const HOUR: Duration = Duration::from_secs(3600);
 
-type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+pub(crate) type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
-struct Fixture {
+pub(crate) struct Fixture {
     _dir: tempfile::TempDir,
-    authority: Authority,
+    pub(crate) authority: Arc<Authority>,
     server_tls: Arc<rustls::ServerConfig>,
 }
 
-async fn fixture() -> Fixture {
+pub(crate) async fn fixture() -> Fixture {
     tessera_common::tls::install_default_provider();
     let dir = tempfile::tempdir().unwrap();
     let config = Config::parse(&format!(
@@ -67,14 +67,14 @@ async fn fixture() -> Fixture {
     };
     Fixture {
         _dir: dir,
-        authority,
+        authority: Arc::new(authority),
         server_tls,
     }
 }
 
 impl Fixture {
     /// An SVID for `id` signed by the authority's CA, as attestation or renewal issues it.
-    fn svid(&self, id: &str, ttl: Duration) -> Identity {
+    pub(crate) fn svid(&self, id: &str, ttl: Duration) -> Identity {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let csr = rcgen::CertificateParams::default()
             .serialize_request(&key)
@@ -90,7 +90,7 @@ impl Fixture {
     }
 
     /// Records `id` as attested with `svid` (a fresh attestation: no earlier SVID accepted).
-    async fn attest(&self, id: &str, svid: &Identity) {
+    pub(crate) async fn attest(&self, id: &str, svid: &Identity) {
         let agent = AgentRecord {
             id: id.into(),
             method: "join_token".into(),
@@ -122,7 +122,7 @@ impl Fixture {
     }
 
     /// A node-API request on a TLS connection whose client presented `identity`.
-    async fn request(&self, identity: Option<Identity>) -> tonic::Request<()> {
+    pub(crate) async fn request(&self, identity: Option<Identity>) -> tonic::Request<()> {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(self.server_tls.clone());
@@ -155,7 +155,7 @@ impl Fixture {
     }
 }
 
-fn copy(svid: &Identity) -> Identity {
+pub(crate) fn copy(svid: &Identity) -> Identity {
     (svid.0.clone(), svid.1.clone_key())
 }
 

@@ -23,16 +23,18 @@ struct FakeAuthority {
     issuer: Issuer<'static, KeyPair>,
     entries: Mutex<Vec<pb::Entry>>,
     fail: Mutex<Option<tonic::Code>>,
-    fail_sign: Mutex<bool>,
+    fail_sign: Mutex<Option<tonic::Code>>,
+    /// Entries deleted after the agent's sync: signing refuses each alone.
+    deleted: Mutex<Vec<String>>,
     signed: AtomicUsize,
     ttl: i64,
 }
 
 #[tonic::async_trait]
 impl Upstream for FakeAuthority {
-    async fn sync_entries(&self) -> Result<pb::SyncEntriesResponse, tonic::Status> {
+    async fn sync_entries(&self) -> Result<pb::SyncEntriesResponse, AuthorityError> {
         if let Some(code) = *self.fail.lock().unwrap() {
-            return Err(tonic::Status::new(code, "fake failure"));
+            return Err(tonic::Status::new(code, "fake failure").into());
         }
         let bundle = pb::Bundle {
             trust_domain: "td".into(),
@@ -49,15 +51,22 @@ impl Upstream for FakeAuthority {
     async fn batch_sign_x509(
         &self,
         reqs: Vec<pb::X509SignRequest>,
-    ) -> Result<Vec<pb::X509Svid>, tonic::Status> {
-        if *self.fail_sign.lock().unwrap() {
-            return Err(tonic::Status::unavailable("fake signing failure"));
+    ) -> Result<Vec<Result<pb::X509Svid, AuthorityError>>, AuthorityError> {
+        if let Some(code) = *self.fail_sign.lock().unwrap() {
+            return Err(tonic::Status::new(code, "fake signing failure").into());
         }
         let entries = self.entries.lock().unwrap().clone();
+        let deleted = self.deleted.lock().unwrap().clone();
         let now = self.clock.now();
         Ok(reqs
             .into_iter()
             .map(|r| {
+                if deleted.contains(&r.entry_id) {
+                    return Err(AuthorityError::EntryRefused(format!(
+                        "{} deleted",
+                        r.entry_id
+                    )));
+                }
                 let e = entries.iter().find(|e| e.id == r.entry_id).unwrap();
                 let csr = CertificateSigningRequestParams::from_der(&r.csr.into()).unwrap();
                 let mut p = CertificateParams::default();
@@ -73,11 +82,11 @@ impl Upstream for FakeAuthority {
                 p.not_after = time::OffsetDateTime::from_unix_timestamp(now + self.ttl).unwrap();
                 let cert = p.signed_by(&csr.public_key, &self.issuer).unwrap();
                 self.signed.fetch_add(1, Ordering::SeqCst);
-                pb::X509Svid {
+                Ok(pb::X509Svid {
                     entry_id: e.id.clone(),
                     svid_chain: cert.der().to_vec(),
                     expires_at: now + self.ttl,
-                }
+                })
             })
             .collect())
     }
@@ -87,8 +96,8 @@ impl Upstream for FakeAuthority {
         _: &str,
         _: &str,
         _: &[String],
-    ) -> Result<pb::SignJwtResponse, tonic::Status> {
-        Err(tonic::Status::unimplemented("not in these tests"))
+    ) -> Result<pb::SignJwtResponse, AuthorityError> {
+        Err(AuthorityError::RequestRefused("not in these tests".into()))
     }
 }
 
@@ -124,7 +133,8 @@ fn setup(
         issuer,
         entries: Mutex::new(entries),
         fail: Mutex::new(None),
-        fail_sign: Mutex::new(false),
+        fail_sign: Mutex::new(None),
+        deleted: Mutex::new(Vec::new()),
         signed: AtomicUsize::new(0),
         ttl: 1000,
     });
@@ -207,7 +217,7 @@ async fn authority_down_keeps_serving_until_expiry() {
     m.step().await.unwrap();
     *fake.fail.lock().unwrap() = Some(tonic::Code::Unavailable);
     clock.0.fetch_add(900, Ordering::SeqCst);
-    assert!(matches!(m.step().await, Err(SyncError::Unavailable(_))));
+    assert!(matches!(m.step().await, Err(AuthorityError::RetryLater(_))));
     assert_eq!(rx.borrow().svids.len(), 1, "still valid: still served");
     clock.0.fetch_add(100, Ordering::SeqCst);
     assert!(m.step().await.is_err());
@@ -230,10 +240,64 @@ async fn refusal_drops_every_identity() {
     let (mut m, rx, fake, _) = setup(vec![entry("1", "spiffe://td/a", 1)]);
     m.step().await.unwrap();
     *fake.fail.lock().unwrap() = Some(tonic::Code::PermissionDenied);
-    assert!(matches!(m.step().await, Err(SyncError::Refused(_))));
+    assert!(matches!(
+        m.step().await,
+        Err(AuthorityError::AgentRefused(_))
+    ));
     let snap = rx.borrow().clone();
     assert_eq!(snap.state, State::Refused);
     assert!(snap.svids.is_empty());
+}
+
+/// The race of issue 11: entries deleted between the sync and the signing
+/// request fail alone; every other SVID is rotated and kept.
+#[tokio::test]
+async fn an_entry_refused_at_signing_drops_only_its_svid() {
+    let entries: Vec<_> = (0..5)
+        .map(|i| entry(&i.to_string(), &format!("spiffe://td/w{i}"), 1))
+        .collect();
+    let (mut m, rx, fake, clock) = setup(entries);
+    m.step().await.unwrap();
+    assert_eq!(rx.borrow().svids.len(), 5);
+    // All due; two are deleted after the sync answered.
+    clock.0.fetch_add(700, Ordering::SeqCst);
+    *fake.deleted.lock().unwrap() = vec!["1".into(), "3".into()];
+    m.step()
+        .await
+        .expect("one refused entry is not a failed round");
+    let snap = rx.borrow().clone();
+    assert_eq!(snap.state, State::Ready);
+    let ids: Vec<_> = snap.svids.iter().map(|s| s.entry_id.as_str()).collect();
+    assert_eq!(ids, vec!["0", "2", "4"]);
+    assert!(
+        snap.svids.iter().all(|s| s.rotate_at > clock.now()),
+        "the rest rotated"
+    );
+}
+
+#[tokio::test]
+async fn a_transient_failure_for_one_entry_keeps_its_svid() {
+    let (mut m, rx, fake, clock) = setup(vec![entry("1", "spiffe://td/a", 1)]);
+    m.step().await.unwrap();
+    clock.0.fetch_add(700, Ordering::SeqCst);
+    *fake.fail_sign.lock().unwrap() = Some(tonic::Code::ResourceExhausted);
+    assert!(matches!(m.step().await, Err(AuthorityError::RetryLater(_))));
+    assert_eq!(rx.borrow().state, State::Ready);
+    assert_eq!(rx.borrow().svids.len(), 1, "still valid: still served");
+}
+
+#[tokio::test]
+async fn a_refused_signing_call_drops_every_identity() {
+    let (mut m, rx, fake, clock) = setup(vec![entry("1", "spiffe://td/a", 1)]);
+    m.step().await.unwrap();
+    clock.0.fetch_add(700, Ordering::SeqCst);
+    *fake.fail_sign.lock().unwrap() = Some(tonic::Code::PermissionDenied);
+    assert!(matches!(
+        m.step().await,
+        Err(AuthorityError::AgentRefused(_))
+    ));
+    assert_eq!(rx.borrow().state, State::Refused);
+    assert!(rx.borrow().svids.is_empty());
 }
 
 #[tokio::test]

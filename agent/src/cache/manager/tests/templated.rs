@@ -118,7 +118,7 @@ async fn idle_expansions_are_evicted_unless_held_and_held_ones_rotate() {
 async fn failed_signing_answers_the_caller() {
     let (mut m, rx, fake, _) = setup(vec![templated("t", "spiffe://td/svc/{systemd:unit}")]);
     m.step().await.unwrap();
-    *fake.fail_sign.lock().unwrap() = true;
+    *fake.fail_sign.lock().unwrap() = Some(tonic::Code::Unavailable);
     let got = ensure_all(&mut m, &rx, &[caller("a.service")]).await;
     assert!(got[0].is_err(), "{got:?}");
     assert!(ids(&rx, &caller("a.service")).is_empty());
