@@ -85,12 +85,17 @@ pub trait Upstream: Send + Sync + 'static {
         spiffe_id: &str,
         audience: &[String],
     ) -> Result<pb::SignJwtResponse, tonic::Status>;
+    /// What is left of the authority's latest retry hint (it sheds load).
+    fn retry_hint(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// The real upstream: the current mTLS client, replaced when the agent SVID rotates.
 pub struct GrpcUpstream {
     client: tokio::sync::watch::Receiver<Option<NodeClient<Channel>>>,
     metrics: Option<Arc<Metrics>>,
+    pushback: crate::backoff::Pushback,
 }
 
 impl GrpcUpstream {
@@ -98,6 +103,7 @@ impl GrpcUpstream {
         Self {
             client,
             metrics: None,
+            pushback: Default::default(),
         }
     }
 
@@ -112,8 +118,11 @@ impl GrpcUpstream {
         method: &'static str,
         r: Result<T, tonic::Status>,
     ) -> Result<T, tonic::Status> {
-        if let (Err(st), Some(m)) = (&r, &self.metrics) {
-            m.authority_error(method, st.code());
+        if let Err(st) = &r {
+            self.pushback.note(st);
+            if let Some(m) = &self.metrics {
+                m.authority_error(method, st.code());
+            }
         }
         r
     }
@@ -159,5 +168,9 @@ impl Upstream for GrpcUpstream {
         let mut client = self.client()?;
         let r = client.sign_jwt(req).await;
         Ok(self.count("SignJwt", r)?.into_inner())
+    }
+
+    fn retry_hint(&self) -> Option<std::time::Duration> {
+        self.pushback.remaining()
     }
 }

@@ -10,6 +10,7 @@ mod agent;
 mod authority;
 mod cli;
 mod deployment;
+pub mod fleet;
 mod grpc;
 mod process;
 mod readiness;
