@@ -188,14 +188,6 @@ impl Deployment {
         }
         Ok(())
     }
-
-    pub fn authority_pid(&self) -> Result<u32> {
-        Ok(self
-            .authority
-            .as_ref()
-            .ok_or_else(|| anyhow!("the authority is not running"))?
-            .pid())
-    }
 }
 
 /// A process's resident set and its peak, in KiB, from /proc.
