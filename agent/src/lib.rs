@@ -1,5 +1,6 @@
 //! tessera-agent: node attestation, the SVID cache and the SPIFFE Workload API.
 
+pub mod backoff;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -90,12 +90,17 @@ pub trait Upstream: Send + Sync + 'static {
         spiffe_id: &str,
         audience: &[String],
     ) -> Result<pb::SignJwtResponse, AuthorityError>;
+    /// What is left of the authority's latest retry hint (it sheds load).
+    fn retry_hint(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// The real upstream: the current mTLS client, replaced when the agent SVID rotates.
 pub struct GrpcUpstream {
     client: tokio::sync::watch::Receiver<Option<NodeClient<Channel>>>,
     metrics: Option<Arc<Metrics>>,
+    pushback: crate::backoff::Pushback,
 }
 
 impl GrpcUpstream {
@@ -103,6 +108,7 @@ impl GrpcUpstream {
         Self {
             client,
             metrics: None,
+            pushback: Default::default(),
         }
     }
 
@@ -120,6 +126,7 @@ impl GrpcUpstream {
         match r {
             Ok(resp) => Ok(resp.into_inner()),
             Err(st) => {
+                self.pushback.note(&st);
                 if let Some(m) = &self.metrics {
                     m.authority_error(method, st.code());
                 }
@@ -170,5 +177,9 @@ impl Upstream for GrpcUpstream {
         let mut client = self.client()?;
         let r = client.sign_jwt(req).await;
         error::jwt_result(self.read("SignJwt", r)?)
+    }
+
+    fn retry_hint(&self) -> Option<std::time::Duration> {
+        self.pushback.remaining()
     }
 }

@@ -26,6 +26,8 @@ pub struct Authority {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Caps Attest exchanges in progress.
     pub attest_gate: crate::limits::gate::AttestGate,
+    /// JWT-SVID minting and its audit rows, per agent.
+    pub jwt_limits: crate::limits::jwt::JwtLimiter,
     /// Caps the distinct expansions of templated entries each agent gets.
     pub expansions: crate::template_sign::ExpansionLimit,
 }

@@ -21,6 +21,9 @@ pub enum ApiError {
     /// A limit on concurrent work or message size: retry later, or send less.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// Too much at once: retry after about this long (sent as a retry hint).
+    #[error("{0}")]
+    Overloaded(String, std::time::Duration),
     #[error("attestation: {0}")]
     Attest(#[from] AttestError),
     #[error("signing: {0}")]
@@ -33,15 +36,18 @@ pub enum ApiError {
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
+        if let ApiError::Overloaded(message, retry) = &e {
+            return crate::limits::shed::overloaded(message, *retry);
+        }
         let code = match &e {
             ApiError::InvalidArgument(_) => Code::InvalidArgument,
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::Unauthenticated(_) => Code::Unauthenticated,
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
-            ApiError::ResourceExhausted(_) | ApiError::Attest(AttestError::TooLarge(_)) => {
-                Code::ResourceExhausted
-            }
+            ApiError::ResourceExhausted(_)
+            | ApiError::Overloaded(..)
+            | ApiError::Attest(AttestError::TooLarge(_)) => Code::ResourceExhausted,
             ApiError::Attest(AttestError::Malformed(_)) => Code::InvalidArgument,
             ApiError::Attest(AttestError::Rejected(_)) => Code::PermissionDenied,
             ApiError::Attest(AttestError::StreamClosed) => Code::Cancelled,

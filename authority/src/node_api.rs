@@ -5,6 +5,7 @@ use crate::authority::Authority;
 use crate::caller::Caller;
 use crate::datastore::{AgentRecord, AuditEvent};
 use crate::error::ApiError;
+use crate::limits::jwt::{Admit, Summary, COALESCED_KIND};
 use crate::metrics::Outcome;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -166,6 +167,20 @@ fn leaf_facts(chain: &[rustls_pki_types::CertificateDer<'_>]) -> Result<(String,
     let serial = x509::serial_hex(leaf).map_err(|e| ApiError::Internal(e.to_string()))?;
     let exp = x509::not_after(leaf).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((serial, exp))
+}
+
+/// The audit row standing for a window's JWT-SVIDs past the per-agent cap.
+pub fn coalesced_audit(s: Summary) -> AuditEvent {
+    AuditEvent {
+        time: s.last,
+        kind: COALESCED_KIND.into(),
+        agent_id: s.agent_id,
+        detail: format!(
+            "{} more JWT-SVIDs minted from {} to {} (Unix time) past limits.jwt_audit_per_agent",
+            s.count, s.first, s.last
+        ),
+        ..Default::default()
+    }
 }
 
 /// The audit trail names the template a signed ID was expanded from.
@@ -341,12 +356,27 @@ impl Node for NodeApi {
             );
         }
         let entries = a.authorized_entries(&agent).await?;
-        let resp = match per_entry::sign_jwt(a, &agent, &entries, r, unix_now()) {
+        let now = unix_now();
+        let (admit, ended) = a
+            .jwt_limits
+            .admit(&agent.id, std::time::Instant::now(), now)
+            .map_err(|wait| {
+                ApiError::Overloaded(
+                    format!(
+                        "{}: JWT-SVIDs requested faster than limits.jwt_per_second_per_agent",
+                        agent.id
+                    ),
+                    wait,
+                )
+            })?;
+        // Past the agent's audit rows for this window the token is counted
+        // instead, and the window's count written as one row when it ends.
+        let mut rows: Vec<AuditEvent> = ended.into_iter().map(coalesced_audit).collect();
+        let resp = match per_entry::sign_jwt(a, &agent, &entries, r, now) {
             Ok((resp, audit)) => {
-                a.datastore
-                    .record_audit(&[audit])
-                    .await
-                    .map_err(ApiError::from)?;
+                if admit == Admit::Audit {
+                    rows.push(audit);
+                }
                 a.metrics.jwt_signed();
                 resp
             }
@@ -358,6 +388,11 @@ impl Node for NodeApi {
                 }
             }
         };
+        // Nothing is handed out that is not in the audit trail.
+        a.datastore
+            .record_audit(&rows)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(resp))
     }
 

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::datastore::Datastore;
 use crate::limits::conn::tls_incoming;
 use crate::limits::gate::{AnonymousOnlyLayer, AttestGate};
+use crate::limits::shed::ShedLayer;
 use crate::limits::MAX_MESSAGE;
 use crate::metrics::Metrics;
 use crate::node_api::NodeApi;
@@ -71,6 +72,7 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
         metrics: metrics.clone(),
         shutdown: stop_rx.clone(),
         attest_gate: AttestGate::new(&config.limits),
+        jwt_limits: crate::limits::jwt::JwtLimiter::new(&config.limits),
         expansions: Default::default(),
     });
 
@@ -83,6 +85,7 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
     crate::limits::conn::without_resumption(&mut tls);
     let tls = Arc::new(tls);
     tokio::spawn(rotate_server_cert(authority.clone(), certs));
+    tokio::spawn(write_jwt_summaries(authority.clone()));
 
     let listener = TcpListener::bind(config.listen_address)
         .await
@@ -111,6 +114,7 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
         .max_concurrent_streams(MAX_STREAMS)
         .layer(metrics.grpc_layer("node"))
         .layer(AnonymousOnlyLayer)
+        .layer(ShedLayer::new(&config.limits))
         .add_service(
             NodeServer::new(NodeApi(authority.clone())).max_decoding_message_size(MAX_MESSAGE),
         )
@@ -141,6 +145,7 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
     })
     .await;
     let _ = std::fs::remove_file(&config.admin_socket_path);
+    flush_jwt_summaries(&authority, true).await;
     // Every audit event was committed with its request; closing returns the
     // connections (and checkpoints SQLite's WAL), bounded in time.
     if tokio::time::timeout(Duration::from_secs(3), authority.datastore.close())
@@ -212,6 +217,28 @@ async fn rotate_server_cert(authority: Arc<Authority>, certs: Arc<RotatingCert>)
             }
             Err(e) => tracing::error!(error = %e, "cannot issue the server certificate"),
         }
+    }
+}
+
+/// Writes the summary rows of JWT-SVID audit windows as they end, also for
+/// agents that stopped minting.
+async fn write_jwt_summaries(authority: Arc<Authority>) {
+    let mut tick = tokio::time::interval(authority.jwt_limits.window());
+    loop {
+        tick.tick().await;
+        flush_jwt_summaries(&authority, false).await;
+    }
+}
+
+async fn flush_jwt_summaries(authority: &Authority, all: bool) {
+    let rows: Vec<_> = authority
+        .jwt_limits
+        .ended(std::time::Instant::now(), unix_now(), all)
+        .into_iter()
+        .map(crate::node_api::coalesced_audit)
+        .collect();
+    if let Err(e) = authority.datastore.record_audit(&rows).await {
+        tracing::error!(error = %e, rows = rows.len(), "cannot write JWT-SVID audit summaries");
     }
 }
 

@@ -11,6 +11,7 @@ mod authority;
 mod cli;
 mod deployment;
 mod faults;
+pub mod fleet;
 mod grpc;
 mod process;
 mod readiness;

@@ -1,7 +1,6 @@
 //! Keeps the SVID cache current: syncs entries, signs new and due SVIDs in
 //! batches, drops expired ones, and publishes a snapshot on every change.
 
-use super::rotation::backoff;
 use super::templates::{Demands, TemplateLimits, Templates};
 use super::{same_arcs, Bundle, CachedSvid, Snapshot, State};
 use crate::metrics::Metrics;
@@ -344,7 +343,9 @@ impl Manager {
                 Err(e) => {
                     tracing::warn!(error = %e, "entry sync failed; serving cached SVIDs");
                     failures += 1;
-                    backoff(failures - 1, MAX_BACKOFF).min(interval.max(Duration::from_secs(1)))
+                    // At least the authority's retry hint when it shed us.
+                    let cap = MAX_BACKOFF.min(interval.max(Duration::from_secs(1)));
+                    crate::backoff::wait(failures - 1, cap, self.upstream.retry_hint())
                 }
             };
             let sleep = tokio::time::sleep(wait);

@@ -56,6 +56,7 @@ pub(crate) async fn fixture() -> Fixture {
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
     let authority = Authority {
         attest_gate: AttestGate::new(&config.limits),
+        jwt_limits: crate::limits::jwt::JwtLimiter::new(&config.limits),
         expansions: Default::default(),
         config,
         datastore,

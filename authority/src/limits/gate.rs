@@ -20,14 +20,14 @@ const MAX_ANONYMOUS_BUNDLE_REQUEST: usize = 1024;
 
 /// Attest exchanges in progress.
 #[derive(Clone)]
-pub struct AttestGate(Arc<Slots<IpAddr>>);
+pub struct AttestGate(Arc<Slots<IpAddr>>, std::time::Duration);
 
 impl AttestGate {
     pub fn new(limits: &Limits) -> Self {
-        AttestGate(Slots::new(
-            limits.max_attestations,
-            limits.max_attestations_per_address,
-        ))
+        AttestGate(
+            Slots::new(limits.max_attestations, limits.max_attestations_per_address),
+            limits.retry_after,
+        )
     }
 
     /// A place for one exchange from `peer`, held until it ends.
@@ -36,9 +36,9 @@ impl AttestGate {
             .map(|p| peer_key(p.ip()))
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         self.0.try_take(ip).map_err(|_| {
-            ApiError::ResourceExhausted(
-                "too many attestations in progress (from this address or overall); retry later"
-                    .into(),
+            ApiError::Overloaded(
+                "too many attestations in progress (from this address or overall)".into(),
+                self.1,
             )
         })
     }

@@ -1,9 +1,12 @@
 //! What one peer, or all of them together, may take from the authority:
 //! connections (caps, handshake and idle timeouts, and no connection past the
-//! client certificate that opened it) and concurrent attestations.
+//! client certificate that opened it), concurrent attestations and agent
+//! calls (shed with a retry hint), and JWT-SVID minting per agent.
 
 pub mod conn;
 pub mod gate;
+pub mod jwt;
+pub mod shed;
 
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -26,6 +29,12 @@ pub struct LimitsRaw {
     max_attestations_per_address: Option<usize>,
     handshake_timeout: Option<String>,
     idle_timeout: Option<String>,
+    max_in_flight: Option<usize>,
+    retry_after: Option<String>,
+    jwt_per_second_per_agent: Option<usize>,
+    jwt_burst_per_agent: Option<usize>,
+    jwt_audit_per_agent: Option<usize>,
+    jwt_audit_window: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +49,16 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// A connection that received nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// Agent calls (RenewAgent, SyncEntries, BatchSignX509, SignJwt) in
+    /// progress, all agents; past it calls are shed with a retry hint.
+    pub max_in_flight: usize,
+    /// The retry hint's base: refused clients are told 1x to 2x this.
+    pub retry_after: Duration,
+    pub jwt_per_second_per_agent: u32,
+    pub jwt_burst_per_agent: u32,
+    /// JWT-SVIDs with an audit row of their own, per agent and window.
+    pub jwt_audit_per_agent: u32,
+    pub jwt_audit_window: Duration,
 }
 
 impl LimitsRaw {
@@ -69,6 +88,24 @@ impl LimitsRaw {
             .unwrap_or(Duration::from_secs(10)),
             idle_timeout: duration::field("limits.idle_timeout", self.idle_timeout.as_deref())?
                 .unwrap_or(Duration::from_secs(300)),
+            max_in_flight: count("max_in_flight", self.max_in_flight, 256)?,
+            retry_after: duration::field("limits.retry_after", self.retry_after.as_deref())?
+                .unwrap_or(Duration::from_secs(1)),
+            // `count` keeps these at most 1,000,000: they fit a u32.
+            jwt_per_second_per_agent: count(
+                "jwt_per_second_per_agent",
+                self.jwt_per_second_per_agent,
+                20,
+            )? as u32,
+            jwt_burst_per_agent: count("jwt_burst_per_agent", self.jwt_burst_per_agent, 200)?
+                as u32,
+            jwt_audit_per_agent: count("jwt_audit_per_agent", self.jwt_audit_per_agent, 100)?
+                as u32,
+            jwt_audit_window: duration::field(
+                "limits.jwt_audit_window",
+                self.jwt_audit_window.as_deref(),
+            )?
+            .unwrap_or(Duration::from_secs(60)),
         };
         for (per, per_v, all, all_v) in [
             (
@@ -90,8 +127,16 @@ impl LimitsRaw {
                 ));
             }
         }
-        if limits.handshake_timeout > Duration::from_secs(300) {
-            return Err("limits.handshake_timeout: longer than 5m".into());
+        for (name, d) in [
+            ("handshake_timeout", limits.handshake_timeout),
+            ("retry_after", limits.retry_after),
+        ] {
+            if d > Duration::from_secs(300) {
+                return Err(format!("limits.{name}: longer than 5m"));
+            }
+        }
+        if limits.jwt_audit_window > Duration::from_secs(86400) {
+            return Err("limits.jwt_audit_window: longer than 24h".into());
         }
         Ok(limits)
     }
@@ -146,6 +191,22 @@ mod tests {
         assert!(e.starts_with("limits.idle_timeout:"), "{e}");
         let e = parse("handshake_timeout = \"1h\"").unwrap_err();
         assert!(e.starts_with("limits.handshake_timeout:"), "{e}");
+        assert_eq!(
+            (d.max_in_flight, d.retry_after),
+            (256, Duration::from_secs(1))
+        );
+        assert_eq!(
+            (d.jwt_per_second_per_agent, d.jwt_burst_per_agent),
+            (20, 200)
+        );
+        assert_eq!(d.jwt_audit_per_agent, 100);
+        assert_eq!(d.jwt_audit_window, Duration::from_secs(60));
+        let e = parse("max_in_flight = 0").unwrap_err();
+        assert!(e.starts_with("limits.max_in_flight:"), "{e}");
+        let e = parse("retry_after = \"10m\"").unwrap_err();
+        assert!(e.starts_with("limits.retry_after:"), "{e}");
+        let e = parse("jwt_audit_window = \"2d\"").unwrap_err();
+        assert!(e.starts_with("limits.jwt_audit_window:"), "{e}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod kernel_selectors;
 mod lifecycle;
 mod log_colour;
 mod node_identity;
+mod overload;
 mod packaging;
 mod pki;
 mod py_spiffe;

@@ -5,6 +5,7 @@
 //! `cargo build --release --workspace --bins && target/release/tessera-bench`.
 
 mod eventlog;
+mod fleet;
 mod measure;
 mod report;
 mod signing;
@@ -59,6 +60,7 @@ fn run(args: Args) -> Result<()> {
     let mut rows = Vec::new();
     rows.extend(eventlog::run(sizes).context("scenario eventlog")?);
     rows.extend(signing::run(sizes).context("scenario signing")?);
+    rows.extend(fleet::run(sizes).context("scenario fleet")?);
     print!("{}", report::table(&rows));
     if let Some(path) = args.json {
         std::fs::write(&path, report::json(&rows))
