@@ -189,13 +189,17 @@ async fn sync_and_sign(
         });
     }
     let req = pb::BatchSignX509Request { requests };
-    let svids = retry(shed, || {
+    let results = retry(shed, || {
         let (mut n, r) = (node.clone(), req.clone());
         async move { n.batch_sign_x509(r).await }
     })
     .await?
-    .svids;
-    Ok(svids.len())
+    .results;
+    // Per-entry results: count only the entries actually signed.
+    Ok(results
+        .iter()
+        .filter(|r| r.svid.is_some() && r.status.as_ref().is_some_and(|s| s.code == 0))
+        .count())
 }
 
 /// `rounds` SyncEntries one `interval` apart from a random phase; the
