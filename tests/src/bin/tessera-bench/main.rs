@@ -4,10 +4,15 @@
 //! keep the tool working. Numbers mean something only from a release build:
 //! `cargo build --release --workspace --bins && target/release/tessera-bench`.
 
+mod attest_cost;
+mod baseline_server;
 mod eventlog;
+mod load;
 mod measure;
 mod report;
+mod sds_bench;
 mod signing;
+mod workload;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -35,6 +40,10 @@ pub struct Sizes {
 }
 
 fn main() -> ExitCode {
+    // This binary re-executed as a helper of the workload scenarios.
+    if let Some(code) = baseline_server::child_main().or_else(attest_cost::child_main) {
+        return code;
+    }
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -59,6 +68,7 @@ fn run(args: Args) -> Result<()> {
     let mut rows = Vec::new();
     rows.extend(eventlog::run(sizes).context("scenario eventlog")?);
     rows.extend(signing::run(sizes).context("scenario signing")?);
+    rows.extend(workload::run(sizes).context("scenario workload API")?);
     print!("{}", report::table(&rows));
     if let Some(path) = args.json {
         std::fs::write(&path, report::json(&rows))
