@@ -151,31 +151,31 @@ async fn x509_concurrency(sizes: Sizes, s: &Setup) -> Result<Vec<Row>> {
     const SCENARIO: &str = "FetchX509SVID first message";
     let mut rows = Vec::new();
     for &n in client_counts(sizes) {
+        let who = if n == 1 {
+            "1 client".into()
+        } else {
+            format!("{n} clients")
+        };
         let base = x509_load(&s.baseline.socket, n, sizes.window).await?;
         let agent = x509_load(&s.agent, n, sizes.window)
             .await
-            .with_context(|| format!("{n} clients"))?;
+            .with_context(|| who.clone())?;
         let rate_target = if n == 64 {
             Target::RatioAtLeast(0.8)
         } else {
             Target::Report
         };
         rows.push(
-            Row::new(SCENARIO, &format!("p50, {n} clients"), "µs", agent.p50)
+            Row::new(SCENARIO, &format!("p50, {who}"), "µs", agent.p50)
                 .against(base.p50, Target::RatioAtMost(1.3)),
         );
         rows.push(
-            Row::new(SCENARIO, &format!("p99, {n} clients"), "µs", agent.p99)
+            Row::new(SCENARIO, &format!("p99, {who}"), "µs", agent.p99)
                 .against(base.p99, Target::RatioAtMost(2.0)),
         );
         rows.push(
-            Row::new(
-                SCENARIO,
-                &format!("calls/s, {n} clients"),
-                "1/s",
-                agent.rate,
-            )
-            .against(base.rate, rate_target),
+            Row::new(SCENARIO, &format!("calls/s, {who}"), "1/s", agent.rate)
+                .against(base.rate, rate_target),
         );
     }
     Ok(rows)
