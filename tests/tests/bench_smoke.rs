@@ -73,6 +73,10 @@ fn smoke_run_writes_one_object_per_scenario_and_size() {
         "eventlog parse + replay",
         "cli start-up",
         "authority signing",
+        "FetchX509SVID first message",
+        "FetchJWTSVID, 1 client",
+        "SDS StreamSecrets first response, 1 client",
+        "new connection + attestation per call",
     ] {
         assert!(
             rows.iter().any(|r| r["scenario"] == scenario),

@@ -9,9 +9,7 @@ use super::service::{check, log_issued, response, shown, truncate, WHAT};
 use super::xds::{Kind, Received, Xds};
 use crate::cache::templates::Demands;
 use crate::cache::{CachedSvid, Snapshot};
-use crate::workload_api::{
-    process_exit, stopped, Attest, Caller, RateLimit, WorkloadApi, WorkloadError,
-};
+use crate::workload_api::{stopped, Attest, Caller, RateLimit, WorkloadApi, WorkloadError};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -53,12 +51,7 @@ impl Session {
     }
 
     pub async fn run(mut self, mut inbound: Streaming<DiscoveryRequest>) {
-        let exit_fd = self
-            .caller
-            .process
-            .pidfd()
-            .and_then(|fd| fd.try_clone_to_owned().ok());
-        let exited = process_exit(exit_fd);
+        let exited = self.caller.exited();
         tokio::pin!(exited);
         let mut shutdown = self.shutdown.clone();
         loop {

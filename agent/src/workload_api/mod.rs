@@ -3,9 +3,11 @@
 //! same socket, every connection bounded (see `limits`, `track`).
 
 mod error;
+mod exit;
 mod header;
 mod limits;
 mod listener;
+mod memo;
 mod responses;
 mod service;
 mod track;
@@ -21,7 +23,7 @@ use crate::sds::{Sds, SdsNames};
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
 use std::path::Path;
 use std::sync::Arc;
-use tessera_attestors::workload::unix::{PinnedProcess, UnixAttestor};
+use tessera_attestors::workload::unix::{PinnedProcess, ProcessMark, UnixAttestor};
 use tessera_common::Selector;
 use tessera_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use tokio::sync::watch;
@@ -47,6 +49,10 @@ impl Attest for UnixAttestor {
 
     fn attest(&self, process: &PinnedProcess) -> Result<Vec<Selector>, String> {
         self.attest_pinned(process).map_err(|e| e.to_string())
+    }
+
+    fn mark(&self, process: &PinnedProcess) -> Option<ProcessMark> {
+        UnixAttestor::mark(self, process).ok().flatten()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The Workload API handlers: attest the caller, then answer from the
 //! snapshot; streams follow the snapshot watch.
 
+use super::exit::ExitWatch;
 use super::responses;
 use super::track::Peer;
 use super::WorkloadError;
@@ -13,7 +14,7 @@ use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
-use tessera_attestors::workload::unix::PinnedProcess;
+use tessera_attestors::workload::unix::{PinnedProcess, ProcessMark};
 use tessera_common::{jwt, unix_now, Selector, SpiffeId, TrustDomain};
 use tessera_proto::workload as wl;
 use tessera_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
@@ -30,6 +31,11 @@ pub trait Attest: Send + Sync + 'static {
     fn check(&self, process: &PinnedProcess) -> Result<(), String>;
     /// The process's selectors; an error when it is gone.
     fn attest(&self, process: &PinnedProcess) -> Result<Vec<Selector>, String>;
+    /// A cheap reading of what would change the live process's selectors. `None` (gone,
+    /// or no cheap way to tell): every call attests in full.
+    fn mark(&self, _process: &PinnedProcess) -> Option<ProcessMark> {
+        None
+    }
 }
 
 /// How the handlers limit a uid's calls, before any expensive work.
@@ -64,6 +70,8 @@ pub struct Caller {
     pub selectors: Vec<Selector>,
     /// The process that connected; streams end when it exits.
     pub process: Arc<PinnedProcess>,
+    /// The connection's watch on that process's exit.
+    exit: Arc<ExitWatch>,
     /// Keeps the caller's templated SVIDs cached while the call (or stream) lasts.
     pub leases: Leases,
 }
@@ -75,8 +83,14 @@ impl Caller {
             uid: Some(peer.uid),
             selectors,
             process: peer.process.clone(),
+            exit: peer.exit.clone(),
             leases: Leases::default(),
         }
+    }
+
+    /// Resolves when the process that connected exits (never without a pidfd).
+    pub(crate) fn exited(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.exit.exited(&self.process)
     }
 
     fn unix(&self, key: &str) -> Option<&str> {
@@ -121,23 +135,30 @@ impl Caller {
     }
 }
 
-/// What a stream logs when it sends a message: `(caller, previous, current)`.
-type OnSend<T> = fn(&Caller, Option<&T>, &T);
+/// What a stream logs when it sends a message: `(caller, snapshot, previous, current)`.
+type OnSend<T> = fn(&Caller, &Snapshot, Option<&T>, &T);
 
-fn no_log<T>(_: &Caller, _: Option<&T>, _: &T) {}
+fn no_log<T>(_: &Caller, _: &Snapshot, _: Option<&T>, _: &T) {}
 
 /// Logs each X.509-SVID that is new to this stream (first answer or rotation).
-fn log_x509(c: &Caller, prev: Option<&wl::X509svidResponse>, cur: &wl::X509svidResponse) {
+fn log_x509(
+    c: &Caller,
+    snap: &Snapshot,
+    prev: Option<&wl::X509svidResponse>,
+    cur: &wl::X509svidResponse,
+) {
     for s in &cur.svids {
         let seen = prev.is_some_and(|p| p.svids.iter().any(|o| o.x509_svid == s.x509_svid));
         if seen {
             continue;
         }
-        // The leaf comes first; its notAfter is parsed only for the log.
-        let not_after = tessera_common::x509::split_der_chain(&s.x509_svid)
-            .ok()
-            .and_then(|c| tessera_common::x509::not_after(c.first()?).ok())
-            .unwrap_or(0);
+        // From the snapshot the SVID was built from: parsing the chain on every call costs
+        // more than the rest of the call.
+        let not_after = snap
+            .svids
+            .iter()
+            .find(|v| v.chain == s.x509_svid)
+            .map_or(0, |v| v.not_after);
         c.issued("X509-SVID", &s.spiffe_id, not_after);
     }
 }
@@ -161,32 +182,46 @@ impl WorkloadApi {
     /// The selectors of the process that connected (never of a later owner of its pid).
     pub(crate) async fn attest<T>(&self, req: &Request<T>) -> Result<Caller, WorkloadError> {
         let peer = self.admit(req)?;
+        let selectors = match self.selectors(&peer).await {
+            Ok(s) => s,
+            Err(e) => {
+                Caller::of(&peer, Vec::new()).denied("Workload API call", "-", &e);
+                return Err(e);
+            }
+        };
+        let mut caller = Caller::of(&peer, selectors);
+        let snap = self.snapshots.borrow().clone();
+        caller.leases = self
+            .demands
+            .ensure(&snap, &caller.selectors)
+            .await
+            .map_err(WorkloadError::Upstream)
+            .inspect_err(|e| caller.denied("Workload API call", "-", e))?;
+        Ok(caller)
+    }
+
+    /// The connection's selectors from its last full attestation while the process's mark
+    /// is unchanged (it lives, runs the same executable with the same ids); else attested now.
+    async fn selectors(&self, peer: &Peer) -> Result<Vec<Selector>, WorkloadError> {
+        // Read before attesting: a change during the attestation shows at the next call.
+        let mark = self.attestor.mark(&peer.process);
+        if let Some(s) = mark.and_then(|m| peer.memo.get(m)) {
+            return Ok(s);
+        }
         let attestor = self.attestor.clone();
         let process = peer.process.clone();
         let start = Instant::now();
-        let result = tokio::task::spawn_blocking(move || attestor.attest(&process))
+        let selectors = tokio::task::spawn_blocking(move || attestor.attest(&process))
             .await
             .map_err(|e| WorkloadError::Attestation(e.to_string()))
             .and_then(|r| r.map_err(WorkloadError::Attestation));
         self.metrics.workload_attested(start.elapsed());
-        match result {
-            Ok(selectors) => {
-                tracing::debug!(pid = peer.process.pid(), ?selectors, "workload attested");
-                let mut caller = Caller::of(&peer, selectors);
-                let snap = self.snapshots.borrow().clone();
-                caller.leases = self
-                    .demands
-                    .ensure(&snap, &caller.selectors)
-                    .await
-                    .map_err(WorkloadError::Upstream)
-                    .inspect_err(|e| caller.denied("Workload API call", "-", e))?;
-                Ok(caller)
-            }
-            Err(e) => {
-                Caller::of(&peer, Vec::new()).denied("Workload API call", "-", &e);
-                Err(e)
-            }
+        let selectors = selectors?;
+        tracing::debug!(pid = peer.process.pid(), ?selectors, "workload attested");
+        if let Some(m) = mark {
+            peer.memo.set(m, &selectors);
         }
+        Ok(selectors)
     }
 
     /// A stream that sends `build(snapshot)` now and again whenever it changes;
@@ -206,14 +241,12 @@ impl WorkloadApi {
         let mut rx = self.snapshots.clone();
         let mut shutdown = self.shutdown.clone();
         let attestor = self.attestor.clone();
-        let exit_fd = caller
-            .process
-            .pidfd()
-            .and_then(|fd| fd.try_clone_to_owned().ok());
-        let first = build(&rx.borrow_and_update(), &caller.selectors)
+        let exited = caller.exited();
+        let snap = rx.borrow_and_update().clone();
+        let first = build(&snap, &caller.selectors)
             .inspect_err(|e| caller.denied(what, "-", e))
             .map_err(Status::from)?;
-        on_send(&caller, None, &first);
+        on_send(&caller, &snap, None, &first);
         let (tx, out) = mpsc::channel(2);
         let demands = self.demands.clone();
         tokio::spawn(async move {
@@ -223,7 +256,6 @@ impl WorkloadApi {
             if tx.send(Ok(first)).await.is_err() {
                 return;
             }
-            let exited = process_exit(exit_fd);
             tokio::pin!(exited);
             let gone = || {
                 let e = WorkloadError::Attestation("the connecting process has exited".into());
@@ -256,7 +288,7 @@ impl WorkloadApi {
                 match build(&snap, &caller.selectors) {
                     Ok(msg) if msg == last => {}
                     Ok(msg) => {
-                        on_send(&caller, Some(&last), &msg);
+                        on_send(&caller, &snap, Some(&last), &msg);
                         last = msg.clone();
                         if tx.send(Ok(msg)).await.is_err() {
                             return;

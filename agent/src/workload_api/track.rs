@@ -3,7 +3,9 @@
 //! a first request within `first_request_timeout`, and no more than `idle_timeout` without
 //! an open request or stream.
 
+use super::exit::ExitWatch;
 use super::limits::ConnSlot;
+use super::memo::Memo;
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
 use std::io;
@@ -24,6 +26,10 @@ pub struct Peer {
     /// From SO_PEERCRED at connect.
     pub uid: u32,
     pub process: Arc<PinnedProcess>,
+    /// The connection's last full attestation.
+    pub memo: Arc<Memo>,
+    /// When the pinned process exits, for the connection's streams.
+    pub exit: Arc<ExitWatch>,
     activity: Arc<Activity>,
 }
 
@@ -100,6 +106,8 @@ impl Conn {
             peer: Peer {
                 uid: *slot.key(),
                 process: Arc::new(process),
+                memo: Arc::default(),
+                exit: Arc::default(),
                 activity,
             },
             timer: Box::pin(tokio::time::sleep_until(now + first_request_timeout)),

@@ -6,6 +6,8 @@
 mod cgroupfs;
 mod concurrency;
 mod hash_cache;
+mod mark;
+mod names;
 mod pidfd;
 mod proc;
 
@@ -16,12 +18,13 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-use nix::unistd::{Gid, Group, Uid, User};
 use tessera_common::Selector;
 
 use cgroupfs::Mounts;
 use concurrency::{default_hash_permits, Hasher};
 use hash_cache::{sha256_reader, FileKey, DEFAULT_CAPACITY};
+pub use mark::ProcessMark;
+use names::Names;
 pub use pidfd::PinnedProcess;
 use proc::{is_gone, ProcDir, Status};
 
@@ -65,6 +68,7 @@ pub struct UnixAttestor {
     /// pidfds name processes of the real /proc only; a test root has start times alone.
     use_pidfd: bool,
     hasher: Hasher,
+    names: Names,
     /// Found on first use; a test root has none, so no invocation IDs.
     cgroup_mounts: OnceLock<Mounts>,
     enricher: Option<std::sync::Arc<dyn Enrich>>,
@@ -91,6 +95,7 @@ impl UnixAttestor {
             proc_root: root,
             use_pidfd: false,
             hasher: Hasher::new(DEFAULT_CAPACITY, default_hash_permits()),
+            names: Names::default(),
             cgroup_mounts: OnceLock::from(Mounts::default()),
             enricher: None,
         }
@@ -247,14 +252,14 @@ impl UnixAttestor {
         // Real, not effective, ids (as SPIRE does): a setuid binary is attested as its invoker,
         // and the ids are stable across seteuid() games during attestation.
         out.push(Selector::new("unix", format!("uid:{}", status.uid)));
-        match User::from_uid(Uid::from_raw(status.uid)) {
-            Ok(Some(u)) => out.extend(checked("unix", format!("user:{}", u.name))),
+        match self.names.user(status.uid) {
+            Ok(Some(name)) => out.extend(checked("unix", format!("user:{name}"))),
             Ok(None) => {}
             Err(e) => tracing::warn!(uid = status.uid, error = %e, "user lookup failed"),
         }
         out.push(Selector::new("unix", format!("gid:{}", status.gid)));
-        match Group::from_gid(Gid::from_raw(status.gid)) {
-            Ok(Some(g)) => out.extend(checked("unix", format!("group:{}", g.name))),
+        match self.names.group(status.gid) {
+            Ok(Some(name)) => out.extend(checked("unix", format!("group:{name}"))),
             Ok(None) => {}
             Err(e) => tracing::warn!(gid = status.gid, error = %e, "group lookup failed"),
         }

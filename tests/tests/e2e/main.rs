@@ -3,6 +3,7 @@
 //!
 //! One binary (links once). Build the daemons first: `cargo build --workspace --bins`.
 
+mod attest_memo;
 mod authority_limits;
 mod boot_policy;
 mod caller_pinning;

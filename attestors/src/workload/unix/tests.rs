@@ -4,6 +4,7 @@ use std::fs;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use nix::unistd::{Gid, Group, Uid, User};
 use sha2::{Digest, Sha256};
 
 fn sha256_hex(path: &Path) -> String {

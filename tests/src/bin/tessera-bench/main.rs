@@ -4,11 +4,16 @@
 //! keep the tool working. Numbers mean something only from a release build:
 //! `cargo build --release --workspace --bins && target/release/tessera-bench`.
 
+mod attest_cost;
+mod baseline_server;
 mod eventlog;
 mod fleet;
+mod load;
 mod measure;
 mod report;
+mod sds_bench;
 mod signing;
+mod workload;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -36,6 +41,10 @@ pub struct Sizes {
 }
 
 fn main() -> ExitCode {
+    // This binary re-executed as a helper of the workload scenarios.
+    if let Some(code) = baseline_server::child_main().or_else(attest_cost::child_main) {
+        return code;
+    }
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -61,6 +70,7 @@ fn run(args: Args) -> Result<()> {
     rows.extend(eventlog::run(sizes).context("scenario eventlog")?);
     rows.extend(signing::run(sizes).context("scenario signing")?);
     rows.extend(fleet::run(sizes).context("scenario fleet")?);
+    rows.extend(workload::run(sizes).context("scenario workload API")?);
     print!("{}", report::table(&rows));
     if let Some(path) = args.json {
         std::fs::write(&path, report::json(&rows))

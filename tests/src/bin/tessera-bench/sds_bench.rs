@@ -1,0 +1,59 @@
+//! Envoy SDS on the agent socket, as Envoy asks: StreamSecrets for the `default` SVID,
+//! timed to the first DiscoveryResponse, against FetchX509SVID's first message measured
+//! right next to it (same agent, same single client).
+
+use crate::load::closed_loop;
+use crate::report::{Row, Target};
+use crate::workload::{x509_load, Setup};
+use crate::Sizes;
+use anyhow::{anyhow, ensure, Result};
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+const SCENARIO: &str = "SDS StreamSecrets first response, 1 client";
+const SECRET_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+type Sds = SecretDiscoveryServiceClient<Channel>;
+
+/// Opens a stream, sends Envoy's first request (the request side stays open, as Envoy's
+/// does) and waits for the response.
+async fn first_response(mut c: Sds) -> Result<()> {
+    let first = DiscoveryRequest {
+        node: Some(Node {
+            id: "tessera-bench".into(),
+            cluster: "bench".into(),
+            ..Default::default()
+        }),
+        resource_names: vec!["default".into()],
+        type_url: SECRET_TYPE.into(),
+        ..Default::default()
+    };
+    let requests = tokio_stream::once(first).chain(tokio_stream::pending());
+    let mut responses = c.stream_secrets(requests).await?.into_inner();
+    let r = responses
+        .message()
+        .await?
+        .ok_or_else(|| anyhow!("StreamSecrets ended before its first response"))?;
+    ensure!(r.resources.len() == 1, "StreamSecrets answered {r:?}");
+    Ok(())
+}
+
+pub async fn run(sizes: Sizes, s: &Setup) -> Result<Vec<Row>> {
+    let x509 = x509_load(&s.agent, 1, sizes.window).await?;
+    let sds = closed_loop(
+        1,
+        sizes.window,
+        || async { anyhow::Ok(Sds::new(tessera_tests::uds_channel(&s.agent).await?)) },
+        first_response,
+    )
+    .await?;
+    Ok(vec![
+        Row::new(SCENARIO, "p50 (baseline: FetchX509SVID p50)", "µs", sds.p50)
+            .against(x509.p50, Target::RatioAtMost(1.3)),
+        Row::new(SCENARIO, "p99 (baseline: FetchX509SVID p99)", "µs", sds.p99)
+            .against(x509.p99, Target::RatioAtMost(1.3)),
+    ])
+}

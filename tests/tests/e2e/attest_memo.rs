@@ -1,0 +1,91 @@
+//! A connection is attested in full once; its later calls reuse that while the pinned process
+//! runs the same executable with the same effective ids. An exec in the connected process
+//! attests it again, so a binary an entry names cannot connect and then hand its socket,
+//! across an exec, to another program.
+
+use crate::harness::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use tessera_proto::workload as pb;
+use tonic::Code;
+
+fn canonical(program: &str) -> PathBuf {
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .expect("sh");
+    let p = PathBuf::from(String::from_utf8(out.stdout).expect("utf-8").trim());
+    fs::canonicalize(&p).unwrap_or(p)
+}
+
+async fn x509(conn: &mut Raw) -> Result<pb::X509svidResponse, tonic::Status> {
+    first(conn.fetch_x509svid(req(pb::X509svidRequest {}))).await
+}
+
+#[tokio::test]
+async fn exec_after_the_first_call_is_attested_again() {
+    let mut d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
+    let (sh, sleep) = (canonical("sh"), canonical("sleep"));
+    let id = format!("spiffe://{TD}/memo/shell");
+    d.create_entry(&id, &[&format!("unix:path:{}", sh.display())], &[])
+        .await
+        .expect("create an entry");
+    d.start_agent().await.expect("start the agent");
+
+    // The shell connects, waits for `go`, then execs sleep (keeping the socket's peer).
+    let go = d.dir.join("go");
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; exec {} 60",
+        go.display(),
+        sleep.display()
+    );
+    let shell = sh.to_string_lossy();
+    let (fd, child) = connect_from_child(&d.socket_path(), 0, 0, &shell, &["-c", &script])
+        .expect("connect from a shell");
+    let pid = child.0.id();
+    let mut conn = Raw::new(channel_from_fd(fd).await.expect("HTTP/2 on the socket"));
+    let got = poll(PROPAGATION, "the shell's X.509-SVID", || {
+        let mut c = conn.clone();
+        async move { x509(&mut c).await.ok() }
+    })
+    .await;
+    assert_eq!(ids(&got), vec![id.clone()]);
+    // Served again from the connection's attestation.
+    let again = x509(&mut conn)
+        .await
+        .expect("a second call on the connection");
+    assert_eq!(ids(&again), vec![id.clone()]);
+
+    fs::write(&go, "").expect("write go");
+    wait_exe(pid, &sleep).await;
+    assert_code(
+        x509(&mut conn).await,
+        Code::PermissionDenied,
+        "FetchX509SVID after the connected shell exec'd sleep",
+    );
+    let jwt = within(
+        secs(20),
+        "FetchJWTSVID",
+        conn.fetch_jwtsvid(req(pb::JwtsvidRequest {
+            audience: vec!["aud".into()],
+            spiffe_id: String::new(),
+        })),
+    )
+    .await;
+    assert_code(jwt, Code::PermissionDenied, "FetchJWTSVID after the exec");
+    drop(child);
+}
+
+async fn wait_exe(pid: u32, want: &Path) {
+    poll(
+        secs(10),
+        &format!("pid {pid} to exec {}", want.display()),
+        || {
+            let link = fs::read_link(format!("/proc/{pid}/exe")).ok();
+            async move { (link.as_deref() == Some(want)).then_some(()) }
+        },
+    )
+    .await
+}
