@@ -13,6 +13,7 @@ mod deployment;
 mod grpc;
 mod process;
 mod readiness;
+mod tpm;
 
 pub use cli::{run_cmd, CmdOut};
 pub use deployment::{Deployment, Opts};
@@ -22,6 +23,7 @@ pub use grpc::{
 };
 pub use process::{bin, child_command, tail, ChildGuard, Daemon};
 pub use readiness::Readiness;
+pub use tpm::{ek_ca_dir, hex, measure_boot, rhel8_log, swtpm_booted, testdata, tpm_verifier};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -4,10 +4,15 @@
 //! keep the tool working. Numbers mean something only from a release build:
 //! `cargo build --release --workspace --bins && target/release/tessera-bench`.
 
+mod agent_start;
+mod bench_agent;
 mod eventlog;
+mod fanout;
 mod measure;
+mod memory;
 mod report;
 mod signing;
+mod tpm_verify;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -32,6 +37,8 @@ pub struct Sizes {
     pub runs: usize,
     /// How long a throughput measurement runs.
     pub window: std::time::Duration,
+    /// `--smoke`: scenarios with their own sizes (streams, entries) pick tiny ones.
+    pub smoke: bool,
 }
 
 fn main() -> ExitCode {
@@ -49,16 +56,22 @@ fn run(args: Args) -> Result<()> {
         Sizes {
             runs: 3,
             window: std::time::Duration::from_millis(200),
+            smoke: true,
         }
     } else {
         Sizes {
             runs: 31,
             window: std::time::Duration::from_secs(3),
+            smoke: false,
         }
     };
     let mut rows = Vec::new();
     rows.extend(eventlog::run(sizes).context("scenario eventlog")?);
     rows.extend(signing::run(sizes).context("scenario signing")?);
+    rows.extend(tpm_verify::run(sizes).context("scenario TPM verification")?);
+    rows.extend(agent_start::run(sizes).context("scenario agent start")?);
+    rows.extend(fanout::run(sizes).context("scenario rotation fan-out")?);
+    rows.extend(memory::run(sizes).context("scenario agent memory")?);
     print!("{}", report::table(&rows));
     if let Some(path) = args.json {
         std::fs::write(&path, report::json(&rows))

@@ -10,23 +10,27 @@ pub enum Target {
     RatioAtMost(f64),
     /// `ratio >= x`.
     RatioAtLeast(f64),
+    /// `value <= x`, in the row's unit (no baseline).
+    AtMost(f64),
     /// Measured and reported; no target.
     Report,
 }
 
 impl Target {
-    fn describe(self) -> String {
+    fn describe(self, unit: &str) -> String {
         match self {
             Target::RatioAtMost(x) => format!("<= {x}x baseline"),
             Target::RatioAtLeast(x) => format!(">= {x}x baseline"),
+            Target::AtMost(x) => format!("<= {x} {unit}"),
             Target::Report => "report".into(),
         }
     }
 
-    fn met(self, ratio: Option<f64>) -> Option<bool> {
+    fn met(self, value: f64, ratio: Option<f64>) -> Option<bool> {
         match (self, ratio) {
             (Target::RatioAtMost(x), Some(r)) => Some(r <= x),
             (Target::RatioAtLeast(x), Some(r)) => Some(r >= x),
+            (Target::AtMost(x), _) => Some(value <= x),
             _ => None,
         }
     }
@@ -54,6 +58,12 @@ impl Row {
         }
     }
 
+    /// An absolute target, in the row's unit.
+    pub fn at_most(mut self, x: f64) -> Row {
+        self.target = Target::AtMost(x);
+        self
+    }
+
     pub fn against(mut self, baseline: f64, target: Target) -> Row {
         self.baseline = Some(baseline);
         self.target = target;
@@ -76,8 +86,8 @@ pub fn json(rows: &[Row]) -> String {
                 "value": r.value,
                 "baseline": r.baseline,
                 "ratio": r.ratio(),
-                "target": r.target.describe(),
-                "met": r.target.met(r.ratio()),
+                "target": r.target.describe(r.unit),
+                "met": r.target.met(r.value, r.ratio()),
             })
         })
         .collect();
@@ -104,8 +114,8 @@ pub fn table(rows: &[Row]) -> String {
                 r.baseline
                     .map_or("-".into(), |b| format!("{} {}", num(b), r.unit)),
                 r.ratio().map_or("-".into(), |x| format!("{x:.3}")),
-                r.target.describe(),
-                match r.target.met(r.ratio()) {
+                r.target.describe(r.unit),
+                match r.target.met(r.value, r.ratio()) {
                     Some(true) => "yes".into(),
                     Some(false) => "NO".into(),
                     None => "-".into(),
