@@ -7,7 +7,6 @@
 use crate::report::Row;
 use crate::Sizes;
 use anyhow::{ensure, Context, Result};
-use nix::sys::resource::{getrusage, UsageWho};
 use std::path::Path;
 use std::time::Duration;
 use tessera_attestors::node::tpm::device::Tpm;
@@ -88,11 +87,14 @@ async fn measure(sizes: Sizes, log: &Path, secure_boot: bool) -> Result<Row> {
     .at_most(TARGET_MS))
 }
 
-/// CPU time (user + system) this thread has used.
+/// CPU time this thread has run, to the nanosecond (`/proc/thread-self/schedstat`;
+/// getrusage's per-thread times move in scheduler ticks).
 fn thread_cpu() -> Result<Duration> {
-    let u = getrusage(UsageWho::RUSAGE_THREAD)?;
-    let us = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
-    Ok(Duration::from_micros(
-        us(u.user_time()) + us(u.system_time()),
-    ))
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat")?;
+    let ns = text
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("/proc/thread-self/schedstat: {text:?}"))?;
+    Ok(Duration::from_nanos(ns))
 }
