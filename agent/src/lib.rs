@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod data_dir;
 pub mod metrics;
 pub mod node;
 pub mod ops;

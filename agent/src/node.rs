@@ -273,12 +273,18 @@ pub async fn renew(
     })
 }
 
-const SVID_FILE: &str = "agent_svid.pem";
-const KEY_FILE: &str = "agent_key.pem";
-const BUNDLE_FILE: &str = "bundle.pem";
+pub(crate) const SVID_FILE: &str = "agent_svid.pem";
+pub(crate) const KEY_FILE: &str = "agent_key.pem";
+pub(crate) const BUNDLE_FILE: &str = "bundle.pem";
+/// The whole set being saved (key, chain, bundle), written before the three
+/// files: a kill between their writes leaves a set `load` can complete.
+pub(crate) const PENDING_FILE: &str = "agent_svid.pending";
+/// The PEM label of a bundle certificate in the pending file.
+const ROOT_LABEL: &str = "TESSERA BUNDLE CERTIFICATE";
 
 impl AgentSvid {
-    /// Writes SVID, key (0600) and bundle; each file atomically.
+    /// Writes SVID, key (0600) and bundle; each file atomically, and the set
+    /// as one file first, so a crash at any point leaves a loadable set.
     pub fn save(&self, dir: &Path) -> Result<(), NodeError> {
         let store = |name: &str, data: &[u8], mode| {
             let p = dir.join(name);
@@ -287,6 +293,7 @@ impl AgentSvid {
                 reason: e.to_string(),
             })
         };
+        store(PENDING_FILE, self.pending_pem().as_bytes(), 0o600)?;
         store(
             KEY_FILE,
             x509::pem_block("PRIVATE KEY", &self.key_pkcs8).as_bytes(),
@@ -297,11 +304,36 @@ impl AgentSvid {
             BUNDLE_FILE,
             x509::certs_to_pem(&self.bundle_roots).as_bytes(),
             0o644,
+        )?;
+        let pending = dir.join(PENDING_FILE);
+        std::fs::remove_file(&pending).map_err(|e| NodeError::Store {
+            path: pending.display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Key, chain and bundle in one PEM file.
+    fn pending_pem(&self) -> String {
+        let roots: String = self
+            .bundle_roots
+            .iter()
+            .map(|c| x509::pem_block(ROOT_LABEL, c.as_ref()))
+            .collect();
+        format!(
+            "{}{}{roots}",
+            x509::pem_block("PRIVATE KEY", &self.key_pkcs8),
+            x509::certs_to_pem(&self.chain)
         )
     }
 
-    /// Loads a stored SVID if there is one that is still valid for `td`.
+    /// Loads a stored SVID if there is one that is still valid for `td`,
+    /// completing a save a crash interrupted.
     pub fn load(dir: &Path, td: &TrustDomain) -> Result<Option<AgentSvid>, NodeError> {
+        if let Some(svid) = Self::load_pending(dir, td) {
+            tracing::info!("completing an interrupted save of the agent SVID");
+            svid.save(dir)?;
+            return Ok(Some(svid));
+        }
         let svid_path = dir.join(SVID_FILE);
         if !svid_path.exists() {
             return Ok(None);
@@ -320,23 +352,56 @@ impl AgentSvid {
             .map_err(|e| err(&bundle_path, e.to_string()))?;
         let chain =
             x509::certs_from_pem(&read(&svid_path)?).map_err(|e| err(&svid_path, e.to_string()))?;
-        let (chain, id, nb, na) = match check_chain(&x509::join_der(&chain), &key, &roots, td) {
+        Ok(Self::from_parts(&key, &chain, roots, td))
+    }
+
+    /// The set a save wrote before it was interrupted, if it is whole and usable.
+    fn load_pending(dir: &Path, td: &TrustDomain) -> Option<AgentSvid> {
+        let path = dir.join(PENDING_FILE);
+        let bytes = std::fs::read(&path).ok()?;
+        let (mut key, mut chain, mut roots) = (None, Vec::new(), Vec::new());
+        for block in pem::parse_many(&bytes).ok()? {
+            match block.tag() {
+                "PRIVATE KEY" => key = Some(block.into_contents()),
+                "CERTIFICATE" => chain.push(CertificateDer::from(block.into_contents())),
+                ROOT_LABEL => roots.push(CertificateDer::from(block.into_contents())),
+                _ => {}
+            }
+        }
+        let svid = key
+            .and_then(|k| KeyPair::try_from(k.as_slice()).ok())
+            .and_then(|k| Self::from_parts(&k, &chain, roots, td));
+        if svid.is_none() {
+            tracing::warn!(path = %path.display(), "unusable pending agent SVID; removing it");
+            let _ = std::fs::remove_file(&path);
+        }
+        svid
+    }
+
+    fn from_parts(
+        key: &KeyPair,
+        chain: &[CertificateDer<'static>],
+        roots: Vec<CertificateDer<'static>>,
+        td: &TrustDomain,
+    ) -> Option<AgentSvid> {
+        let (chain, id, nb, na) = match check_chain(&x509::join_der(chain), key, &roots, td) {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "stored agent SVID is not usable; attesting again");
-                return Ok(None);
+                return None;
             }
         };
-        if na <= unix_now() {
-            return Ok(None);
-        }
-        Ok(Some(AgentSvid {
+        (na > unix_now()).then(|| AgentSvid {
             id,
             chain,
             key_pkcs8: key.serialize_der(),
             issued_at: nb,
             not_after: na,
             bundle_roots: roots,
-        }))
+        })
     }
 }
+
+#[cfg(test)]
+#[path = "node_store_tests.rs"]
+mod store_tests;

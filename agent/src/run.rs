@@ -104,6 +104,7 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
     ops::handle_sighup(cfg.clone(), wake_tx.clone())?;
     fsutil::ensure_private_dir(&cfg.data_dir, 0o700)
         .map_err(|e| format!("data_dir {}: {e}", cfg.data_dir.display()))?;
+    crate::data_dir::remove_stale_temps(&cfg.data_dir);
     let boot = match &cfg.trust {
         Trust::BundleFile(p) => {
             let pem =

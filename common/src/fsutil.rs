@@ -25,6 +25,43 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
     Ok(())
 }
 
+/// Removes what an interrupted [`write_atomic`] of one of `names` left in
+/// `dir`: regular files named like its temp files (`.<name>.<hex>.tmp`, and
+/// `.<name>.tmp<pid>` / `.<name>.<pid>.tmp` of older releases). Anything else,
+/// and symlinks or directories with such names, are left alone (never
+/// followed). Returns what was removed.
+pub fn remove_stale_temps(dir: &Path, names: &[&str]) -> std::io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let is_temp = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| names.iter().any(|target| is_temp_of(n, target)));
+        // DirEntry::file_type does not follow a symlink.
+        if is_temp && entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path())?;
+            removed.push(entry.path());
+        }
+    }
+    if !removed.is_empty() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(removed)
+}
+
+fn is_temp_of(file: &str, target: &str) -> bool {
+    let tag = |t: &str| (1..=16).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_hexdigit());
+    let Some(rest) = file.strip_prefix('.').and_then(|f| f.strip_prefix(target)) else {
+        return false;
+    };
+    match (rest.strip_prefix('.'), rest.strip_prefix(".tmp")) {
+        (_, Some(pid)) if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) => true,
+        (Some(r), _) => r.strip_suffix(".tmp").is_some_and(tag),
+        _ => false,
+    }
+}
+
 fn parent_of(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -183,6 +220,56 @@ mod tests {
         assert!(!new_victim.exists());
         // And the names write_atomic uses are not guessable: two differ.
         assert_ne!(random_suffix(), random_suffix());
+    }
+
+    #[test]
+    fn stale_temps_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let victim = d.join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        // What interrupted writes leave: current and older temp names, one truncated.
+        let stale = [
+            ".entries.json.0123456789abcdef.tmp",
+            ".entries.json.tmp4242",
+            ".tpm-ak.blob.777.tmp",
+            ".agent_key.pem.fedcba9876543210.tmp",
+        ];
+        for n in stale {
+            std::fs::write(d.join(n), b"{\"half").unwrap();
+        }
+        let keep = [
+            "entries.json",
+            ".entries.json",
+            ".entries.json.tmp",
+            ".entries.json.tmpx1",
+            ".entries.json.xyz.tmp",
+            ".other.0123456789abcdef.tmp",
+            ".entries.json.0123456789abcdef0.tmp",
+            "entries.json.0123456789abcdef.tmp",
+        ];
+        for n in keep {
+            std::fs::write(d.join(n), b"x").unwrap();
+        }
+        // A symlink or directory with a temp name is neither followed nor removed.
+        let link = d.join(".agent_key.pem.0000000000000000.tmp");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        std::fs::create_dir(d.join(".entries.json.1.tmp")).unwrap();
+        let names = ["entries.json", "tpm-ak.blob", "agent_key.pem"];
+        let mut removed = remove_stale_temps(d, &names).unwrap();
+        removed.sort();
+        let mut want: Vec<PathBuf> = stale.iter().map(|n| d.join(n)).collect();
+        want.sort();
+        assert_eq!(removed, want);
+        for n in keep {
+            assert!(d.join(n).exists(), "{n} kept");
+        }
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert!(d.join(".entries.json.1.tmp").is_dir());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        // And a write_atomic killed before its rename leaves exactly such a name.
+        let (tmp, _) = create_temp(d, &d.join("entries.json"), 0o600).unwrap();
+        assert_eq!(remove_stale_temps(d, &names).unwrap(), vec![tmp]);
     }
 
     #[test]

@@ -142,6 +142,9 @@ impl fmt::Display for SpiffeId {
 }
 
 #[cfg(test)]
+mod grammar_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

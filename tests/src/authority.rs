@@ -56,6 +56,13 @@ impl Deployment {
     }
 
     /// Runs `tessera-authority <args> --admin-socket <this deployment's>`.
+    pub fn authority_pid(&self) -> Result<u32> {
+        self.authority
+            .as_ref()
+            .map(Daemon::pid)
+            .ok_or_else(|| anyhow!("the authority is not running"))
+    }
+
     pub async fn admin(&self, args: &[&str]) -> Result<CmdOut> {
         let sock = self.admin_socket();
         let sock = sock

@@ -10,6 +10,7 @@ mod agent;
 mod authority;
 mod cli;
 mod deployment;
+mod faults;
 mod grpc;
 mod process;
 mod readiness;

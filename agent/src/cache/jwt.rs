@@ -53,12 +53,14 @@ impl JwtCache {
         .await;
         match (fresh, cached) {
             (Ok(Ok(r)), _) => {
+                // The token's own exp bounds how long it is served, whatever the reply said.
+                let expires = exp_claim(&r.token).map_or(r.expires_at, |e| e.min(r.expires_at));
                 self.insert(
                     key,
                     Cached {
                         token: r.token.clone(),
                         issued: now,
-                        expires: r.expires_at,
+                        expires,
                     },
                     now,
                 );
@@ -88,5 +90,40 @@ impl JwtCache {
         if let Ok(mut m) = self.map.lock() {
             m.retain(|(id, _, _), _| live.contains(&id.as_str()));
         }
+    }
+}
+
+/// The `exp` claim of a compact JWS, unverified (the authority signed it).
+fn exp_claim(token: &str) -> Option<i64> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice::<serde_json::Value>(&json)
+        .ok()?
+        .get("exp")?
+        .as_i64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn jws(claims: &str) -> String {
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.c2ln", b64(r#"{"alg":"ES256"}"#), b64(claims))
+    }
+
+    #[test]
+    fn exp_is_read_from_the_token() {
+        assert_eq!(
+            exp_claim(&jws(r#"{"sub":"x","exp":1800000000}"#)),
+            Some(1_800_000_000)
+        );
+        assert_eq!(exp_claim(&jws(r#"{"sub":"x"}"#)), None);
+        assert_eq!(exp_claim("not a jwt"), None);
+        assert_eq!(exp_claim("a.!!!.c"), None);
     }
 }

@@ -18,11 +18,17 @@ use tokio::sync::watch;
 
 /// Most CSRs per signing request.
 const BATCH: usize = 100;
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest wait between failed rounds: an authority back after an outage is
+/// noticed within a few seconds (SVIDs may have expired meanwhile).
+const MAX_BACKOFF: Duration = Duration::from_secs(4);
 
 /// Unix seconds; injected so rotation tests do not wait.
 pub trait Clock: Send + Sync {
     fn now(&self) -> i64;
+    /// Unix milliseconds: expiry is timed to the instant, not the second.
+    fn now_millis(&self) -> i64 {
+        self.now().saturating_mul(1000)
+    }
 }
 
 pub struct SystemClock;
@@ -30,6 +36,11 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> i64 {
         tessera_common::unix_now()
+    }
+    fn now_millis(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
     }
 }
 
@@ -248,7 +259,6 @@ impl Manager {
     }
 
     fn publish(&self) {
-        let now = self.clock.now();
         let svids: Vec<Arc<CachedSvid>> = self
             .entries
             .iter()
@@ -256,15 +266,19 @@ impl Manager {
                 Some(s) => vec![s.clone()],
                 None => self.templates.svids_of(&e.id),
             })
-            .filter(|s| s.not_after > now)
             .collect();
-        let next = Snapshot {
+        let mut next = Snapshot {
             state: self.state,
             svids,
             templates: self.templates.entries.clone(),
             bundle: self.bundle.clone(),
         };
         self.tx.send_if_modified(|cur| {
+            // Timed under the channel's lock: the expiry task cannot drop an
+            // SVID between this check and the send, only before or after it.
+            let now_ms = self.clock.now_millis();
+            next.svids
+                .retain(|s| s.not_after.saturating_mul(1000) > now_ms);
             let same = cur.state == next.state
                 && same_arcs(&cur.svids, &next.svids)
                 && same_arcs(&cur.templates, &next.templates)
@@ -309,9 +323,19 @@ impl Manager {
         }
     }
 
-    /// Runs until the process ends: a round every `interval`, sooner when an SVID
-    /// is due or `wake` fires (new agent SVID), later (backoff) on failures.
-    pub async fn run(mut self, interval: Duration, mut wake: watch::Receiver<u64>) {
+    /// Runs until the process ends: rounds, and every SVID taken out of the
+    /// snapshot at its notAfter without waiting for a round.
+    pub async fn run(self, interval: Duration, wake: watch::Receiver<u64>) {
+        let expiry = super::expiry::drop_expired(self.tx.clone(), self.clock.clone());
+        tokio::select! {
+            _ = expiry => {}
+            _ = self.rounds(interval, wake) => {}
+        }
+    }
+
+    /// A round every `interval`, sooner when an SVID is due or `wake` fires
+    /// (new agent SVID), later (backoff) on failures.
+    async fn rounds(mut self, interval: Duration, mut wake: watch::Receiver<u64>) {
         let mut failures = 0u32;
         loop {
             let wait = match self.step().await {

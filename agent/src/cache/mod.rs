@@ -1,6 +1,7 @@
 //! The SVID cache: entries synced from the authority, one X.509-SVID per
 //! entry, published as immutable snapshots every Workload API stream watches.
 
+pub mod expiry;
 pub mod jwt;
 pub mod manager;
 pub mod rotation;

@@ -12,6 +12,7 @@ mod client_interop;
 mod conformance;
 mod containers;
 mod dashboard;
+mod faults;
 mod file_safety;
 mod flood;
 mod harness;

@@ -4,6 +4,8 @@
 
 mod integrity;
 #[cfg(test)]
+mod mutation_tests;
+#[cfg(test)]
 mod tests;
 
 pub use integrity::{allowed, proof, Proof};

@@ -11,15 +11,15 @@ use std::collections::BTreeMap;
 use HashAlg::Sha256 as S256;
 
 /// The authority's default `[tpm] pcrs`.
-const QUOTED: [u32; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 14];
+pub(super) const QUOTED: [u32; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 14];
 
-fn log(file: &str) -> EventLog {
+pub(super) fn log(file: &str) -> EventLog {
     eventlog::parse(&testdata::read(&format!("eventlogs/{file}"))).unwrap()
 }
 
 /// The log as firmware writes it: the first event in TCG 1.2 framing, the
 /// rest in the log's own.
-fn to_bytes(log: &EventLog) -> Vec<u8> {
+pub(super) fn to_bytes(log: &EventLog) -> Vec<u8> {
     let mut out = Vec::new();
     for (i, e) in log.events.iter().enumerate() {
         out.extend(e.pcr.to_le_bytes());
@@ -41,7 +41,7 @@ fn to_bytes(log: &EventLog) -> Vec<u8> {
 
 /// What a TPM that measured exactly `log` quotes: the attacker with root
 /// extends PCRs at runtime to match whatever log they send.
-fn quote(log: &EventLog, bank: HashAlg) -> BTreeMap<u32, Vec<u8>> {
+pub(super) fn quote(log: &EventLog, bank: HashAlg) -> BTreeMap<u32, Vec<u8>> {
     let replayed = log.replay_bank(bank).unwrap();
     QUOTED
         .iter()

@@ -1,0 +1,117 @@
+//! The expiry timer on an injected clock: a fixed Unix base plus the real
+//! time elapsed since the test started (waits are short and real).
+
+use super::*;
+use crate::cache::{CachedSvid, State};
+use std::time::Instant;
+
+const BASE_MS: i64 = 1_800_000_000_000;
+
+struct TestClock(Instant);
+
+impl TestClock {
+    fn elapsed_ms(&self) -> i64 {
+        self.0.elapsed().as_millis() as i64
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> i64 {
+        self.now_millis() / 1000
+    }
+    fn now_millis(&self) -> i64 {
+        BASE_MS + self.elapsed_ms()
+    }
+}
+
+/// An SVID that expires `secs` after the test's start.
+fn svid(name: &str, secs: i64) -> Arc<CachedSvid> {
+    Arc::new(CachedSvid {
+        entry_id: name.into(),
+        spiffe_id: format!("spiffe://td/{name}").parse().unwrap(),
+        selectors: Vec::new(),
+        hint: String::new(),
+        revision: 1,
+        template: None,
+        chain: Vec::new(),
+        key: Vec::new(),
+        not_before: BASE_MS / 1000 - 60,
+        not_after: BASE_MS / 1000 + secs,
+        rotate_at: BASE_MS / 1000,
+    })
+}
+
+fn snapshot(svids: Vec<Arc<CachedSvid>>) -> Arc<Snapshot> {
+    Arc::new(Snapshot {
+        state: State::Ready,
+        svids,
+        templates: Vec::new(),
+        bundle: None,
+    })
+}
+
+fn names(s: &Snapshot) -> Vec<String> {
+    s.svids.iter().map(|s| s.entry_id.clone()).collect()
+}
+
+/// Waits for the next snapshot; returns it and when (ms since start) it came.
+async fn next(rx: &mut watch::Receiver<Arc<Snapshot>>, clock: &TestClock) -> (Arc<Snapshot>, i64) {
+    tokio::time::timeout(Duration::from_secs(5), rx.changed())
+        .await
+        .expect("a snapshot within 5s")
+        .unwrap();
+    (rx.borrow_and_update().clone(), clock.elapsed_ms())
+}
+
+#[tokio::test]
+async fn each_svid_leaves_the_snapshot_at_its_not_after() {
+    let clock = Arc::new(TestClock(Instant::now()));
+    let (tx, mut rx) = watch::channel(snapshot(vec![svid("a", 1), svid("b", 2)]));
+    rx.mark_unchanged();
+    let task = tokio::spawn(drop_expired(tx.clone(), clock.clone()));
+    let (snap, at) = next(&mut rx, &clock).await;
+    assert_eq!(names(&snap), ["b"]);
+    assert!(
+        (1000..1300).contains(&at),
+        "dropped at {at} ms, notAfter 1000 ms"
+    );
+    assert_eq!(snap.state, State::Ready, "only the SVID goes");
+    let (snap, at) = next(&mut rx, &clock).await;
+    assert!(snap.svids.is_empty());
+    assert!(
+        (2000..2300).contains(&at),
+        "dropped at {at} ms, notAfter 2000 ms"
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_new_snapshot_is_watched_and_an_expired_one_cleaned_at_once() {
+    let clock = Arc::new(TestClock(Instant::now()));
+    let (tx, mut rx) = watch::channel(snapshot(Vec::new()));
+    let task = tokio::spawn(drop_expired(tx.clone(), clock.clone()));
+    rx.mark_unchanged();
+    // Published already past its notAfter (e.g. the manager was slow).
+    tx.send_replace(snapshot(vec![svid("old", -1), svid("new", 1)]));
+    let (snap, _) = next(&mut rx, &clock).await;
+    assert_eq!(names(&snap), ["old", "new"], "what was published");
+    let (snap, at) = next(&mut rx, &clock).await;
+    assert_eq!(names(&snap), ["new"]);
+    assert!(at < 300, "the expired one went at once, not at {at} ms");
+    let (snap, at) = next(&mut rx, &clock).await;
+    assert!(snap.svids.is_empty());
+    assert!((1000..1300).contains(&at), "dropped at {at} ms");
+    task.abort();
+}
+
+#[tokio::test]
+async fn nothing_is_republished_while_every_svid_is_valid() {
+    let clock = Arc::new(TestClock(Instant::now()));
+    let (tx, mut rx) = watch::channel(snapshot(vec![svid("a", 60)]));
+    rx.mark_unchanged();
+    let task = tokio::spawn(drop_expired(tx.clone(), clock.clone()));
+    // Past MAX_WAIT: a re-check that finds nothing expired publishes nothing.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!rx.has_changed().unwrap());
+    task.abort();
+}
