@@ -15,6 +15,7 @@ pub mod fleet;
 mod grpc;
 mod process;
 mod readiness;
+mod tpm;
 
 pub use cli::{run_cmd, CmdOut};
 pub use deployment::{Deployment, Opts};
@@ -24,6 +25,7 @@ pub use grpc::{
 };
 pub use process::{bin, child_command, tail, ChildGuard, Daemon};
 pub use readiness::Readiness;
+pub use tpm::{ek_ca_dir, hex, measure_boot, rhel8_log, swtpm_booted, testdata, tpm_verifier};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

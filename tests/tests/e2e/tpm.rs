@@ -15,55 +15,26 @@ use tessera_attestors::node::tpm::policy::{BootPolicy, BootPolicyConfig};
 use tessera_attestors::node::tpm::verifier::{TpmVerifier, TpmVerifyError};
 use tessera_attestors::node::NodeEvidence;
 
-/// GCE RHEL 8 with secure boot on: its sha256 PCRs 0-9,14 are known.
 pub(crate) fn rhel8_log() -> PathBuf {
-    testdata("eventlogs/go-tpm-tools/rhel8-uefi.bin")
+    tessera_tests::rhel8_log()
 }
 
-/// `p` under the repository's test data, tests/data (see its MANIFEST.md).
 fn testdata(p: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data")).join(p)
+    tessera_tests::testdata(p)
 }
 
-/// A provisioned swtpm whose PCRs hold what the firmware of `log` measured.
 pub(crate) fn swtpm_booted(log: &Path) -> Swtpm {
-    let tpm = Swtpm::start().expect("start swtpm (swtpm and swtpm-tools installed?)");
-    measure_boot(&tpm, log);
-    tpm
+    tessera_tests::swtpm_booted(log).expect("a booted swtpm")
 }
 
-/// Extends what the firmware of `log` measured into the PCRs.
 pub(crate) fn measure_boot(tpm: &Swtpm, log: &Path) {
-    let parsed = eventlog::parse(&fs::read(log).unwrap()).unwrap();
-    for e in parsed
-        .events
-        .iter()
-        .filter(|e| e.event_type != EV_NO_ACTION && e.pcr < 24)
-    {
-        let digests: Vec<String> = [HashAlg::Sha1, HashAlg::Sha256]
-            .iter()
-            .filter_map(|a| e.digest(*a).map(|d| format!("{}={}", a.name(), hex(d))))
-            .collect();
-        tpm.tool(&[
-            "tpm2_pcrextend",
-            &format!("{}:{}", e.pcr, digests.join(",")),
-        ])
-        .expect("tpm2_pcrextend");
-    }
+    tessera_tests::measure_boot(tpm, log).expect("measure the boot into the swtpm")
 }
 
-pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+pub(crate) use tessera_tests::hex;
 
-/// The swtpm's local CA, as an operator would configure it as `ek_ca_dir`.
 pub(crate) fn ek_ca_dir(tpm: &Swtpm) -> PathBuf {
-    let dir = tpm.dir().join("ek-ca");
-    fs::create_dir_all(&dir).unwrap();
-    let (issuer, root) = tpm.ca_certs();
-    fs::copy(issuer, dir.join("issuer.pem")).unwrap();
-    fs::copy(root, dir.join("root.pem")).unwrap();
-    dir
+    tessera_tests::ek_ca_dir(tpm).expect("the swtpm's EK CA dir")
 }
 
 /// Authority with `[tpm]` (+ `policies`), agent configured for the TPM.
@@ -73,30 +44,13 @@ pub(crate) async fn tpm_deployment(
     policies: &str,
     agent_ttl: &'static str,
 ) -> Deployment {
-    let extra = format!(
-        "\n[tpm]\nek_ca_dir = \"{}\"\n{policies}",
-        ek_ca_dir(tpm).display()
-    );
-    let d = Deployment::new(Opts {
-        authority_extra: extra,
+    let opts = Opts {
         agent_ttl,
         ..Opts::default()
-    })
-    .await
-    .expect("start a deployment");
-    let cfg = format!(
-        "trust_domain = \"{TD}\"\nauthority_address = \"127.0.0.1:{port}\"\ntrust_bundle_path = \"{bundle}\"\n\
-         socket_path = \"{socket}\"\ndata_dir = \"{data}\"\nsync_interval = \"500ms\"\n\
-         [node_attestation]\nmethod = \"tpm\"\n[tpm]\ntcti = \"{tcti}\"\nevent_log_path = \"{log}\"\n",
-        port = d.port,
-        bundle = d.dir.join("bundle.pem").display(),
-        socket = d.socket_path().display(),
-        data = d.dir.join("agent-data").display(),
-        tcti = tpm.tcti(),
-        log = log.display(),
-    );
-    fs::write(d.agent_config(), cfg).unwrap();
-    d
+    };
+    Deployment::with_tpm(tpm, log, policies, opts)
+        .await
+        .expect("start a TPM deployment")
 }
 
 pub(crate) async fn tpm_agent_id(d: &Deployment) -> String {
@@ -346,13 +300,7 @@ pub(crate) fn rig(log: &Path) -> Rig {
 }
 
 pub(crate) fn verifier(ca: Option<EkCaStore>, policies: Vec<BootPolicy>) -> TpmVerifier {
-    TpmVerifier {
-        ek_cas: ca,
-        allowed_ek_hashes: vec![],
-        pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14],
-        ek_template: tessera_attestors::node::tpm::public::EkTemplate::L1Rsa2048,
-        policies,
-    }
+    tpm_verifier(ca, policies)
 }
 
 pub(crate) fn local_ca(r: &Rig) -> EkCaStore {

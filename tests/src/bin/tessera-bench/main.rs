@@ -4,15 +4,20 @@
 //! keep the tool working. Numbers mean something only from a release build:
 //! `cargo build --release --workspace --bins && target/release/tessera-bench`.
 
+mod agent_start;
 mod attest_cost;
 mod baseline_server;
+mod bench_agent;
 mod eventlog;
+mod fanout;
 mod fleet;
 mod load;
 mod measure;
+mod memory;
 mod report;
 mod sds_bench;
 mod signing;
+mod tpm_verify;
 mod workload;
 
 use anyhow::{Context, Result};
@@ -38,6 +43,8 @@ pub struct Sizes {
     pub runs: usize,
     /// How long a throughput measurement runs.
     pub window: std::time::Duration,
+    /// `--smoke`: scenarios with their own sizes (streams, entries) pick tiny ones.
+    pub smoke: bool,
 }
 
 fn main() -> ExitCode {
@@ -59,11 +66,13 @@ fn run(args: Args) -> Result<()> {
         Sizes {
             runs: 3,
             window: std::time::Duration::from_millis(200),
+            smoke: true,
         }
     } else {
         Sizes {
             runs: 31,
             window: std::time::Duration::from_secs(3),
+            smoke: false,
         }
     };
     let mut rows = Vec::new();
@@ -71,6 +80,10 @@ fn run(args: Args) -> Result<()> {
     rows.extend(signing::run(sizes).context("scenario signing")?);
     rows.extend(fleet::run(sizes).context("scenario fleet")?);
     rows.extend(workload::run(sizes).context("scenario workload API")?);
+    rows.extend(tpm_verify::run(sizes).context("scenario TPM verification")?);
+    rows.extend(agent_start::run(sizes).context("scenario agent start")?);
+    rows.extend(fanout::run(sizes).context("scenario rotation fan-out")?);
+    rows.extend(memory::run(sizes).context("scenario agent memory")?);
     print!("{}", report::table(&rows));
     if let Some(path) = args.json {
         std::fs::write(&path, report::json(&rows))
