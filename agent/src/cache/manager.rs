@@ -6,7 +6,7 @@ use super::{same_arcs, Bundle, CachedSvid, Snapshot, State};
 use crate::metrics::Metrics;
 use crate::node::key_and_csr;
 use crate::upstream::{AuthorityError, Upstream};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,9 +137,12 @@ impl Manager {
             self.templates.set_entries(&self.entries);
             self.write_entries_file();
         }
+        // Once serving, each signed batch is published as it lands (see `sign`);
+        // before that, workloads are told to wait for the whole first round.
+        let serving = self.state == State::Ready;
         self.state = State::Ready;
-        let live: Vec<&str> = self.entries.iter().map(|e| e.id.as_str()).collect();
-        self.svids.retain(|id, _| live.contains(&id.as_str()));
+        let live: HashSet<&str> = self.entries.iter().map(|e| e.id.as_str()).collect();
+        self.svids.retain(|id, _| live.contains(id.as_str()));
         let now = self.clock.now();
         self.templates.evict(now);
         let mut due = self.due(now);
@@ -152,27 +155,38 @@ impl Manager {
                     expansion: Some(id),
                 }),
         );
-        self.sign(due).await
+        self.sign(due, serving).await
     }
 
-    /// Entries whose own SVID is missing, outdated or due; templated entries
-    /// are signed per expansion, on demand.
+    /// Entries whose own SVID is missing, outdated or due, the most urgent
+    /// first (missing, then the earliest notAfter): when there are more than
+    /// one round signs in time, what expires first is renewed first.
+    /// Templated entries are signed per expansion, on demand.
     fn due(&self, now: i64) -> Vec<Job> {
-        self.entries
+        let mut due: Vec<(i64, Job)> = self
+            .entries
             .iter()
             .filter(|e| !is_template(&e.spiffe_id))
-            .filter(|e| match self.svids.get(&e.id) {
-                None => true,
-                Some(s) => s.revision != e.revision || s.rotate_at <= now,
+            .filter_map(|e| {
+                let urgency = match self.svids.get(&e.id) {
+                    None => i64::MIN,
+                    Some(s) if s.revision != e.revision || s.rotate_at <= now => s.not_after,
+                    Some(_) => return None,
+                };
+                let job = Job {
+                    entry: e.clone(),
+                    expansion: None,
+                };
+                Some((urgency, job))
             })
-            .map(|e| Job {
-                entry: e.clone(),
-                expansion: None,
-            })
-            .collect()
+            .collect();
+        due.sort_by_key(|(urgency, _)| *urgency);
+        due.into_iter().map(|(_, job)| job).collect()
     }
 
-    async fn sign(&mut self, due: Vec<Job>) -> Result<(), AuthorityError> {
+    /// Signs `due` in batches; with `publish_each`, every batch reaches
+    /// workloads as soon as it is stored instead of after the last one.
+    async fn sign(&mut self, due: Vec<Job>, publish_each: bool) -> Result<(), AuthorityError> {
         for chunk in due.chunks(BATCH) {
             let mut keys = Vec::with_capacity(chunk.len());
             let mut reqs = Vec::with_capacity(chunk.len());
@@ -199,6 +213,9 @@ impl Manager {
                         tracing::warn!(entry_id = %job.entry.id, error = %e, "X509-SVID not signed this round; keeping the current one")
                     }
                 }
+            }
+            if publish_each {
+                self.publish();
             }
         }
         Ok(())

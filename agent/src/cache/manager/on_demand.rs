@@ -24,7 +24,7 @@ impl Manager {
                 }
             }
         }
-        let result = self.sign(jobs).await;
+        let result = self.sign(jobs, false).await;
         self.publish();
         let now = self.clock.now();
         for d in demands {

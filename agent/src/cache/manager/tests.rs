@@ -28,6 +28,10 @@ struct FakeAuthority {
     deleted: Mutex<Vec<String>>,
     signed: AtomicUsize,
     ttl: i64,
+    /// Set by a test: at each signing call, how many SVIDs in the published
+    /// snapshot expire after `seen_after`.
+    watch: Mutex<Option<(watch::Receiver<Arc<Snapshot>>, i64)>>,
+    seen: Mutex<Vec<usize>>,
 }
 
 #[tonic::async_trait]
@@ -54,6 +58,15 @@ impl Upstream for FakeAuthority {
     ) -> Result<Vec<Result<pb::X509Svid, AuthorityError>>, AuthorityError> {
         if let Some(code) = *self.fail_sign.lock().unwrap() {
             return Err(tonic::Status::new(code, "fake signing failure").into());
+        }
+        if let Some((rx, after)) = self.watch.lock().unwrap().as_ref() {
+            let n = rx
+                .borrow()
+                .svids
+                .iter()
+                .filter(|s| s.not_after > *after)
+                .count();
+            self.seen.lock().unwrap().push(n);
         }
         let entries = self.entries.lock().unwrap().clone();
         let deleted = self.deleted.lock().unwrap().clone();
@@ -137,6 +150,8 @@ fn setup(
         deleted: Mutex::new(Vec::new()),
         signed: AtomicUsize::new(0),
         ttl: 1000,
+        watch: Mutex::new(None),
+        seen: Mutex::new(Vec::new()),
     });
     let (m, rx) = Manager::new(fake.clone(), clock.clone(), None);
     let limits = TemplateLimits {
@@ -314,3 +329,4 @@ async fn svid_for_another_id_is_not_cached() {
 }
 
 mod templated;
+mod urgency;
