@@ -10,7 +10,6 @@ use anyhow::{anyhow, ensure, Result};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
-use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 const SCENARIO: &str = "SDS StreamSecrets first response, 1 client";
@@ -31,12 +30,19 @@ async fn first_response(mut c: Sds) -> Result<()> {
         type_url: SECRET_TYPE.into(),
         ..Default::default()
     };
-    let requests = tokio_stream::once(first).chain(tokio_stream::pending());
+    // The request side stays open until the first response, as Envoy's does, then
+    // closes: a stream whose request side never ends would hold one of the
+    // connection's concurrent streams for good, and the calls after the 32nd
+    // would wait for a free one forever.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(first).await?;
+    let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
     let mut responses = c.stream_secrets(requests).await?.into_inner();
     let r = responses
         .message()
         .await?
         .ok_or_else(|| anyhow!("StreamSecrets ended before its first response"))?;
+    drop(tx);
     ensure!(r.resources.len() == 1, "StreamSecrets answered {r:?}");
     Ok(())
 }
