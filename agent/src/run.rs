@@ -7,7 +7,7 @@ use crate::config::{Config, NodeAttestation, Trust};
 use crate::metrics::{timed_evidence, Metrics};
 use crate::node::{self, AgentSvid};
 use crate::ops;
-use crate::upstream::{authority_id, mtls_client, AuthorityError, GrpcUpstream};
+use crate::upstream::{authority_id, mtls_client, AgentClient, AuthorityError, GrpcUpstream};
 use crate::workload_api::{self, WorkloadApi};
 use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
@@ -19,9 +19,7 @@ use tessera_attestors::node::NodeEvidence;
 use tessera_attestors::workload::docker_api::DockerApi;
 use tessera_attestors::workload::unix::UnixAttestor;
 use tessera_common::{fsutil, systemd, tls, unix_now, x509};
-use tessera_proto::authority::node_client::NodeClient;
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -198,11 +196,10 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
         _ = shutdown_signal() => return stop(&cfg, &stop_tx, server).await,
         _ = &mut server => return Err("the Workload API server stopped".into()),
     };
-    client_tx.send_replace(Some(mtls_client(
-        &cfg.authority_address,
-        &cfg.trust_domain,
-        &svid,
-    )?));
+    client_tx.send_replace(Some((
+        mtls_client(&cfg.authority_address, &cfg.trust_domain, &svid)?,
+        svid.not_after,
+    )));
     systemd::status(&format!(
         "attested as {}; serving the Workload API",
         svid.id
@@ -256,7 +253,7 @@ async fn keep_agent_svid(
     boot: Bootstrap,
     evidence: Box<dyn NodeEvidence>,
     mut svid: AgentSvid,
-    client_tx: watch::Sender<Option<NodeClient<Channel>>>,
+    client_tx: watch::Sender<AgentClient>,
     wake_tx: watch::Sender<u64>,
     metrics: Arc<Metrics>,
 ) {
@@ -325,7 +322,7 @@ async fn keep_agent_svid(
         }
         match mtls_client(&cfg.authority_address, &cfg.trust_domain, &svid) {
             Ok(c) => {
-                let _ = client_tx.send(Some(c));
+                let _ = client_tx.send(Some((c, svid.not_after)));
                 wake_tx.send_modify(|n| *n += 1);
             }
             Err(e) => tracing::error!(error = %e, "cannot use the renewed agent SVID"),

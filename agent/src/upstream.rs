@@ -96,15 +96,23 @@ pub trait Upstream: Send + Sync + 'static {
     }
 }
 
+/// The mTLS client of the current agent SVID, and that SVID's notAfter.
+pub type AgentClient = Option<(NodeClient<Channel>, i64)>;
+
+/// An agent SVID this close to its notAfter is no longer presented: the
+/// authority would refuse this agent outright (the SVID manager then drops
+/// every SVID), while it is only waiting to attest again.
+const EXPIRY_MARGIN: i64 = 2;
+
 /// The real upstream: the current mTLS client, replaced when the agent SVID rotates.
 pub struct GrpcUpstream {
-    client: tokio::sync::watch::Receiver<Option<NodeClient<Channel>>>,
+    client: tokio::sync::watch::Receiver<AgentClient>,
     metrics: Option<Arc<Metrics>>,
     pushback: crate::backoff::Pushback,
 }
 
 impl GrpcUpstream {
-    pub fn new(client: tokio::sync::watch::Receiver<Option<NodeClient<Channel>>>) -> Self {
+    pub fn new(client: tokio::sync::watch::Receiver<AgentClient>) -> Self {
         Self {
             client,
             metrics: None,
@@ -136,10 +144,17 @@ impl GrpcUpstream {
     }
 
     fn client(&self) -> Result<NodeClient<Channel>, AuthorityError> {
-        self.client
-            .borrow()
-            .clone()
-            .ok_or_else(|| AuthorityError::RetryLater("not attested to the authority yet".into()))
+        match &*self.client.borrow() {
+            Some((c, not_after)) if tessera_common::unix_now() + EXPIRY_MARGIN < *not_after => {
+                Ok(c.clone())
+            }
+            Some(_) => Err(AuthorityError::RetryLater(
+                "the agent SVID expired; attesting again".into(),
+            )),
+            None => Err(AuthorityError::RetryLater(
+                "not attested to the authority yet".into(),
+            )),
+        }
     }
 }
 

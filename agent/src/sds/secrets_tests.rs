@@ -23,6 +23,7 @@ fn svid(entry: &str, id: &str, sel: &str) -> Arc<CachedSvid> {
         not_before: 0,
         not_after: i64::MAX,
         rotate_at: i64::MAX,
+        monotonic: None,
     })
 }
 

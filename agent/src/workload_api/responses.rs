@@ -102,6 +102,7 @@ mod tests {
             not_before: 0,
             not_after: i64::MAX,
             rotate_at: i64::MAX,
+            monotonic: None,
         })
     }
 

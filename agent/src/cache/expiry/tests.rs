@@ -38,6 +38,7 @@ fn svid(name: &str, secs: i64) -> Arc<CachedSvid> {
         not_before: BASE_MS / 1000 - 60,
         not_after: BASE_MS / 1000 + secs,
         rotate_at: BASE_MS / 1000,
+        monotonic: None,
     })
 }
 

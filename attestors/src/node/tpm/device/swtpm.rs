@@ -11,6 +11,8 @@
 //! * [`Swtpm::dir()`] is a scratch dir removed on drop; the swtpm process is
 //!   killed by pid on drop.
 //! * [`Swtpm::reboot()`] power-cycles it (same state and ports; reset count up).
+//! * [`Swtpm::crash()`] SIGKILLs it (no TPM2_Shutdown) and [`Swtpm::start_again()`]
+//!   brings it back on the same state and ports: a TPM that vanished and returned.
 //! * [`Swtpm::tool()`] runs a tpm2-tools command against it (e.g. `tpm2_pcrextend`),
 //!   fine between two [`super::Tpm`] calls: libtss2's swtpm TCTI connects per
 //!   command, and swtpm serves one connection at a time.
@@ -71,6 +73,22 @@ impl Swtpm {
         self.tool(&["tpm2_shutdown", "--clear"])?;
         let _ = self.child.kill();
         self.child.wait()?;
+        let _serial = super::super::SWTPM_START
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.child = spawn(self.dir.path(), self.port)?;
+        Ok(())
+    }
+
+    /// SIGKILL, no TPM2_Shutdown: every command fails until [`Swtpm::start_again`].
+    pub fn crash(&mut self) -> io::Result<()> {
+        self.child.kill()?;
+        self.child.wait().map(drop)
+    }
+
+    /// Starts swtpm again after [`Swtpm::crash`] on the same state and ports
+    /// (a TPM Reset: PCRs zero, reset count up, persistent objects and NV kept).
+    pub fn start_again(&mut self) -> io::Result<()> {
         let _serial = super::super::SWTPM_START
             .lock()
             .unwrap_or_else(|p| p.into_inner());
