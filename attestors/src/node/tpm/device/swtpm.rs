@@ -88,12 +88,23 @@ impl Swtpm {
 
     /// Starts swtpm again after [`Swtpm::crash`] on the same state and ports
     /// (a TPM Reset: PCRs zero, reset count up, persistent objects and NV kept).
+    /// Retried for a few seconds: the killed one's sockets may linger.
     pub fn start_again(&mut self) -> io::Result<()> {
         let _serial = super::super::SWTPM_START
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        self.child = spawn(self.dir.path(), self.port)?;
-        Ok(())
+        let mut tries = 0;
+        loop {
+            match spawn(self.dir.path(), self.port) {
+                Ok(child) => {
+                    self.child = child;
+                    return Ok(());
+                }
+                Err(e) if tries >= 10 => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(300)),
+            }
+            tries += 1;
+        }
     }
 
     /// TCTI configuration for `tss-esapi`.
