@@ -81,8 +81,9 @@ async fn a_busy_authority_is_retried_with_backoff_and_its_hint() {
         .unwrap()
         .push_back(AuthorityError::RetryLater("busy".into()));
     let calls = until_calls(&a, 7).await;
-    let (c1, t1) = calls[4];
-    let (c2, t2) = calls[5];
+    // calls[5] is the refused renewal, calls[6] its retry.
+    let (c1, t1) = calls[5];
+    let (c2, t2) = calls[6];
     assert_eq!((c1, c2), (Call::Renew, Call::Renew));
     assert!(
         secs(t2) - secs(t1) >= 20.0,
