@@ -24,6 +24,13 @@ impl Latest {
     fn get(&self) -> Option<Arc<Credential>> {
         self.credential.borrow().clone()
     }
+
+    /// The check of the latest credential's bundle.
+    fn verifier(&self) -> Result<Arc<tls::SpiffeServerVerifier>, TlsError> {
+        let c = self.get();
+        c.map(|c| c.verifier.clone())
+            .ok_or_else(|| TlsError::General("no agent SVID yet".into()))
+    }
 }
 
 impl ResolvesClientCert for Latest {
@@ -47,10 +54,7 @@ impl ServerCertVerifier for Latest {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, TlsError> {
-        let c = self
-            .get()
-            .ok_or_else(|| TlsError::General("no agent SVID yet".into()))?;
-        c.verifier
+        self.verifier()?
             .verify_server_cert(end_entity, intermediates, name, ocsp, now)
     }
 
@@ -60,7 +64,7 @@ impl ServerCertVerifier for Latest {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+        self.verifier()?.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -69,7 +73,7 @@ impl ServerCertVerifier for Latest {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+        self.verifier()?.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -33,7 +33,7 @@ async fn renews_at_half_life_and_stores_each_new_credential() {
         let (call, at) = calls[round];
         let (_, prev) = calls[round - 1];
         assert_eq!(call, Call::Renew);
-        let into = secs(at) - secs(prev);
+        let into = secs(at - prev);
         assert!(
             (40.0..=60.0).contains(&into),
             "renewed {into}s into its life"
@@ -55,11 +55,11 @@ async fn a_busy_authority_is_retried_with_backoff_and_its_hint() {
             .extend([busy(), busy(), busy()]);
     })
     .await;
-    let renewals: Vec<f64> = until_calls(&a, 5)
+    let renewals: Vec<Duration> = until_calls(&a, 5)
         .await
         .into_iter()
         .filter(|(c, _)| *c == Call::Renew)
-        .map(|(_, at)| secs(at))
+        .map(|(_, at)| at)
         .collect();
     assert_eq!(
         renewals.len(),
@@ -68,7 +68,7 @@ async fn a_busy_authority_is_retried_with_backoff_and_its_hint() {
     );
     // Exponential from 1s, drawn from the upper half: [0.5, 1], [1, 2], [2, 4].
     for (i, (lo, hi)) in [(0.5, 1.0), (1.0, 2.0), (2.0, 4.0)].into_iter().enumerate() {
-        let gap = renewals[i + 1] - renewals[i];
+        let gap = secs(renewals[i + 1] - renewals[i]);
         assert!((lo..=hi).contains(&gap), "retry {i} after {gap}s");
     }
     assert_eq!(a.current().svid.chain, a.fake.last_issued().chain);
@@ -86,9 +86,9 @@ async fn a_busy_authority_is_retried_with_backoff_and_its_hint() {
     let (c2, t2) = calls[6];
     assert_eq!((c1, c2), (Call::Renew, Call::Renew));
     assert!(
-        secs(t2) - secs(t1) >= 20.0,
-        "retried {}s later",
-        secs(t2) - secs(t1)
+        t2 - t1 >= Duration::from_secs(20),
+        "retried {:?} later",
+        t2 - t1
     );
 }
 
@@ -144,7 +144,7 @@ async fn a_refused_attestation_is_retried_with_backoff_for_good() {
     // Backing off: the attempts spread out rather than hammering.
     let gaps: Vec<f64> = calls[2..8]
         .windows(2)
-        .map(|w| secs(w[1].1) - secs(w[0].1))
+        .map(|w| secs(w[1].1 - w[0].1))
         .collect();
     assert!(gaps.iter().all(|g| *g >= 0.5), "{gaps:?}");
     assert!(gaps[4] >= 8.0, "the wait grows: {gaps:?}");
