@@ -2,6 +2,7 @@
 //! who an agent is, which entries it may sign for, the bundle.
 
 use crate::attestation::NodeVerifier;
+use crate::authorized;
 use crate::ca::{authority_id, Ca};
 use crate::config::Config;
 use crate::datastore::{AgentRecord, Datastore, Entry};
@@ -10,7 +11,6 @@ use crate::metrics::Metrics;
 use crate::reserved;
 use std::sync::Arc;
 use tessera_common::jwt::{JwtBundle, JwtSigner};
-use tessera_common::selector::all_present;
 use tessera_common::spiffe_template::{is_template, SpiffeTemplate};
 use tessera_common::{unix_now, x509, Selector, SpiffeId};
 use tessera_proto::authority as pb;
@@ -52,12 +52,21 @@ impl Authority {
         }
     }
 
-    /// Entries the agent may sign for: those parented to it, and those parented
-    /// to a node alias whose selectors all hold for the agent.
+    /// Entries the agent may sign for (see `authorized`).
     pub async fn authorized_entries(&self, agent: &AgentRecord) -> Result<Vec<Entry>, ApiError> {
+        let authority = self.authority_id()?;
+        Ok(authorized::entries_for(&self.datastore, agent, &authority, unix_now()).await?)
+    }
+
+    /// Of the entries `ids`, those the agent may sign for: any other is absent.
+    pub async fn authorized_among(
+        &self,
+        agent: &AgentRecord,
+        ids: &[String],
+    ) -> Result<Vec<Entry>, ApiError> {
+        let authority = self.authority_id()?;
         let now = unix_now();
-        let all = self.datastore.list_entries().await?;
-        Ok(authorized(&all, agent, &self.authority_id()?, now))
+        Ok(authorized::entries_among(&self.datastore, agent, &authority, ids, now).await?)
     }
 
     fn authority_id(&self) -> Result<SpiffeId, ApiError> {
@@ -143,154 +152,4 @@ fn entry_id_or_sample(s: &str) -> Result<SpiffeId, String> {
     }
     let t = SpiffeTemplate::parse(s).map_err(|e| format!("template {s:?}: {e}"))?;
     Ok(t.sample().clone())
-}
-
-fn authorized(all: &[Entry], agent: &AgentRecord, authority: &SpiffeId, now: i64) -> Vec<Entry> {
-    let alias_parent = authority.as_str();
-    // Stored rows that break the reserved-name rule (written before it existed, or
-    // straight into the database) are never signed, nor do they act as aliases.
-    let live = |e: &&Entry| {
-        e.expires_at.is_none_or(|t| t > now)
-            && match reserved::violation(authority, &e.spiffe_id, &e.parent_id) {
-                None => true,
-                Some(why) => {
-                    tracing::warn!(entry_id = %e.id, "entry ignored: {why}");
-                    false
-                }
-            }
-    };
-    let mut parents = vec![agent.id.clone()];
-    parents.extend(
-        all.iter()
-            .filter(live)
-            .filter(|e| e.parent_id == alias_parent && all_present(&e.selectors, &agent.selectors))
-            .map(|e| e.spiffe_id.clone()),
-    );
-    all.iter()
-        .filter(live)
-        .filter(|e| parents.contains(&e.parent_id))
-        .cloned()
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(id: &str, parent: &str, spiffe: &str, sel: &[&str]) -> Entry {
-        Entry {
-            id: id.into(),
-            spiffe_id: spiffe.into(),
-            parent_id: parent.into(),
-            selectors: sel.iter().map(|s| Selector::parse(s).unwrap()).collect(),
-            ..Default::default()
-        }
-    }
-
-    fn authority_and_secure_boot_agent() -> (SpiffeId, AgentRecord) {
-        let agent = AgentRecord {
-            id: "spiffe://td/tessera/agent/a".into(),
-            selectors: vec![Selector::parse("tpm:secure_boot:enabled").unwrap()],
-            ..Default::default()
-        };
-        ("spiffe://td/tessera/authority".parse().unwrap(), agent)
-    }
-
-    #[test]
-    fn agent_gets_own_and_matching_alias_entries_only() {
-        let (authority, agent) = authority_and_secure_boot_agent();
-        let alias = authority.as_str();
-        let all = vec![
-            entry(
-                "1",
-                "spiffe://td/tessera/agent/a",
-                "spiffe://td/w1",
-                &["unix:uid:0"],
-            ),
-            entry(
-                "2",
-                "spiffe://td/tessera/agent/b",
-                "spiffe://td/w2",
-                &["unix:uid:0"],
-            ),
-            entry(
-                "3",
-                alias,
-                "spiffe://td/sb-hosts",
-                &["tpm:secure_boot:enabled"],
-            ),
-            entry(
-                "4",
-                "spiffe://td/sb-hosts",
-                "spiffe://td/w4",
-                &["unix:uid:0"],
-            ),
-            entry(
-                "5",
-                alias,
-                "spiffe://td/other",
-                &["tpm:secure_boot:disabled"],
-            ),
-            entry("6", "spiffe://td/other", "spiffe://td/w6", &["unix:uid:0"]),
-        ];
-        let ids: Vec<_> = authorized(&all, &agent, &authority, 0)
-            .into_iter()
-            .map(|e| e.id)
-            .collect();
-        assert_eq!(ids, vec!["1", "4"]);
-    }
-
-    #[test]
-    fn stored_entries_with_reserved_ids_are_never_authorized() {
-        let (authority, agent) = authority_and_secure_boot_agent();
-        let all = vec![
-            entry(
-                "1",
-                "spiffe://td/tessera/agent/a",
-                "spiffe://td/tessera/authority",
-                &["unix:uid:0"],
-            ),
-            entry(
-                "2",
-                authority.as_str(),
-                "spiffe://td/tessera/agent/tpm/x",
-                &["tpm:secure_boot:enabled"],
-            ),
-            entry(
-                "3",
-                "spiffe://td/tessera/agent/tpm/x",
-                "spiffe://td/w3",
-                &["unix:uid:0"],
-            ),
-            entry(
-                "4",
-                "spiffe://td/tessera/agent/a",
-                "spiffe://td/w4",
-                &["unix:uid:0"],
-            ),
-        ];
-        let ids: Vec<_> = authorized(&all, &agent, &authority, 0)
-            .into_iter()
-            .map(|e| e.id)
-            .collect();
-        assert_eq!(ids, vec!["4"]);
-    }
-
-    #[test]
-    fn expired_entries_are_not_authorized() {
-        let agent = AgentRecord {
-            id: "spiffe://td/tessera/agent/a".into(),
-            ..Default::default()
-        };
-        let mut e = entry(
-            "1",
-            "spiffe://td/tessera/agent/a",
-            "spiffe://td/w1",
-            &["unix:uid:0"],
-        );
-        e.expires_at = Some(100);
-        let authority: SpiffeId = "spiffe://td/tessera/authority".parse().unwrap();
-        assert_eq!(authorized(&[e.clone()], &agent, &authority, 50).len(), 1);
-        assert!(authorized(&[e], &agent, &authority, 100).is_empty());
-    }
 }

@@ -5,6 +5,7 @@ pub mod admin_api;
 pub mod admin_cli;
 pub mod attestation;
 pub mod authority;
+pub mod authorized;
 pub mod ca;
 pub mod caller;
 pub mod config;

@@ -319,7 +319,8 @@ impl Node for NodeApi {
                 ApiError::InvalidArgument(format!("requests: more than {MAX_BATCH}")).into(),
             );
         }
-        let entries = a.authorized_entries(&agent).await?;
+        let ids: Vec<String> = requests.iter().map(|r| r.entry_id.clone()).collect();
+        let entries = a.authorized_among(&agent, &ids).await?;
         let (results, audit) = per_entry::sign_x509_each(a, &agent, &entries, requests, unix_now());
         // Nothing is handed out that is not in the audit trail.
         a.datastore
@@ -355,7 +356,9 @@ impl Node for NodeApi {
                 ApiError::InvalidArgument(format!("audience: more than {MAX_AUDIENCES}")).into(),
             );
         }
-        let entries = a.authorized_entries(&agent).await?;
+        let entries = a
+            .authorized_among(&agent, std::slice::from_ref(&r.entry_id))
+            .await?;
         let now = unix_now();
         let (admit, ended) = a
             .jwt_limits

@@ -7,6 +7,7 @@ mod agents;
 mod audit;
 mod connect;
 mod entries;
+mod entry_lookup;
 mod entry_update;
 mod migrations;
 mod rows;

@@ -7,8 +7,10 @@ use tessera_common::Selector;
 
 use super::*;
 
+mod agent_entries;
 mod agents;
 mod entries;
+use agent_entries::{check_entries_asked_for, check_per_agent_queries};
 use agents::{check_eviction, check_serial_overlap};
 use entries::{
     check_audit_time_window, check_batch_create, check_entry_filters, check_update_entry,
@@ -482,7 +484,7 @@ async fn postgres_runs_the_same_checks() {
     let admin = sqlx::AnyPool::connect(&format!("{base}/postgres"))
         .await
         .unwrap();
-    for n in 0..14 {
+    for n in 0..16 {
         let db = format!("tessera_test_{}", hex::encode(rand::random::<[u8; 6]>()));
         sqlx::raw_sql(&format!("CREATE DATABASE {db}"))
             .execute(&admin)
@@ -504,6 +506,8 @@ async fn postgres_runs_the_same_checks() {
             10 => check_update_entry(&ds).await,
             11 => check_entry_filters(&ds).await,
             12 => check_audit_time_window(&ds).await,
+            13 => check_per_agent_queries(&ds).await,
+            14 => check_entries_asked_for(&ds).await,
             _ => check_default_and_max_audit_limit(&ds).await,
         }
         ds.close().await;

@@ -144,3 +144,68 @@ async fn a_jwt_for_a_deleted_entry_is_refused_in_the_answer() {
     assert_eq!(code(&signed.status), Code::Ok, "{signed:?}");
     assert!(!signed.token.is_empty());
 }
+
+#[tokio::test]
+async fn an_agent_gets_nothing_for_another_agents_or_an_unmatched_alias_entry() {
+    let (fx, svid, api) = attested().await;
+    let other = "spiffe://example.org/tessera/agent/join_token/t2";
+    let other_svid = fx.svid(other, HOUR);
+    fx.attest(other, &other_svid).await;
+    let theirs = entry(&fx, "theirs").await;
+    // A node alias whose selector neither agent has, and an entry under it.
+    let alias = |spiffe: &str, parent: &str| NewEntry {
+        spiffe_id: format!("spiffe://example.org/{spiffe}"),
+        parent_id: parent.into(),
+        selectors: vec![Selector::parse("tpm:secure_boot:enabled").unwrap()],
+        ..Default::default()
+    };
+    let ds = &fx.authority.datastore;
+    ds.create_entry(alias("sb-hosts", "spiffe://example.org/tessera/authority"))
+        .await
+        .unwrap();
+    let under_alias = ds
+        .create_entry(alias("sb-workload", "spiffe://example.org/sb-hosts"))
+        .await
+        .unwrap()
+        .id;
+    let synced = api
+        .sync_entries(request(&fx, &other_svid, pb::SyncEntriesRequest {}).await)
+        .await
+        .expect("sync")
+        .into_inner();
+    assert!(synced.entries.is_empty(), "{:?}", synced.entries);
+    for id in [&theirs, &under_alias] {
+        let body = pb::BatchSignX509Request {
+            requests: vec![sign_req(id, csr())],
+        };
+        let r = api
+            .batch_sign_x509(request(&fx, &other_svid, body).await)
+            .await
+            .expect("the call succeeds for the agent")
+            .into_inner();
+        assert_eq!(code(&r.results[0].status), Code::PermissionDenied, "{r:?}");
+        assert!(r.results[0].svid.is_none());
+        let jwt = pb::SignJwtRequest {
+            entry_id: id.clone(),
+            audience: vec!["aud".into()],
+            spiffe_id: String::new(),
+        };
+        let r = api
+            .sign_jwt(request(&fx, &other_svid, jwt).await)
+            .await
+            .expect("the call succeeds for the agent")
+            .into_inner();
+        assert_eq!(code(&r.status), Code::PermissionDenied, "{r:?}");
+        assert!(r.token.is_empty());
+    }
+    // The entry's own agent is signed for.
+    let body = pb::BatchSignX509Request {
+        requests: vec![sign_req(&theirs, csr())],
+    };
+    let r = api
+        .batch_sign_x509(request(&fx, &svid, body).await)
+        .await
+        .expect("signed")
+        .into_inner();
+    assert_eq!(code(&r.results[0].status), Code::Ok, "{r:?}");
+}
