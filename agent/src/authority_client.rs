@@ -3,7 +3,7 @@
 //! call it through [`AuthorityClient`], the agent identity through
 //! [`NodeAuthority`] (tests drive each with a fake).
 
-use crate::identity::{Attestation, NodeAuthority};
+use crate::identity::{Attestation, Credential, NodeAuthority};
 use crate::metrics::Metrics;
 use crate::node::{self, AgentSvid};
 use rustls::pki_types::CertificateDer;
@@ -117,17 +117,27 @@ impl GrpcAuthority {
         st.into()
     }
 
+    /// Reads the answer to a call made with `used`; a refusal of the agent
+    /// is passed on to the identity, which attests again.
     fn read<T>(
         &self,
         method: &'static str,
+        used: &Arc<Credential>,
         r: Result<tonic::Response<T>, tonic::Status>,
     ) -> Result<T, AuthorityError> {
-        r.map(tonic::Response::into_inner)
-            .map_err(|st| self.failed(method, st))
+        let e = match r {
+            Ok(resp) => return Ok(resp.into_inner()),
+            Err(st) => self.failed(method, st),
+        };
+        if matches!(e, AuthorityError::AgentRefused(_)) {
+            self.identity.refused(used);
+        }
+        Err(e)
     }
 
-    fn client(&self) -> Result<NodeClient<tonic::transport::Channel>, AuthorityError> {
-        self.identity.client()
+    /// Each credential the authority refused in a call (see [`IdentityChannel`]).
+    pub fn refusals(&self) -> tokio::sync::watch::Receiver<Option<Arc<Credential>>> {
+        self.identity.refusals()
     }
 
     /// TLS without a client certificate, and the roots the answer must
@@ -172,7 +182,10 @@ impl NodeAuthority for GrpcAuthority {
                 let (cfg, known) = self.bootstrap_tls(last)?;
                 (NodeClient::new(channel(&self.address, cfg)), known)
             }
-            Attestation::Renewal(current) => (self.client()?, Some(current.bundle_roots.clone())),
+            Attestation::Renewal(current) => (
+                self.identity.client()?.0,
+                Some(current.bundle_roots.clone()),
+            ),
         };
         let failed = |method, st| self.failed(method, st);
         let td = &self.trust_domain;
@@ -185,7 +198,8 @@ impl NodeAuthority for GrpcAuthority {
 
     async fn renew(&self, current: &AgentSvid) -> Result<AgentSvid, AuthorityError> {
         let failed = |method, st| self.failed(method, st);
-        node::renew(self.client()?, &self.trust_domain, current, &failed).await
+        let client = self.identity.client()?.0;
+        node::renew(client, &self.trust_domain, current, &failed).await
     }
 
     fn retry_hint(&self) -> Option<std::time::Duration> {
@@ -196,21 +210,21 @@ impl NodeAuthority for GrpcAuthority {
 #[tonic::async_trait]
 impl AuthorityClient for GrpcAuthority {
     async fn sync_entries(&self) -> Result<pb::SyncEntriesResponse, AuthorityError> {
-        let mut client = self.client()?;
+        let (mut client, used) = self.identity.client()?;
         let r = client.sync_entries(pb::SyncEntriesRequest {}).await;
-        self.read("SyncEntries", r)
+        self.read("SyncEntries", &used, r)
     }
 
     async fn batch_sign_x509(
         &self,
         requests: Vec<pb::X509SignRequest>,
     ) -> Result<Vec<Result<pb::X509Svid, AuthorityError>>, AuthorityError> {
-        let mut client = self.client()?;
+        let (mut client, used) = self.identity.client()?;
         let n = requests.len();
         let r = client
             .batch_sign_x509(pb::BatchSignX509Request { requests })
             .await;
-        error::x509_results(n, self.read("BatchSignX509", r)?)
+        error::x509_results(n, self.read("BatchSignX509", &used, r)?)
     }
 
     async fn sign_jwt(
@@ -224,9 +238,9 @@ impl AuthorityClient for GrpcAuthority {
             audience: audience.to_vec(),
             spiffe_id: spiffe_id.to_string(),
         };
-        let mut client = self.client()?;
+        let (mut client, used) = self.identity.client()?;
         let r = client.sign_jwt(req).await;
-        error::jwt_result(self.read("SignJwt", r)?)
+        error::jwt_result(self.read("SignJwt", &used, r)?)
     }
 
     fn retry_hint(&self) -> Option<std::time::Duration> {

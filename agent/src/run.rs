@@ -127,6 +127,7 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
     systemd::spawn_watchdog();
     systemd::ready();
     systemd::status("serving the Workload API; attesting the node");
+    let refusals = authority.refusals();
     let keeper = Keeper::new(
         authority,
         evidence,
@@ -136,6 +137,7 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
         credential_tx,
     )
     .with_wake(wake_tx)
+    .with_refusals(refusals)
     .with_metrics(metrics.clone());
     // A TPM host proves itself again at every start (a reboot may have changed
     // what it runs); only a join-token agent, whose token is spent, resumes.

@@ -52,6 +52,8 @@ pub struct IdentityChannel {
     tls: Arc<rustls::ClientConfig>,
     credential: watch::Receiver<Option<Arc<Credential>>>,
     current: Mutex<Option<(Arc<Credential>, Channel)>>,
+    /// The latest credential the authority refused in a call.
+    refused: watch::Sender<Option<Arc<Credential>>>,
 }
 
 impl IdentityChannel {
@@ -64,22 +66,33 @@ impl IdentityChannel {
             tls: Arc::new(crate::identity::client_config(credential.clone())?),
             credential,
             current: Mutex::new(None),
+            refused: watch::channel(None).0,
         })
     }
 
-    /// A client on the connection of the latest credential.
-    pub fn client(&self) -> Result<NodeClient<Channel>, AuthorityError> {
+    /// Each credential the authority refused, for the identity to replace it.
+    pub fn refusals(&self) -> watch::Receiver<Option<Arc<Credential>>> {
+        self.refused.subscribe()
+    }
+
+    /// Notes that a call made with `used` was refused as this agent's.
+    pub fn refused(&self, used: &Arc<Credential>) {
+        self.refused.send_replace(Some(used.clone()));
+    }
+
+    /// A client on the connection of the latest credential, and that credential.
+    pub fn client(&self) -> Result<(NodeClient<Channel>, Arc<Credential>), AuthorityError> {
         let latest = self.credential.borrow().clone().ok_or_else(|| {
             AuthorityError::RetryLater("not attested to the authority yet".into())
         })?;
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((c, ch)) = current.as_ref() {
             if Arc::ptr_eq(c, &latest) {
-                return Ok(NodeClient::new(ch.clone()));
+                return Ok((NodeClient::new(ch.clone()), latest));
             }
         }
         let ch = channel(&self.address, self.tls.clone());
-        *current = Some((latest, ch.clone()));
-        Ok(NodeClient::new(ch))
+        *current = Some((latest.clone(), ch.clone()));
+        Ok((NodeClient::new(ch), latest))
     }
 }

@@ -44,6 +44,8 @@ pub struct Keeper {
     tx: watch::Sender<Option<Arc<Credential>>>,
     /// Bumped on each new credential: the SVID manager syncs with it at once.
     wake: Option<watch::Sender<u64>>,
+    /// Credentials the authority refused in other calls (entry sync, signing).
+    refusals: Option<watch::Receiver<Option<Arc<Credential>>>>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -65,12 +67,19 @@ impl Keeper {
             clock,
             tx,
             wake: None,
+            refusals: None,
             metrics: None,
         }
     }
 
     pub fn with_wake(mut self, wake: watch::Sender<u64>) -> Self {
         self.wake = Some(wake);
+        self
+    }
+
+    /// Replaces a credential as soon as the authority refuses it in a call.
+    pub fn with_refusals(mut self, refusals: watch::Receiver<Option<Arc<Credential>>>) -> Self {
+        self.refusals = Some(refusals);
         self
     }
 
@@ -129,9 +138,15 @@ impl Keeper {
                 current.svid.not_after,
                 random_jitter(),
             );
-            let wait = (at - self.clock.now()).max(0) as u64;
-            tokio::time::sleep(Duration::from_secs(wait)).await;
-            let next = self.replace(&current.svid).await;
+            let wait = Duration::from_secs((at - self.clock.now()).max(0) as u64);
+            let refused = tokio::select! {
+                _ = tokio::time::sleep(wait) => false,
+                _ = self.refusal_of(&current) => true,
+            };
+            if refused {
+                tracing::warn!("the authority refused the agent SVID; attesting the node again");
+            }
+            let next = self.replace(&current.svid, refused).await;
             tracing::info!(agent_id = %next.svid.id, not_after = next.svid.not_after, "agent SVID renewed");
             self.publish(next, true);
             if let Some(w) = &self.wake {
@@ -140,10 +155,26 @@ impl Keeper {
         }
     }
 
+    /// Returns once the authority has refused `current` in a call.
+    async fn refusal_of(&self, current: &Arc<Credential>) {
+        if let Some(mut rx) = self.refusals.clone() {
+            loop {
+                let refused = rx.borrow_and_update().clone();
+                if refused.is_some_and(|r| Arc::ptr_eq(&r, current)) {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        }
+        std::future::pending().await
+    }
+
     /// A credential to follow `current`, however many attempts it takes: the
-    /// cached SVIDs are served meanwhile, so this never gives up.
-    async fn replace(&self, current: &AgentSvid) -> Credential {
-        let mut refused = false;
+    /// cached SVIDs are served meanwhile, so this never gives up. `refused`:
+    /// the authority no longer takes `current`.
+    async fn replace(&self, current: &AgentSvid, mut refused: bool) -> Credential {
         let mut attempt = 0;
         loop {
             let now = self.clock.now();

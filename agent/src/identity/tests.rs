@@ -180,6 +180,8 @@ impl NodeEvidence for Evidence {
 struct Agent {
     fake: Arc<FakeAuthority>,
     credential: watch::Receiver<Option<Arc<Credential>>>,
+    /// What the authority client reports when a call is refused as the agent's.
+    refuse: watch::Sender<Option<Arc<Credential>>>,
     dir: tempfile::TempDir,
 }
 
@@ -198,11 +200,14 @@ async fn agent(tpm: bool, prepare: impl FnOnce(&FakeAuthority)) -> Agent {
         fake.clock.clone(),
         tx,
     );
+    let (refuse, refusals) = watch::channel(None);
+    let keeper = keeper.with_refusals(refusals);
     keeper.start(false).await.unwrap();
     tokio::spawn(keeper.run());
     Agent {
         fake,
         credential,
+        refuse,
         dir,
     }
 }

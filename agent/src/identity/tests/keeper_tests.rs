@@ -115,6 +115,26 @@ async fn a_refused_agent_svid_leads_to_attestation_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_refusal_in_another_call_leads_to_attestation_at_once() {
+    let a = agent(false, |_| {}).await;
+    let first = a.current();
+    sleep(10).await;
+    // The entry sync was refused as this agent's (its SVID superseded, say).
+    a.refuse.send_replace(Some(first.clone()));
+    let calls = until_calls(&a, 2).await;
+    assert_eq!(
+        calls[1],
+        (Call::Attest, Duration::from_secs(10)),
+        "{calls:?}"
+    );
+    assert_eq!(a.current().svid.chain, a.fake.last_issued().chain);
+    // A late refusal of the credential already replaced changes nothing.
+    a.refuse.send_replace(Some(first));
+    sleep(35).await;
+    assert_eq!(a.fake.calls().len(), 2, "{:?}", a.fake.calls());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_refused_attestation_is_retried_with_backoff_for_good() {
     let a = agent(false, |f| {
         let refused = || AuthorityError::AgentRefused("evicted".into());
