@@ -222,7 +222,7 @@ impl Keeper {
             if e.is_transient() {
                 tracing::warn!(error = %e, retry_in = ?wait, "agent SVID renewal failed");
             } else {
-                tracing::error!(error = %e, retry_in = ?wait, "the authority refuses this node: serving cached SVIDs until they expire, and trying again");
+                tracing::error!(error = %e, retry_in = ?wait, "agent SVID renewal failed: the authority refuses this node; serving cached SVIDs until they expire, and trying again");
             }
             tokio::time::sleep(wait).await;
             attempt += 1;
