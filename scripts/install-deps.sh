@@ -14,6 +14,9 @@ lean=(prometheus)
 # A real container (tests/tests/e2e/containers.rs): podman with runc (crun refuses hybrid
 # cgroup hosts) and busybox-static for the image's rootfs; no network stack needed.
 lean+=(podman runc busybox-static)
+# PostgreSQL server binaries (/usr/lib/postgresql/15/bin) for the private cluster the
+# datastore checks and tests/tests/e2e/postgres_replicas.rs start (tests/postgres).
+lean+=(postgresql)
 missing=()
 lean_missing=()
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }

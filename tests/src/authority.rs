@@ -7,6 +7,7 @@ use crate::{secs, Deployment, STARTUP};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use std::ffi::OsStr;
 use std::fs;
+use std::path::Path;
 
 /// What `Deployment::new` writes; replaced by the bound port after the first start.
 const ANY_PORT: &str = "listen_address = \"127.0.0.1:0\"";
@@ -64,28 +65,12 @@ impl Deployment {
     }
 
     pub async fn admin(&self, args: &[&str]) -> Result<CmdOut> {
-        let sock = self.admin_socket();
-        let sock = sock
-            .to_str()
-            .ok_or_else(|| anyhow!("admin socket path is not UTF-8"))?;
-        let mut all: Vec<&str> = args.to_vec();
-        all.push("--admin-socket");
-        all.push(sock);
-        run_cmd(&bin("tessera-authority")?, &all, None, &[]).await
+        admin_at(&self.admin_socket(), args).await
     }
 
     /// Runs an admin command that must succeed; returns its stdout.
     pub async fn admin_ok(&self, args: &[&str]) -> Result<String> {
-        let out = self.admin(args).await?;
-        if !out.success() {
-            bail!(
-                "tessera-authority {} failed ({}): {}",
-                args.join(" "),
-                out.status,
-                out.stderr
-            );
-        }
-        Ok(out.stdout)
+        admin_ok_at(&self.admin_socket(), args).await
     }
 
     pub async fn generate_token(&self) -> Result<String> {
@@ -171,4 +156,29 @@ impl Deployment {
             .with_context(|| format!("read {}/jwt_key.kid", data.display()))?;
         Ok((der, kid.trim().to_string()))
     }
+}
+
+/// Runs `tessera-authority <args> --admin-socket <sock>`.
+pub(crate) async fn admin_at(sock: &Path, args: &[&str]) -> Result<CmdOut> {
+    let sock = sock
+        .to_str()
+        .ok_or_else(|| anyhow!("admin socket path is not UTF-8"))?;
+    let mut all: Vec<&str> = args.to_vec();
+    all.push("--admin-socket");
+    all.push(sock);
+    run_cmd(&bin("tessera-authority")?, &all, None, &[]).await
+}
+
+/// `admin_at` that must succeed; returns its stdout.
+pub(crate) async fn admin_ok_at(sock: &Path, args: &[&str]) -> Result<String> {
+    let out = admin_at(sock, args).await?;
+    if !out.success() {
+        bail!(
+            "tessera-authority {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            out.stderr
+        );
+    }
+    Ok(out.stdout)
 }

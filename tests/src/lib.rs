@@ -13,6 +13,7 @@ mod deployment;
 mod faults;
 pub mod fleet;
 mod grpc;
+mod postgres;
 mod process;
 mod readiness;
 mod tpm;
@@ -23,6 +24,7 @@ pub use grpc::{
     channel_from_fd, connect_as_nobody, connect_from_child, deadline, ids, req, request,
     uds_channel, Header, Raw,
 };
+pub use postgres::{Cluster, Replica};
 pub use process::{bin, child_command, tail, ChildGuard, Daemon};
 pub use readiness::Readiness;
 pub use tpm::{ek_ca_dir, hex, measure_boot, rhel8_log, swtpm_booted, testdata, tpm_verifier};

@@ -25,6 +25,7 @@ mod node_identity;
 mod overload;
 mod packaging;
 mod pki;
+mod postgres_replicas;
 mod py_spiffe;
 mod sds;
 mod systemd;

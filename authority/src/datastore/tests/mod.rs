@@ -1,5 +1,5 @@
-//! Each check takes a fresh, empty datastore so it runs on SQLite here and, when
-//! TESSERA_TEST_POSTGRES_URL is set, on PostgreSQL too.
+//! Each check takes a fresh, empty datastore so it runs on SQLite here and on
+//! PostgreSQL too (a private cluster, or TESSERA_TEST_POSTGRES_URL's server).
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -472,16 +472,39 @@ async fn open_by_url_creates_owner_only_file() {
     ));
 }
 
-/// Runs every check against PostgreSQL, each in a database of its own, when
-/// TESSERA_TEST_POSTGRES_URL names a server (e.g. `postgres://user@127.0.0.1:5432`, no
-/// database path). Skipped otherwise.
+/// Where the PostgreSQL checks run: the server TESSERA_TEST_POSTGRES_URL names (e.g.
+/// `postgres://user@127.0.0.1:5432`, no database path), else a private cluster
+/// started here. Missing PostgreSQL binaries fail the test: never a silent skip.
+enum Postgres {
+    External(String),
+    Private(tessera_test_postgres::Cluster),
+}
+
+impl Postgres {
+    fn start() -> Postgres {
+        match std::env::var("TESSERA_TEST_POSTGRES_URL") {
+            Ok(base) => Postgres::External(base),
+            Err(_) => Postgres::Private(
+                tessera_test_postgres::Cluster::start()
+                    .unwrap_or_else(|e| panic!("PostgreSQL for the datastore checks: {e:#}")),
+            ),
+        }
+    }
+
+    fn url(&self, db: &str) -> String {
+        match self {
+            Postgres::External(base) => format!("{base}/{db}"),
+            Postgres::Private(cluster) => cluster.url(db),
+        }
+    }
+}
+
+/// Runs every check against PostgreSQL, each in a database of its own.
 #[tokio::test]
 async fn postgres_runs_the_same_checks() {
-    let Ok(base) = std::env::var("TESSERA_TEST_POSTGRES_URL") else {
-        return;
-    };
+    let server = Postgres::start();
     sqlx::any::install_default_drivers();
-    let admin = sqlx::AnyPool::connect(&format!("{base}/postgres"))
+    let admin = sqlx::AnyPool::connect(&server.url("postgres"))
         .await
         .unwrap();
     for n in 0..16 {
@@ -490,7 +513,7 @@ async fn postgres_runs_the_same_checks() {
             .execute(&admin)
             .await
             .unwrap();
-        let url = format!("{base}/{db}");
+        let url = server.url(&db);
         let ds = Datastore::open(&url).await.unwrap();
         match n {
             0 => check_entry_crud(&ds).await,

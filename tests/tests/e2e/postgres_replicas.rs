@@ -1,0 +1,149 @@
+//! Two real authority replicas sharing one PostgreSQL datastore (a private cluster)
+//! and the same CA and JWT keys: what one replica records, the other serves.
+//! The agent takes a single `authority_address` (no list of replicas), so an agent
+//! failing over when its replica dies is not tested here.
+
+use crate::harness::*;
+use tessera_tests::fleet::{loopback, NodeTarget, SimAgent, SERVER_NAME};
+
+/// A PostgreSQL cluster, replica A (the deployment's authority, which generated the
+/// agent's join token) and replica B, both on database `tessera`. Bound in this
+/// order, so the daemons stop before the cluster does.
+async fn replicas() -> (Cluster, Deployment, Replica) {
+    let pg = tokio::task::spawn_blocking(Cluster::start)
+        .await
+        .expect("join the PostgreSQL start")
+        .unwrap_or_else(|e| panic!("start PostgreSQL: {e:#}"));
+    let url = pg.create_database("tessera").expect("createdb tessera");
+    let opts = Opts {
+        authority_extra: format!("database_url = \"{url}\"\n{SERVER_NAME}"),
+        ..Opts::default()
+    };
+    let mut d = Deployment::new(opts).await.expect("start replica A");
+    let b = d
+        .start_replica("authority-b")
+        .await
+        .expect("start replica B");
+    (pg, d, b)
+}
+
+#[tokio::test]
+async fn an_entry_made_at_one_replica_reaches_an_agent_attested_at_the_other() {
+    let (_pg, mut d, b) = replicas().await;
+    let bundle_b = b
+        .admin_ok(&["bundle", "show", "--format", "pem"])
+        .await
+        .expect("replica B's bundle");
+    assert_eq!(bundle_b, d.bundle_pem().expect("A's bundle"), "one CA");
+    d.start_agent().await.expect("start the agent (talks to A)");
+    // READY comes before the agent has attested: wait for A's record, read at B.
+    poll(PROPAGATION, "B to list the agent attested at A", || async {
+        let agents = b
+            .admin_ok(&["agent", "list"])
+            .await
+            .expect("agent list at B");
+        agents.contains(&d.agent_id).then_some(())
+    })
+    .await;
+
+    let id = format!("spiffe://{TD}/replicated");
+    let entry = b
+        .admin_ok(&[
+            "entry",
+            "create",
+            "--parent-id",
+            &d.agent_id,
+            "--spiffe-id",
+            &id,
+            "--selector",
+            "unix:uid:0",
+        ])
+        .await
+        .expect("entry create at B");
+    assert!(!entry.trim().is_empty(), "entry create printed no ID");
+    let client = d.client().await.expect("connect the spiffe client");
+    let svid = poll(PROPAGATION, "the SVID of the entry made at B", || async {
+        client
+            .fetch_x509_svid()
+            .await
+            .ok()
+            .filter(|s| s.spiffe_id().to_string() == id)
+    })
+    .await;
+    assert!(!svid.cert_chain().is_empty());
+
+    // Deleted at B: A stops serving it.
+    b.admin_ok(&["entry", "delete", entry.trim()])
+        .await
+        .expect("entry delete at B");
+    poll(PROPAGATION, "the SVID gone after delete at B", || async {
+        match client.fetch_x509_svid().await {
+            Ok(s) if s.spiffe_id().to_string() == id => None,
+            _ => Some(()),
+        }
+    })
+    .await;
+}
+
+/// Attests with `token` at the replica on `port`: Ok, or the refusal's text.
+async fn attest(d: &Deployment, port: u16, token: &str, n: usize) -> Result<(), String> {
+    let target = NodeTarget {
+        port,
+        bundle_pem: d.bundle_pem().expect("bundle"),
+    };
+    SimAgent::attest(&target, token, loopback(n))
+        .await
+        .map(drop)
+        .map_err(|e| format!("{e:#}"))
+}
+
+fn assert_refused(res: Result<(), String>, what: &str) {
+    match res {
+        Ok(()) => panic!("{what}: the token was accepted a second time"),
+        Err(e) => assert!(e.contains("PermissionDenied"), "{what}: {e}"),
+    }
+}
+
+/// A join token is single use across replicas: consumed at A, it is refused at B
+/// (which generated it), and of two attestations racing with one token at A and B,
+/// exactly one wins.
+#[tokio::test]
+async fn a_join_token_used_at_one_replica_is_refused_at_the_other() {
+    let (_pg, d, b) = replicas().await;
+    let (d, b) = (&d, &b);
+    let token = b
+        .admin_ok(&["token", "generate"])
+        .await
+        .expect("token at B");
+    let token = token.trim();
+    attest(d, d.port, token, 1)
+        .await
+        .expect("first use of the token at A");
+    assert_refused(attest(d, b.port, token, 2).await, "replayed at B");
+    assert_refused(attest(d, d.port, token, 3).await, "replayed at A");
+
+    let mut tokens = Vec::new();
+    for _ in 0..8 {
+        let token = b
+            .admin_ok(&["token", "generate"])
+            .await
+            .expect("token at B");
+        tokens.push(token.trim().to_string());
+    }
+    let races = tokens.iter().enumerate().map(|(i, token)| async move {
+        futures::join!(
+            attest(d, d.port, token, 10 + 2 * i),
+            attest(d, b.port, token, 11 + 2 * i),
+        )
+    });
+    for (i, (a, b)) in futures::future::join_all(races)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        match (a, b) {
+            (Ok(()), loser) | (loser, Ok(())) => assert_refused(loser, &format!("race {i}")),
+            (Err(a), Err(b)) => panic!("race {i}: both refused: {a} / {b}"),
+        }
+    }
+}
