@@ -1,15 +1,19 @@
-//! The agent's own identity: node attestation, the agent SVID, its renewal and
-//! its copy in `data_dir` (so a restarted agent resumes without a new token).
+//! The agent SVID: the node attestation and renewal exchanges that obtain it,
+//! and its copy in `data_dir` (so a restarted agent resumes without a new token).
 
-use crate::metrics::Metrics;
-use crate::upstream::{self, AuthorityError};
+use crate::authority_client::AuthorityError;
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, PublicKeyData};
 use rustls::pki_types::CertificateDer;
 use std::path::Path;
 use tessera_attestors::node::NodeEvidence;
 use tessera_common::{fsutil, tls, unix_now, x509, SpiffeId, TrustDomain};
 use tessera_proto::authority as pb;
+use tessera_proto::authority::node_client::NodeClient;
 use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+/// Reads a failed call's status (the client counts it and notes its retry hint).
+pub type Failed<'a> = &'a (dyn Fn(&'static str, tonic::Status) -> AuthorityError + Sync);
 
 /// The agent's X.509-SVID, its key, and the bundle it chains to.
 #[derive(Clone)]
@@ -94,38 +98,16 @@ fn verify_chain(
     .map_err(|e| format!("does not chain to the trust bundle: {e}"))
 }
 
-/// Counts a failed authority call, then reads it.
-fn rpc_error(metrics: &Metrics, method: &'static str, s: tonic::Status) -> AuthorityError {
-    metrics.authority_error(method, s.code());
-    s.into()
-}
-
-/// Attests the node: opens the attestation stream, answers challenges, and
-/// returns the new agent SVID.
+/// Attests the node over `client`: opens the attestation stream, answers
+/// challenges, and returns the new agent SVID. With `known_roots` (a
+/// configured or earlier bundle) the answer's bundle must contain one of them.
 pub async fn attest(
-    address: &str,
+    mut client: NodeClient<Channel>,
     td: &TrustDomain,
-    bootstrap: rustls::ClientConfig,
     known_roots: Option<&[CertificateDer<'static>]>,
     evidence: &dyn NodeEvidence,
-    metrics: &Metrics,
+    failed: Failed<'_>,
 ) -> Result<AgentSvid, AuthorityError> {
-    let r = attest_exchange(address, td, bootstrap, known_roots, evidence, metrics).await;
-    metrics.node_attestation(r.is_ok());
-    r
-}
-
-async fn attest_exchange(
-    address: &str,
-    td: &TrustDomain,
-    bootstrap: rustls::ClientConfig,
-    known_roots: Option<&[CertificateDer<'static>]>,
-    evidence: &dyn NodeEvidence,
-    metrics: &Metrics,
-) -> Result<AgentSvid, AuthorityError> {
-    let mut client = tessera_proto::authority::node_client::NodeClient::new(upstream::channel(
-        address, bootstrap,
-    ));
     let (key, csr) = key_and_csr()?;
     // The TPM or the event log failing now may pass: this host's trouble, not a refusal.
     let local = |e: tessera_attestors::node::EvidenceError| {
@@ -146,10 +128,10 @@ async fn attest_exchange(
     let mut responses = client
         .attest(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
-        .map_err(|s| rpc_error(metrics, "Attest", s))?
+        .map_err(|s| failed("Attest", s))?
         .into_inner();
     while let Some(msg) = responses.next().await {
-        match msg.map_err(|s| rpc_error(metrics, "Attest", s))?.step {
+        match msg.map_err(|s| failed("Attest", s))?.step {
             Some(pb::attest_response::Step::Challenge(c)) => {
                 let answer = evidence.respond(&c).await.map_err(local)?;
                 tx.send(pb::AttestRequest {
@@ -198,31 +180,18 @@ async fn attest_exchange(
     ))
 }
 
-/// TLS to the authority presenting the current agent SVID.
-pub fn identity_client_config(
-    td: &TrustDomain,
-    svid: &AgentSvid,
-) -> Result<rustls::ClientConfig, AuthorityError> {
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(svid.key_pkcs8.clone().into());
-    let unusable = |e: String| AuthorityError::InvalidResponse(format!("agent SVID: {e}"));
-    let id = upstream::authority_id(td).map_err(unusable)?;
-    tls::client_config(&svid.bundle_roots, id, Some((svid.chain.clone(), key)))
-        .map_err(|e| unusable(e.to_string()))
-}
-
-/// Renews the agent SVID over mTLS with the current one.
+/// Renews the agent SVID over `client`, mTLS with the current one.
 pub async fn renew(
-    address: &str,
+    mut client: NodeClient<Channel>,
     td: &TrustDomain,
     current: &AgentSvid,
-    metrics: &Metrics,
+    failed: Failed<'_>,
 ) -> Result<AgentSvid, AuthorityError> {
-    let mut client = upstream::mtls_client(address, td, current)?;
     let (key, csr) = key_and_csr()?;
     let resp = client
         .renew_agent(pb::RenewAgentRequest { csr })
         .await
-        .map_err(|s| rpc_error(metrics, "RenewAgent", s))?
+        .map_err(|s| failed("RenewAgent", s))?
         .into_inner();
     let roots = match resp.bundle {
         Some(b) => x509::split_der_chain(&b.x509_authorities)

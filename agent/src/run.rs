@@ -1,13 +1,12 @@
 //! `tessera-agent run`: attest the node, keep the agent SVID fresh, keep the
 //! SVID cache current and serve the Workload API.
 
+use crate::authority_client::{GrpcAuthority, IdentityChannel};
 use crate::cache::manager::{Manager, SystemClock};
-use crate::cache::rotation::{backoff, random_jitter, rotate_at};
 use crate::config::{Config, NodeAttestation, Trust};
+use crate::identity::Keeper;
 use crate::metrics::{timed_evidence, Metrics};
-use crate::node::{self, AgentSvid};
 use crate::ops;
-use crate::upstream::{authority_id, mtls_client, AgentClient, AuthorityError, GrpcUpstream};
 use crate::workload_api::{self, WorkloadApi};
 use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
@@ -18,27 +17,31 @@ use tessera_attestors::node::tpm::evidence::TpmEvidence;
 use tessera_attestors::node::NodeEvidence;
 use tessera_attestors::workload::docker_api::DockerApi;
 use tessera_attestors::workload::unix::UnixAttestor;
-use tessera_common::{fsutil, systemd, tls, unix_now, x509};
+use tessera_common::{fsutil, systemd, tls, x509};
 use tokio::sync::watch;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-const MAX_RETRY: Duration = Duration::from_secs(30);
 /// Longest a shutdown waits for open connections.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// What the agent trusts before it has an SVID.
-struct Bootstrap {
-    roots: Option<Vec<CertificateDer<'static>>>,
-}
-
-impl Bootstrap {
-    fn client_config(&self, cfg: &Config) -> Result<rustls::ClientConfig, BoxError> {
-        Ok(match &self.roots {
-            Some(r) => tls::client_config(r, authority_id(&cfg.trust_domain)?, None)?,
-            None => tls::insecure_bootstrap_client_config()?,
-        })
-    }
+/// What the agent trusts before it has an SVID: the configured bundle, or
+/// nothing (None: insecure bootstrap).
+fn bootstrap_roots(cfg: &Config) -> Result<Option<Vec<CertificateDer<'static>>>, BoxError> {
+    Ok(match &cfg.trust {
+        Trust::BundleFile(p) => {
+            let pem =
+                std::fs::read(p).map_err(|e| format!("trust_bundle_path {}: {e}", p.display()))?;
+            Some(
+                x509::certs_from_pem(&pem)
+                    .map_err(|e| format!("trust_bundle_path {}: {e}", p.display()))?,
+            )
+        }
+        Trust::InsecureBootstrap => {
+            tracing::warn!("INSECURE BOOTSTRAP: the authority is not authenticated on first contact; anyone on the path can impersonate it. Use trust_bundle_path in production.");
+            None
+        }
+    })
 }
 
 fn evidence(cfg: &Config) -> Result<Box<dyn NodeEvidence>, BoxError> {
@@ -57,43 +60,6 @@ fn evidence(cfg: &Config) -> Result<Box<dyn NodeEvidence>, BoxError> {
     })
 }
 
-/// Attests until it succeeds or the authority refuses the agent or its evidence.
-async fn attest(
-    cfg: &Config,
-    boot: &Bootstrap,
-    evidence: &dyn NodeEvidence,
-    metrics: &Metrics,
-) -> Result<AgentSvid, BoxError> {
-    let mut attempt = 0;
-    loop {
-        let tls = boot.client_config(cfg)?;
-        match node::attest(
-            &cfg.authority_address,
-            &cfg.trust_domain,
-            tls,
-            boot.roots.as_deref(),
-            evidence,
-            metrics,
-        )
-        .await
-        {
-            Ok(svid) => {
-                tracing::info!(agent_id = %svid.id, not_after = svid.not_after, "node attested");
-                return Ok(svid);
-            }
-            // A TPM hiccup, an RNG failure, an unreachable or confused authority:
-            // try again; only a refusal ends the agent (retrying cannot help).
-            Err(e) if e.is_transient() => {
-                let wait = backoff(attempt, MAX_RETRY);
-                tracing::warn!(error = %e, retry_in = ?wait, "node attestation failed");
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(format!("node attestation: {e}").into()),
-        }
-    }
-}
-
 pub async fn run(cfg: Config) -> Result<(), BoxError> {
     tls::install_default_provider();
     tessera_common::limits::raise_nofile_limit();
@@ -105,30 +71,20 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
     fsutil::ensure_private_dir(&cfg.data_dir, 0o700)
         .map_err(|e| format!("data_dir {}: {e}", cfg.data_dir.display()))?;
     crate::data_dir::remove_stale_temps(&cfg.data_dir);
-    let boot = match &cfg.trust {
-        Trust::BundleFile(p) => {
-            let pem =
-                std::fs::read(p).map_err(|e| format!("trust_bundle_path {}: {e}", p.display()))?;
-            Bootstrap {
-                roots: Some(
-                    x509::certs_from_pem(&pem)
-                        .map_err(|e| format!("trust_bundle_path {}: {e}", p.display()))?,
-                ),
-            }
-        }
-        Trust::InsecureBootstrap => {
-            tracing::warn!("INSECURE BOOTSTRAP: the authority is not authenticated on first contact; anyone on the path can impersonate it. Use trust_bundle_path in production.");
-            Bootstrap { roots: None }
-        }
-    };
+    let roots = bootstrap_roots(&cfg)?;
     // Serve from the start: until the node is attested and synced every
     // caller gets Unavailable rather than a hanging connection.
     let incoming = workload_api::bind(&cfg.socket_path)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (client_tx, client_rx) = watch::channel(None);
-    let upstream = Arc::new(GrpcUpstream::new(client_rx).with_metrics(metrics.clone()));
+    let (credential_tx, credential) = watch::channel(None);
+    let channel = IdentityChannel::new(&cfg.authority_address, credential)
+        .map_err(|e| format!("TLS to the authority: {e}"))?;
+    let td = cfg.trust_domain.clone();
+    let authority = GrpcAuthority::new(&cfg.authority_address, td, roots, channel)
+        .map_err(|e| format!("trust_bundle_path: {e}"))?;
+    let authority = Arc::new(authority.with_metrics(metrics.clone()));
     let (manager, snapshots) = Manager::new(
-        upstream.clone(),
+        authority.clone(),
         Arc::new(SystemClock),
         Some(cfg.data_dir.join("entries.json")),
     );
@@ -148,7 +104,7 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
         snapshots,
         attestor: attestor.clone(),
         limiter: limits.clone(),
-        upstream,
+        authority: authority.clone(),
         jwt_cache: Arc::default(),
         demands: manager.demands(),
         trust_domain: cfg.trust_domain.clone(),
@@ -171,54 +127,36 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
     systemd::spawn_watchdog();
     systemd::ready();
     systemd::status("serving the Workload API; attesting the node");
-    let startup = async {
-        // A TPM host proves itself again at every start (a reboot may have changed
-        // what it runs); only a join-token agent, whose token is spent, resumes.
-        let stored = match cfg.node_attestation {
-            NodeAttestation::JoinToken(_) => AgentSvid::load(&cfg.data_dir, &cfg.trust_domain)?,
-            NodeAttestation::Tpm { .. } => None,
-        };
-        let svid = match stored {
-            Some(s) => {
-                tracing::info!(agent_id = %s.id, not_after = s.not_after, "resuming with the stored agent SVID");
-                s
-            }
-            None => {
-                let s = attest(&cfg, &boot, evidence.as_ref(), &metrics).await?;
-                s.save(&cfg.data_dir)?;
-                s
-            }
-        };
-        Ok::<_, BoxError>(svid)
-    };
-    let svid = tokio::select! {
-        svid = startup => svid?,
+    let refusals = authority.refusals();
+    let keeper = Keeper::new(
+        authority,
+        evidence,
+        cfg.trust_domain.clone(),
+        cfg.data_dir.clone(),
+        Arc::new(SystemClock),
+        credential_tx,
+    )
+    .with_wake(wake_tx)
+    .with_refusals(refusals)
+    .with_metrics(metrics.clone());
+    // A TPM host proves itself again at every start (a reboot may have changed
+    // what it runs); only a join-token agent, whose token is spent, resumes.
+    let resume = matches!(cfg.node_attestation, NodeAttestation::JoinToken(_));
+    let credential = tokio::select! {
+        c = keeper.start(resume) => c?,
         _ = shutdown_signal() => return stop(&cfg, &stop_tx, server).await,
         _ = &mut server => return Err("the Workload API server stopped".into()),
     };
-    client_tx.send_replace(Some((
-        mtls_client(&cfg.authority_address, &cfg.trust_domain, &svid)?,
-        svid.not_after,
-    )));
     systemd::status(&format!(
         "attested as {}; serving the Workload API",
-        svid.id
+        credential.svid.id
     ));
-    metrics.agent_svid(svid.not_after);
     tokio::spawn(
         manager
             .with_metrics(metrics.clone())
             .run(cfg.sync_interval, wake_rx),
     );
-    tokio::spawn(keep_agent_svid(
-        cfg.clone(),
-        boot,
-        evidence,
-        svid,
-        client_tx,
-        wake_tx,
-        metrics,
-    ));
+    tokio::spawn(keeper.run());
     tracing::info!("agent ready");
     tokio::select! {
         _ = shutdown_signal() => stop(&cfg, &stop_tx, server).await,
@@ -245,89 +183,6 @@ async fn stop(
 
 async fn wait_stop(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
-}
-
-/// Renews the agent SVID at about half its life; re-attests once it expired.
-async fn keep_agent_svid(
-    cfg: Config,
-    boot: Bootstrap,
-    evidence: Box<dyn NodeEvidence>,
-    mut svid: AgentSvid,
-    client_tx: watch::Sender<AgentClient>,
-    wake_tx: watch::Sender<u64>,
-    metrics: Arc<Metrics>,
-) {
-    loop {
-        let at = rotate_at(svid.issued_at, svid.not_after, random_jitter());
-        tokio::time::sleep(Duration::from_secs((at - unix_now()).max(0) as u64)).await;
-        let mut attempt = 0;
-        svid = loop {
-            let result = if unix_now() >= svid.not_after {
-                let boot_roots = Bootstrap {
-                    roots: boot
-                        .roots
-                        .clone()
-                        .or_else(|| Some(svid.bundle_roots.clone())),
-                };
-                match boot_roots.client_config(&cfg) {
-                    Ok(tls) => {
-                        node::attest(
-                            &cfg.authority_address,
-                            &cfg.trust_domain,
-                            tls,
-                            boot_roots.roots.as_deref(),
-                            evidence.as_ref(),
-                            &metrics,
-                        )
-                        .await
-                    }
-                    Err(e) => Err(AuthorityError::RetryLater(format!(
-                        "TLS to the authority: {e}"
-                    ))),
-                }
-            } else if evidence.reattest_on_renewal() {
-                // Continuous verification: the node proves itself again, over mTLS.
-                match node::identity_client_config(&cfg.trust_domain, &svid) {
-                    Ok(tls) => {
-                        node::attest(
-                            &cfg.authority_address,
-                            &cfg.trust_domain,
-                            tls,
-                            Some(&svid.bundle_roots),
-                            evidence.as_ref(),
-                            &metrics,
-                        )
-                        .await
-                    }
-                    Err(e) => Err(e),
-                }
-            } else {
-                node::renew(&cfg.authority_address, &cfg.trust_domain, &svid, &metrics).await
-            };
-            match result {
-                Ok(new) => break new,
-                Err(e) => {
-                    let left = (svid.not_after - unix_now()).max(1) as u64;
-                    let wait = backoff(attempt, MAX_RETRY.min(Duration::from_secs(left / 4 + 1)));
-                    tracing::warn!(error = %e, retry_in = ?wait, "agent SVID renewal failed");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-            }
-        };
-        tracing::info!(agent_id = %svid.id, not_after = svid.not_after, "agent SVID renewed");
-        metrics.agent_svid(svid.not_after);
-        if let Err(e) = svid.save(&cfg.data_dir) {
-            tracing::error!(error = %e, "cannot store the agent SVID");
-        }
-        match mtls_client(&cfg.authority_address, &cfg.trust_domain, &svid) {
-            Ok(c) => {
-                let _ = client_tx.send(Some((c, svid.not_after)));
-                wake_tx.send_modify(|n| *n += 1);
-            }
-            Err(e) => tracing::error!(error = %e, "cannot use the renewed agent SVID"),
-        }
-    }
 }
 
 async fn shutdown_signal() {

@@ -2,7 +2,7 @@
 //! half their lifetime; a cached token still valid is served when the
 //! authority is slow or down.
 
-use crate::upstream::{AuthorityError, Upstream};
+use crate::authority_client::{AuthorityClient, AuthorityError};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -30,7 +30,7 @@ pub struct JwtCache {
 impl JwtCache {
     pub async fn get(
         &self,
-        upstream: &dyn Upstream,
+        authority: &dyn AuthorityClient,
         entry_id: &str,
         spiffe_id: &str,
         audience: &[String],
@@ -48,7 +48,7 @@ impl JwtCache {
         }
         let fresh = tokio::time::timeout(
             UPSTREAM_WAIT,
-            upstream.sign_jwt(entry_id, spiffe_id, audience),
+            authority.sign_jwt(entry_id, spiffe_id, audience),
         )
         .await;
         match (fresh, cached) {

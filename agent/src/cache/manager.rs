@@ -3,9 +3,9 @@
 
 use super::templates::{Demands, TemplateLimits, Templates};
 use super::{same_arcs, Bundle, CachedSvid, Snapshot, State};
+use crate::authority_client::{AuthorityClient, AuthorityError};
 use crate::metrics::Metrics;
 use crate::node::key_and_csr;
-use crate::upstream::{AuthorityError, Upstream};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,7 +46,7 @@ impl Clock for SystemClock {
 }
 
 pub struct Manager {
-    upstream: Arc<dyn Upstream>,
+    authority: Arc<dyn AuthorityClient>,
     clock: Arc<dyn Clock>,
     tx: watch::Sender<Arc<Snapshot>>,
     entries: Vec<pb::Entry>,
@@ -68,13 +68,13 @@ struct Job {
 
 impl Manager {
     pub fn new(
-        upstream: Arc<dyn Upstream>,
+        authority: Arc<dyn AuthorityClient>,
         clock: Arc<dyn Clock>,
         entries_file: Option<PathBuf>,
     ) -> (Self, watch::Receiver<Arc<Snapshot>>) {
         let (tx, rx) = watch::channel(Arc::new(Snapshot::empty()));
         let m = Manager {
-            upstream,
+            authority,
             tx,
             entries: Vec::new(),
             svids: HashMap::new(),
@@ -123,7 +123,7 @@ impl Manager {
     }
 
     async fn sync_and_sign(&mut self) -> Result<(), AuthorityError> {
-        let resp = self.upstream.sync_entries().await?;
+        let resp = self.authority.sync_entries().await?;
         if let Some(b) = resp.bundle {
             let bundle = Bundle {
                 trust_domain: format!("spiffe://{}", b.trust_domain),
@@ -205,8 +205,8 @@ impl Manager {
                         .unwrap_or_default(),
                 });
             }
-            // One outcome per job, in order (checked by the upstream).
-            let outcomes = self.upstream.batch_sign_x509(reqs).await?;
+            // One outcome per job, in order (checked by the authority client).
+            let outcomes = self.authority.batch_sign_x509(reqs).await?;
             for ((job, key), outcome) in chunk.iter().zip(keys).zip(outcomes) {
                 match outcome {
                     Ok(s) => self.store(job, &s, key.serialize_der()),
@@ -370,7 +370,7 @@ impl Manager {
                     failures += 1;
                     // At least the authority's retry hint when it shed us.
                     let cap = MAX_BACKOFF.min(interval.max(Duration::from_secs(1)));
-                    crate::backoff::wait(failures - 1, cap, self.upstream.retry_hint())
+                    crate::backoff::wait(failures - 1, cap, self.authority.retry_hint())
                 }
             };
             let sleep = tokio::time::sleep(wait);

@@ -22,11 +22,14 @@ impl NodeEvidence for FailingTpm {
 #[tokio::test]
 async fn a_tpm_failure_is_retried_not_a_refusal() {
     tls::install_default_provider();
-    let metrics = Metrics::new(&prometheus::Registry::new()).unwrap();
     let td = TrustDomain::new("example.org").unwrap();
     let boot = tls::insecure_bootstrap_client_config().unwrap();
     // Nothing listens there: the evidence fails before any connection.
-    let err = attest("127.0.0.1:9", &td, boot, None, &FailingTpm, &metrics)
+    let client = NodeClient::new(crate::authority_client::channel(
+        "127.0.0.1:9",
+        std::sync::Arc::new(boot),
+    ));
+    let err = attest(client, &td, None, &FailingTpm, &|_, s| s.into())
         .await
         .err()
         .expect("no evidence, no SVID");

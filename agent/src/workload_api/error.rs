@@ -1,6 +1,6 @@
 //! Workload API errors, mapped to gRPC status in this one place.
 
-use crate::upstream::AuthorityError;
+use crate::authority_client::AuthorityError;
 use tessera_common::SpiffeId;
 use tonic::Status;
 

@@ -5,11 +5,11 @@ use super::exit::ExitWatch;
 use super::responses;
 use super::track::Peer;
 use super::WorkloadError;
+use crate::authority_client::AuthorityClient;
 use crate::cache::jwt::JwtCache;
 use crate::cache::templates::{Demands, Leases};
 use crate::cache::Snapshot;
 use crate::metrics::Metrics;
-use crate::upstream::Upstream;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -49,7 +49,7 @@ pub struct WorkloadApi {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     pub attestor: Arc<dyn Attest>,
     pub limiter: Arc<dyn RateLimit>,
-    pub upstream: Arc<dyn Upstream>,
+    pub authority: Arc<dyn AuthorityClient>,
     pub jwt_cache: Arc<JwtCache>,
     /// Signs expansions of templated entries when a caller first needs them.
     pub demands: Demands,
@@ -397,7 +397,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             let token = self
                 .jwt_cache
                 .get(
-                    self.upstream.as_ref(),
+                    self.authority.as_ref(),
                     &s.entry_id,
                     // A templated entry's JWT-SVID names the caller's expansion.
                     s.template.as_ref().map_or("", |_| s.spiffe_id.as_str()),

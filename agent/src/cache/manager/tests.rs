@@ -35,7 +35,7 @@ struct FakeAuthority {
 }
 
 #[tonic::async_trait]
-impl Upstream for FakeAuthority {
+impl AuthorityClient for FakeAuthority {
     async fn sync_entries(&self) -> Result<pb::SyncEntriesResponse, AuthorityError> {
         if let Some(code) = *self.fail.lock().unwrap() {
             return Err(tonic::Status::new(code, "fake failure").into());

@@ -18,6 +18,7 @@ mod report;
 mod sds_bench;
 mod signing;
 mod tpm_verify;
+mod watchdog;
 mod workload;
 
 use anyhow::{Context, Result};
@@ -34,6 +35,24 @@ struct Args {
     /// Also write the results as a JSON array to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Run only these scenarios (all when absent).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Scenario>,
+}
+
+/// One scenario's entry point.
+type RunScenario = fn(Sizes) -> Result<Vec<report::Row>>;
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    Eventlog,
+    Signing,
+    Fleet,
+    Workload,
+    Tpm,
+    Start,
+    Fanout,
+    Memory,
 }
 
 /// How much work each scenario does.
@@ -75,15 +94,25 @@ fn run(args: Args) -> Result<()> {
             smoke: false,
         }
     };
+    // A hung call must fail the run, not hold it until CI's own timeout.
+    let budget = std::time::Duration::from_secs(if args.smoke { 300 } else { 900 });
+    let scenarios: [(Scenario, &str, RunScenario); 8] = [
+        (Scenario::Eventlog, "eventlog", eventlog::run),
+        (Scenario::Signing, "signing", signing::run),
+        (Scenario::Fleet, "fleet", fleet::run),
+        (Scenario::Workload, "workload API", workload::run),
+        (Scenario::Tpm, "TPM verification", tpm_verify::run),
+        (Scenario::Start, "agent start", agent_start::run),
+        (Scenario::Fanout, "rotation fan-out", fanout::run),
+        (Scenario::Memory, "agent memory", memory::run),
+    ];
     let mut rows = Vec::new();
-    rows.extend(eventlog::run(sizes).context("scenario eventlog")?);
-    rows.extend(signing::run(sizes).context("scenario signing")?);
-    rows.extend(fleet::run(sizes).context("scenario fleet")?);
-    rows.extend(workload::run(sizes).context("scenario workload API")?);
-    rows.extend(tpm_verify::run(sizes).context("scenario TPM verification")?);
-    rows.extend(agent_start::run(sizes).context("scenario agent start")?);
-    rows.extend(fanout::run(sizes).context("scenario rotation fan-out")?);
-    rows.extend(memory::run(sizes).context("scenario agent memory")?);
+    for (which, name, run) in scenarios {
+        if args.only.is_empty() || args.only.contains(&which) {
+            let _watch = watchdog::Watchdog::start(name, budget);
+            rows.extend(run(sizes).with_context(|| format!("scenario {name}"))?);
+        }
+    }
     print!("{}", report::table(&rows));
     if let Some(path) = args.json {
         std::fs::write(&path, report::json(&rows))

@@ -87,14 +87,21 @@ async fn measure(sizes: Sizes, log: &Path, secure_boot: bool) -> Result<Row> {
     .at_most(TARGET_MS))
 }
 
-/// CPU time this thread has run, to the nanosecond (`/proc/thread-self/schedstat`;
-/// getrusage's per-thread times move in scheduler ticks).
+/// CPU time this thread has run, to the nanosecond. `CLOCK_THREAD_CPUTIME_ID`
+/// brings the running thread's runtime up to date; `/proc/thread-self/schedstat`
+/// moves only at scheduling events, so a short step read as 0.
 fn thread_cpu() -> Result<Duration> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat")?;
-    let ns = text
-        .split_whitespace()
-        .next()
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("/proc/thread-self/schedstat: {text:?}"))?;
-    Ok(Duration::from_nanos(ns))
+    use nix::libc;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    anyhow::ensure!(
+        rc == 0,
+        "clock_gettime(CLOCK_THREAD_CPUTIME_ID): {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }

@@ -11,12 +11,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tessera_proto::workload as wl;
-use tessera_tests::{bin, deadline, req, uds_channel, Daemon, Deployment, Opts, Raw};
-
-/// Limits raised so the bench measures the serving path, not the per-uid caps: every
-/// client here is uid 0, and 256 connections are over the default per-uid cap.
-const LIMITS: &str = "\n[workload_api]\nmax_connections_per_uid = 1024\n\
-    attestations_per_second = 1000000\nattestation_burst = 1000000\n";
+use tessera_tests::{bin, deadline, req, uds_channel, Daemon, Deployment, Raw};
 
 /// The deployment under test and the baseline next to it.
 pub struct Setup {
@@ -55,11 +50,7 @@ fn client_counts(sizes: Sizes) -> &'static [usize] {
 }
 
 async fn setup() -> Result<Setup> {
-    let mut d = Deployment::new(Opts {
-        agent_extra: LIMITS.into(),
-        ..Opts::default()
-    })
-    .await?;
+    let mut d = crate::bench_agent::deployment().await?;
     d.register_self("bench/workload", &[]).await?;
     // The agent at its default log level (the harness's own start adds debug logs).
     let config = d.agent_config();

@@ -106,6 +106,7 @@ async fn swtpm_killed_and_restarted_no_identity_without_it_and_the_agent_reattes
     // Back: a TPM Reset (PCRs zero), then the firmware measures the boot again.
     tpm.start_again().expect("start swtpm again");
     tessera_tests::measure_boot(&tpm, &log).expect("measure the boot");
+    clock_safe_again(&tpm);
     let back = Instant::now();
     poll(
         secs(20),
@@ -136,4 +137,22 @@ async fn swtpm_killed_and_restarted_no_identity_without_it_and_the_agent_reattes
     assert_valid(&resp);
     watcher.abort();
     assert_eq!(broken(&seen), None, "the workload's stream");
+}
+
+/// After a kill, the TPM's clock may have run past its last saved copy:
+/// quotes carry clockInfo.safe = NO (which the authority refuses: a clock
+/// that may have gone back cannot order quotes) until the clock is next saved,
+/// up to ~70 min later. The owner can set it forward past that point now.
+fn clock_safe_again(tpm: &tessera_attestors::node::tpm::device::swtpm::Swtpm) {
+    let out = tpm.tool(&["tpm2_readclock"]).expect("tpm2_readclock");
+    let out = String::from_utf8_lossy(&out);
+    let clock: u64 = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("clock:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no clock in tpm2_readclock's {out}"));
+    // Past the next save point (every 2^22 ms).
+    let ahead = (clock | ((1 << 22) - 1)) + 1000;
+    tpm.tool(&["tpm2_setclock", &ahead.to_string()])
+        .expect("tpm2_setclock");
 }
