@@ -108,8 +108,9 @@ async fn swtpm_killed_and_restarted_no_identity_without_it_and_the_agent_reattes
     tessera_tests::measure_boot(&tpm, &log).expect("measure the boot");
     clock_safe_again(&tpm);
     let back = Instant::now();
+    // The identity keeper backs off (at most 30 s) between failed attempts.
     poll(
-        secs(20),
+        secs(35),
         "the agent to attest again with the TPM back",
         || async { (agent_svids_issued(&d, &agent).await > issued).then_some(()) },
     )
