@@ -71,6 +71,7 @@ fn expire(tx: &watch::Sender<Arc<Snapshot>>, clock: &dyn Clock) {
             svids: live,
             templates: cur.templates.clone(),
             bundle: cur.bundle.clone(),
+            index: Default::default(),
         });
         true
     });

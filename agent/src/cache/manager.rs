@@ -283,6 +283,7 @@ impl Manager {
             svids,
             templates: self.templates.entries.clone(),
             bundle: self.bundle.clone(),
+            index: Default::default(),
         };
         self.tx.send_if_modified(|cur| {
             // Timed under the channel's lock: the expiry task cannot drop an

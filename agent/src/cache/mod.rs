@@ -5,6 +5,7 @@ pub mod expiry;
 pub mod jwt;
 pub mod manager;
 pub mod rotation;
+pub mod selector_index;
 pub mod template_limits;
 pub mod templates;
 
@@ -116,6 +117,8 @@ pub struct Snapshot {
     /// Templated entries: their expansions are in `svids` once signed.
     pub templates: Vec<Arc<TemplateEntry>>,
     pub bundle: Option<Arc<Bundle>>,
+    /// Built on the first lookup: `svids` must not change once one is made.
+    pub index: selector_index::SelectorIndex,
 }
 
 impl Snapshot {
@@ -125,14 +128,16 @@ impl Snapshot {
             svids: Vec::new(),
             templates: Vec::new(),
             bundle: None,
+            index: Default::default(),
         }
     }
 
     /// SVIDs whose entry selectors all hold for a workload with `selectors`.
     pub fn matching(&self, selectors: &[Selector]) -> Vec<Arc<CachedSvid>> {
-        self.svids
-            .iter()
-            .filter(|s| tessera_common::selector::all_present(&s.selectors, selectors))
+        self.index
+            .matching(&self.svids, selectors)
+            .into_iter()
+            .filter_map(|i| self.svids.get(i))
             .filter(|s| {
                 s.template
                     .as_ref()

@@ -37,6 +37,7 @@ fn snap(svids: Vec<Arc<CachedSvid>>) -> Snapshot {
             x509_der: cert("root"),
             jwks_json: b"{\"keys\":[]}".to_vec(),
         })),
+        index: Default::default(),
     }
 }
 

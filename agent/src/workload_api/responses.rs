@@ -117,6 +117,7 @@ mod tests {
             svids,
             templates: Vec::new(),
             bundle,
+            index: Default::default(),
         }
     }
 

@@ -48,6 +48,7 @@ fn snapshot(svids: Vec<Arc<CachedSvid>>) -> Arc<Snapshot> {
         svids,
         templates: Vec::new(),
         bundle: None,
+        index: Default::default(),
     })
 }
 
