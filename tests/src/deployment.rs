@@ -9,6 +9,11 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+/// Agent limits for one local user doing what many would (the bench, the
+/// soak): the per-uid caps raised to the global ones; every other default stays.
+pub const ONE_UID_AS_MANY: &str = "\n[workload_api]\nmax_connections_per_uid = 1024\n\
+    attestations_per_second = 1000000\nattestation_burst = 1000000\n";
+
 #[derive(Clone, Debug)]
 pub struct Opts {
     pub default_x509_ttl: &'static str,

@@ -19,7 +19,7 @@ mod readiness;
 mod tpm;
 
 pub use cli::{run_cmd, CmdOut};
-pub use deployment::{Deployment, Opts};
+pub use deployment::{Deployment, Opts, ONE_UID_AS_MANY};
 pub use grpc::{
     channel_from_fd, connect_as_nobody, connect_from_child, deadline, ids, req, request,
     uds_channel, Header, Raw,

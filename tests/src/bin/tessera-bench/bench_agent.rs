@@ -9,11 +9,6 @@ use std::time::{Duration, Instant};
 use tessera_proto::workload::X509svidRequest;
 use tessera_tests::{bin, req, secs, Daemon, Deployment, Opts, Raw, STARTUP};
 
-/// The bench is one uid opening many connections and calls: the per-uid caps
-/// are raised to the global ones (the defaults stay as they are).
-pub const LIMITS: &str = "\n[workload_api]\nmax_connections_per_uid = 1024\n\
-                          attestations_per_second = 1000000\nattestation_burst = 1000000\n";
-
 /// The bench is also one agent minting a JWT-SVID for a new audience per call.
 const AUTHORITY_LIMITS: &str =
     "\n[limits]\njwt_per_second_per_agent = 1000000\njwt_burst_per_agent = 1000000\n";
@@ -21,7 +16,7 @@ const AUTHORITY_LIMITS: &str =
 /// A deployment with the bench's limits, nothing started but the authority.
 pub async fn deployment() -> Result<Deployment> {
     Deployment::new(Opts {
-        agent_extra: LIMITS.into(),
+        agent_extra: tessera_tests::ONE_UID_AS_MANY.into(),
         authority_extra: AUTHORITY_LIMITS.into(),
         ..Opts::default()
     })

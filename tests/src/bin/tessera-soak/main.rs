@@ -90,6 +90,8 @@ async fn run(args: Args) -> Result<()> {
     let mut d = Deployment::new(Opts {
         // Once per run: Opts takes the literal strings tests write.
         default_x509_ttl: Box::leak(ttl.into_boxed_str()),
+        // One uid holds every stream.
+        agent_extra: tessera_tests::ONE_UID_AS_MANY.into(),
         ..Opts::default()
     })
     .await
