@@ -7,6 +7,8 @@ pkgs=(libtss2-dev swtpm swtpm-tools tpm2-tools pkg-config python3)
 pkgs+=(g++)
 # py-spiffe in a virtualenv (tests/tests/e2e/py_spiffe.rs).
 pkgs+=(python3-venv)
+# libfaketime steps the agent's wall clock (tests/tests/e2e/faults_more/clock.rs).
+pkgs+=(libfaketime)
 # The packaging and systemd tests (tests/tests/e2e/{packaging,systemd}.rs).
 pkgs+=(lintian rpm rpmlint dpkg-dev systemd)
 # Installed without recommends: only promtool is wanted (the metrics tests).

@@ -306,6 +306,7 @@ mod tests {
             svids: Vec::new(),
             templates: Vec::new(),
             bundle: None,
+            index: Default::default(),
         };
         let attestor = UnixAttestor::new();
         m.refresh(&snap, &attestor, 1000);

@@ -10,6 +10,12 @@ use tessera_proto::authority::node_client::NodeClient;
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
+/// An agent SVID this close to its notAfter is no longer presented: the
+/// authority would refuse this agent outright and the SVID manager would drop
+/// every SVID, while the identity is only waiting to attest again (its TPM
+/// may be away).
+const EXPIRY_MARGIN: i64 = 2;
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -85,6 +91,11 @@ impl IdentityChannel {
         let latest = self.credential.borrow().clone().ok_or_else(|| {
             AuthorityError::RetryLater("not attested to the authority yet".into())
         })?;
+        if tessera_common::unix_now() + EXPIRY_MARGIN >= latest.svid.not_after {
+            return Err(AuthorityError::RetryLater(
+                "the agent SVID expired; attesting again".into(),
+            ));
+        }
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((c, ch)) = current.as_ref() {
             if Arc::ptr_eq(c, &latest) {

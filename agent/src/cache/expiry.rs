@@ -9,22 +9,23 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Longest single wait: a wall-clock step forward is noticed within this.
+/// Longest single wait: a wall-clock step forward is noticed within this
+/// (a step back cannot extend an SVID: see [`super::CachedSvid::ms_left`]).
 const MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// Runs until dropped (it holds a sender, so the channel stays open).
 pub async fn drop_expired(tx: watch::Sender<Arc<Snapshot>>, clock: Arc<dyn Clock>) {
     let mut rx = tx.subscribe();
     loop {
+        let now_ms = clock.now_millis();
         let earliest = rx
             .borrow_and_update()
             .svids
             .iter()
-            .map(|s| s.not_after)
+            .map(|s| s.ms_left(now_ms))
             .min();
         let wait = match earliest {
-            Some(not_after) => {
-                let left = not_after.saturating_mul(1000) - clock.now_millis();
+            Some(left) => {
                 if left <= 0 {
                     expire(&tx, clock.as_ref());
                     continue;
@@ -57,7 +58,7 @@ fn expire(tx: &watch::Sender<Arc<Snapshot>>, clock: &dyn Clock) {
             .svids
             .iter()
             .cloned()
-            .partition(|s| s.not_after.saturating_mul(1000) > now_ms);
+            .partition(|s| s.ms_left(now_ms) > 0);
         if gone.is_empty() {
             return false;
         }
@@ -70,6 +71,7 @@ fn expire(tx: &watch::Sender<Arc<Snapshot>>, clock: &dyn Clock) {
             svids: live,
             templates: cur.templates.clone(),
             bundle: cur.bundle.clone(),
+            index: Default::default(),
         });
         true
     });

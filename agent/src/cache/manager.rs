@@ -21,6 +21,8 @@ const BATCH: usize = 100;
 /// Longest wait between failed rounds: an authority back after an outage is
 /// noticed within a few seconds (SVIDs may have expired meanwhile).
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
+/// How often a waiting manager checks whether a clock step made an SVID due.
+const CLOCK_CHECK: Duration = Duration::from_secs(1);
 
 /// Unix seconds; injected so rotation tests do not wait.
 pub trait Clock: Send + Sync {
@@ -171,7 +173,7 @@ impl Manager {
             .filter_map(|e| {
                 let urgency = match self.svids.get(&e.id) {
                     None => i64::MIN,
-                    Some(s) if s.revision != e.revision || s.rotate_at <= now => s.not_after,
+                    Some(s) if s.revision != e.revision || s.rotation_due(now) => s.not_after,
                     Some(_) => return None,
                 };
                 let job = Job {
@@ -282,13 +284,13 @@ impl Manager {
             svids,
             templates: self.templates.entries.clone(),
             bundle: self.bundle.clone(),
+            index: Default::default(),
         };
         self.tx.send_if_modified(|cur| {
             // Timed under the channel's lock: the expiry task cannot drop an
             // SVID between this check and the send, only before or after it.
             let now_ms = self.clock.now_millis();
-            next.svids
-                .retain(|s| s.not_after.saturating_mul(1000) > now_ms);
+            next.svids.retain(|s| s.ms_left(now_ms) > 0);
             let same = cur.state == next.state
                 && same_arcs(&cur.svids, &next.svids)
                 && same_arcs(&cur.templates, &next.templates)
@@ -302,6 +304,13 @@ impl Manager {
             }
             !same
         });
+    }
+
+    /// Whether an SVID is due for renewal now (the clock may have been stepped).
+    fn due_now(&self) -> bool {
+        let now = self.clock.now();
+        self.svids.values().any(|s| s.rotation_due(now))
+            || !self.templates.due(&self.entries, now).is_empty()
     }
 
     /// Earliest rotation or expiry among cached SVIDs.
@@ -368,10 +377,12 @@ impl Manager {
             };
             let sleep = tokio::time::sleep(wait);
             tokio::pin!(sleep);
-            // Demands are served while waiting for the next round.
+            // Demands are served while waiting for the next round; the wall
+            // clock is looked at every second, for a step that made an SVID due.
             loop {
                 tokio::select! {
                     _ = &mut sleep => break,
+                    _ = tokio::time::sleep(CLOCK_CHECK), if failures == 0 => if self.due_now() { break },
                     changed = wake.changed() => if changed.is_err() { return } else { break },
                     demands = self.templates.recv() => self.serve(demands).await,
                 }

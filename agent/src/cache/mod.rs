@@ -5,10 +5,12 @@ pub mod expiry;
 pub mod jwt;
 pub mod manager;
 pub mod rotation;
+pub mod selector_index;
 pub mod template_limits;
 pub mod templates;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use templates::TemplateEntry;
 use tessera_common::jwt::JwtBundle;
 use tessera_common::secret::SecretBytes;
@@ -33,6 +35,48 @@ pub struct CachedSvid {
     pub not_before: i64,
     pub not_after: i64,
     pub rotate_at: i64,
+    /// `rotate_at` and `not_after` as the time left when it arrived, on the
+    /// monotonic clock: a wall-clock step back cannot extend either.
+    pub monotonic: Option<Monotonic>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Monotonic {
+    pub rotate: Instant,
+    pub expire: Instant,
+}
+
+impl Monotonic {
+    /// Deadlines `rotate_at - now` and `not_after - now` seconds from now.
+    pub fn from_wall(now: i64, rotate_at: i64, not_after: i64) -> Monotonic {
+        let start = Instant::now();
+        let after = |at: i64| start + Duration::from_secs((at - now).max(0) as u64);
+        Monotonic {
+            rotate: after(rotate_at),
+            expire: after(not_after),
+        }
+    }
+}
+
+impl CachedSvid {
+    /// Milliseconds it may still be served: until its notAfter on the wall
+    /// clock, and no longer than it had left when it arrived.
+    pub fn ms_left(&self, now_ms: i64) -> i64 {
+        let wall = self.not_after.saturating_mul(1000) - now_ms;
+        match self.monotonic {
+            Some(m) => wall.min(
+                m.expire
+                    .saturating_duration_since(Instant::now())
+                    .as_millis() as i64,
+            ),
+            None => wall,
+        }
+    }
+
+    /// Due for renewal by the wall clock or by the time elapsed since it arrived.
+    pub fn rotation_due(&self, now: i64) -> bool {
+        self.rotate_at <= now || self.monotonic.is_some_and(|m| Instant::now() >= m.rotate)
+    }
 }
 
 /// The trust domain's bundle as the Workload API hands it out.
@@ -74,6 +118,8 @@ pub struct Snapshot {
     /// Templated entries: their expansions are in `svids` once signed.
     pub templates: Vec<Arc<TemplateEntry>>,
     pub bundle: Option<Arc<Bundle>>,
+    /// Built on the first lookup: `svids` must not change once one is made.
+    pub index: selector_index::SelectorIndex,
 }
 
 impl Snapshot {
@@ -83,14 +129,16 @@ impl Snapshot {
             svids: Vec::new(),
             templates: Vec::new(),
             bundle: None,
+            index: Default::default(),
         }
     }
 
     /// SVIDs whose entry selectors all hold for a workload with `selectors`.
     pub fn matching(&self, selectors: &[Selector]) -> Vec<Arc<CachedSvid>> {
-        self.svids
-            .iter()
-            .filter(|s| tessera_common::selector::all_present(&s.selectors, selectors))
+        self.index
+            .matching(&self.svids, selectors)
+            .into_iter()
+            .filter_map(|i| self.svids.get(i))
             .filter(|s| {
                 s.template
                     .as_ref()

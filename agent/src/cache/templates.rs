@@ -271,7 +271,7 @@ impl Templates {
             .iter()
             .filter_map(|(k, s)| {
                 let e = entries.iter().find(|e| e.id == k.0)?;
-                (s.revision != e.revision || s.rotate_at <= now).then(|| (e.clone(), k.1.clone()))
+                (s.revision != e.revision || s.rotation_due(now)).then(|| (e.clone(), k.1.clone()))
             })
             .collect()
     }
@@ -279,7 +279,7 @@ impl Templates {
     /// True when `key` has a current SVID (a demand for it is already met).
     pub fn has(&self, key: &Key, entries: &[pb::Entry], now: i64) -> bool {
         self.svids.get(key).is_some_and(|s| {
-            s.not_after > now
+            s.ms_left(now.saturating_mul(1000)) > 0
                 && entries
                     .iter()
                     .any(|e| e.id == key.0 && e.revision == s.revision)

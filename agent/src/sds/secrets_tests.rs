@@ -23,6 +23,7 @@ fn svid(entry: &str, id: &str, sel: &str) -> Arc<CachedSvid> {
         not_before: 0,
         not_after: i64::MAX,
         rotate_at: i64::MAX,
+        monotonic: None,
     })
 }
 
@@ -36,6 +37,7 @@ fn snap(svids: Vec<Arc<CachedSvid>>) -> Snapshot {
             x509_der: cert("root"),
             jwks_json: b"{\"keys\":[]}".to_vec(),
         })),
+        index: Default::default(),
     }
 }
 

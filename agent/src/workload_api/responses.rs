@@ -104,6 +104,7 @@ mod tests {
             not_before: 0,
             not_after: i64::MAX,
             rotate_at: i64::MAX,
+            monotonic: None,
         })
     }
 
@@ -118,6 +119,7 @@ mod tests {
             svids,
             templates: Vec::new(),
             bundle,
+            index: Default::default(),
         }
     }
 

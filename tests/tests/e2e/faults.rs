@@ -11,14 +11,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tessera_proto::workload as pb;
 use tonic::Code;
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Rewrites one line of the agent's config (written by the harness).
-fn edit_agent_config(d: &Deployment, from: &str, to: &str) {
+pub(crate) fn edit_agent_config(d: &Deployment, from: &str, to: &str) {
     let path = d.agent_config();
     let text = fs::read_to_string(&path).expect("read agent.toml");
     assert!(text.contains(from), "agent.toml has no {from:?}");
@@ -131,7 +131,7 @@ const STALE: &[&str] = &[
     ".agent_svid.pem.0000000000000001.tmp",
 ];
 
-fn temp_files(dir: &Path) -> Vec<String> {
+pub(crate) fn temp_files(dir: &Path) -> Vec<String> {
     fs::read_dir(dir)
         .expect("read data_dir")
         .map(|e| {
@@ -190,7 +190,7 @@ async fn stale_temp_files_are_removed_at_start_and_nothing_else() {
 }
 
 /// Each state file the agent keeps is whole: it parses.
-fn assert_state_whole(data: &Path, round: usize) {
+pub(crate) fn assert_state_whole(data: &Path, round: usize) {
     let entries = fs::read(data.join("entries.json")).expect("entries.json");
     let v: serde_json::Value = serde_json::from_slice(&entries)
         .unwrap_or_else(|e| panic!("round {round}: entries.json is half-written: {e}"));

@@ -15,6 +15,7 @@ mod containers;
 mod dashboard;
 mod entry_races;
 mod faults;
+mod faults_more;
 mod file_safety;
 mod flood;
 mod harness;

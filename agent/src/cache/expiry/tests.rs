@@ -38,6 +38,7 @@ fn svid(name: &str, secs: i64) -> Arc<CachedSvid> {
         not_before: BASE_MS / 1000 - 60,
         not_after: BASE_MS / 1000 + secs,
         rotate_at: BASE_MS / 1000,
+        monotonic: None,
     })
 }
 
@@ -47,6 +48,7 @@ fn snapshot(svids: Vec<Arc<CachedSvid>>) -> Arc<Snapshot> {
         svids,
         templates: Vec::new(),
         bundle: None,
+        index: Default::default(),
     })
 }
 
@@ -113,5 +115,28 @@ async fn nothing_is_republished_while_every_svid_is_valid() {
     // Past MAX_WAIT: a re-check that finds nothing expired publishes nothing.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!rx.has_changed().unwrap());
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_wall_clock_step_back_does_not_extend_an_svid() {
+    let clock = Arc::new(TestClock(Instant::now()));
+    // Arrived with 1s left; the wall clock then went back by a minute, so
+    // notAfter now looks 61s away.
+    let mut stepped = Arc::into_inner(svid("stepped", 61)).expect("one owner");
+    stepped.monotonic = Some(crate::cache::Monotonic::from_wall(0, 0, 1));
+    assert!(
+        stepped.rotation_due(BASE_MS / 1000 - 60),
+        "due by elapsed time"
+    );
+    let (tx, mut rx) = watch::channel(snapshot(vec![Arc::new(stepped)]));
+    rx.mark_unchanged();
+    let task = tokio::spawn(drop_expired(tx.clone(), clock.clone()));
+    let (snap, at) = next(&mut rx, &clock).await;
+    assert!(snap.svids.is_empty());
+    assert!(
+        (1000..1300).contains(&at),
+        "dropped at {at} ms, 1s after it arrived"
+    );
     task.abort();
 }

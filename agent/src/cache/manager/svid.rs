@@ -1,7 +1,7 @@
 //! A signed chain checked against what was asked, as the cache keeps it.
 
 use crate::cache::rotation::{random_jitter, rotate_at};
-use crate::cache::CachedSvid;
+use crate::cache::{CachedSvid, Monotonic};
 use tessera_common::secret::SecretBytes;
 use tessera_common::spiffe_template::SpiffeTemplate;
 use tessera_common::{x509, Selector, SpiffeId};
@@ -32,6 +32,8 @@ pub(super) fn cached_svid(
     }
     let not_before = x509::not_before(leaf).map_err(|e| e.to_string())?;
     let not_after = x509::not_after(leaf).map_err(|e| e.to_string())?;
+    // notBefore is back-dated for clock skew: time rotation from receipt.
+    let rotate_at = rotate_at(not_before.max(now), not_after, random_jitter());
     Ok(CachedSvid {
         entry_id: entry.id.clone(),
         spiffe_id: id,
@@ -43,7 +45,7 @@ pub(super) fn cached_svid(
         key,
         not_before,
         not_after,
-        // notBefore is back-dated for clock skew: time rotation from receipt.
-        rotate_at: rotate_at(not_before.max(now), not_after, random_jitter()),
+        rotate_at,
+        monotonic: Some(Monotonic::from_wall(now, rotate_at, not_after)),
     })
 }

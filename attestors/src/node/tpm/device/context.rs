@@ -33,7 +33,8 @@ pub(crate) struct State {
     pub(crate) ek_template: Option<EkTemplate>,
 }
 
-type Job = Box<dyn FnOnce(&mut State) + Send>;
+/// Returns whether the job succeeded.
+type Job = Box<dyn FnOnce(&mut State) -> bool + Send>;
 
 /// Handle to the owner thread. Cloning shares the thread; it ends when the
 /// last handle is dropped.
@@ -73,8 +74,12 @@ impl Owner {
                         return;
                     }
                 };
+                let mut stale = false;
                 while let Ok(job) = rx.recv() {
-                    job(&mut state);
+                    if stale {
+                        stale = !reopen(&mut state, &tcti_owned);
+                    }
+                    stale |= !job(&mut state);
                 }
                 if let Some(ek) = state.ek.take() {
                     ek.release(&mut state.ctx);
@@ -96,7 +101,10 @@ impl Owner {
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |state| {
-            let _ = tx.send(f(state));
+            let out = f(state);
+            let ok = out.is_ok();
+            let _ = tx.send(out);
+            ok
         });
         self.jobs.send(job).map_err(|_| TpmError::Closed)?;
         rx.await.map_err(|_| TpmError::Closed)?
@@ -120,6 +128,31 @@ fn connect(conf: TctiNameConf, tcti: &str) -> Result<Context, TpmError> {
         "TPM opened"
     );
     Ok(ctx)
+}
+
+/// A new context in place of one a failed command may have left unusable: a
+/// TCTI error mid-command leaves ESAPI "called in bad sequence" for good, and
+/// a TPM that restarted (swtpm, a resource manager) lost what was loaded.
+/// The EK is resolved again on next use. False while no TPM answers.
+fn reopen(state: &mut State, tcti: &str) -> bool {
+    let Ok(conf) = TctiNameConf::from_str(tcti) else {
+        return false;
+    };
+    match connect(conf, tcti) {
+        Ok(ctx) => {
+            let old = std::mem::replace(&mut state.ctx, ctx);
+            if let Some(ek) = state.ek.take() {
+                let mut old = old;
+                ek.release(&mut old);
+            }
+            tracing::info!(tcti, "TPM context opened again after a failed command");
+            true
+        }
+        Err(e) => {
+            tracing::debug!(tcti, error = %e, "TPM still unavailable");
+            false
+        }
+    }
 }
 
 /// Run `f` and mark the descriptors it left open without FD_CLOEXEC. (The

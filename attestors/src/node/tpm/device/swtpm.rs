@@ -11,6 +11,8 @@
 //! * [`Swtpm::dir()`] is a scratch dir removed on drop; the swtpm process is
 //!   killed by pid on drop.
 //! * [`Swtpm::reboot()`] power-cycles it (same state and ports; reset count up).
+//! * [`Swtpm::crash()`] SIGKILLs it (no TPM2_Shutdown) and [`Swtpm::start_again()`]
+//!   brings it back on the same state and ports: a TPM that vanished and returned.
 //! * [`Swtpm::tool()`] runs a tpm2-tools command against it (e.g. `tpm2_pcrextend`),
 //!   fine between two [`super::Tpm`] calls: libtss2's swtpm TCTI connects per
 //!   command, and swtpm serves one connection at a time.
@@ -76,6 +78,33 @@ impl Swtpm {
             .unwrap_or_else(|p| p.into_inner());
         self.child = spawn(self.dir.path(), self.port)?;
         Ok(())
+    }
+
+    /// SIGKILL, no TPM2_Shutdown: every command fails until [`Swtpm::start_again`].
+    pub fn crash(&mut self) -> io::Result<()> {
+        self.child.kill()?;
+        self.child.wait().map(drop)
+    }
+
+    /// Starts swtpm again after [`Swtpm::crash`] on the same state and ports
+    /// (a TPM Reset: PCRs zero, reset count up, persistent objects and NV kept).
+    /// Retried for a few seconds: the killed one's sockets may linger.
+    pub fn start_again(&mut self) -> io::Result<()> {
+        let _serial = super::super::SWTPM_START
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut tries = 0;
+        loop {
+            match spawn(self.dir.path(), self.port) {
+                Ok(child) => {
+                    self.child = child;
+                    return Ok(());
+                }
+                Err(e) if tries >= 10 => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(300)),
+            }
+            tries += 1;
+        }
     }
 
     /// TCTI configuration for `tss-esapi`.
