@@ -10,6 +10,7 @@ use std::time::Duration;
 use tessera_attestors::node::tpm::public::EkTemplate;
 use tessera_attestors::workload::docker_api::DockerApiConfig;
 use tessera_common::config::{self, ConfigError};
+use tessera_common::secret::SecretString;
 use tessera_common::{duration, TrustDomain};
 
 pub const DEFAULT_SOCKET: &str = "/run/tessera/agent.sock";
@@ -142,7 +143,7 @@ impl WorkloadApiRaw {
 #[serde(deny_unknown_fields)]
 struct NodeAttestationRaw {
     method: String,
-    join_token: Option<String>,
+    join_token: Option<SecretString>,
 }
 
 #[derive(Debug, Deserialize, Clone, Default)]
@@ -167,9 +168,9 @@ pub struct LogConfig {
     pub json: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum NodeAttestation {
-    JoinToken(String),
+    JoinToken(SecretString),
     Tpm {
         tcti: String,
         event_log_path: PathBuf,
@@ -245,7 +246,7 @@ impl Config {
         let node_attestation = match raw.node_attestation.method.as_str() {
             "join_token" => {
                 let token = raw.node_attestation.join_token.unwrap_or_default();
-                tessera_attestors::node::join_token::parse(token.as_bytes())
+                tessera_attestors::node::join_token::parse(token.expose().as_bytes())
                     .map_err(|e| format!("node_attestation.join_token: {e}"))?;
                 NodeAttestation::JoinToken(token)
             }
@@ -334,7 +335,20 @@ mod tests {
         assert_eq!(w.max_connections_per_uid, 8);
         assert_eq!(w.idle_timeout, Duration::from_secs(30));
         assert_eq!(w.max_connections, 1024);
-        assert!(matches!(c.node_attestation, NodeAttestation::JoinToken(ref t) if t == TOKEN));
+        assert!(
+            matches!(c.node_attestation, NodeAttestation::JoinToken(ref t) if t.expose() == TOKEN)
+        );
+    }
+
+    /// A `?config` in a log line must not hand out the join token.
+    #[test]
+    fn debug_never_shows_the_join_token() {
+        let raw: Raw = config::from_toml(&base()).unwrap();
+        let c = Config::parse(&base()).unwrap();
+        for shown in [format!("{raw:?}"), format!("{c:?}")] {
+            assert!(shown.contains("redacted"), "{shown}");
+            assert!(!shown.contains(TOKEN), "{shown}");
+        }
     }
 
     #[test]

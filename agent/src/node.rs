@@ -6,6 +6,7 @@ use rcgen::{CertificateParams, DistinguishedName, KeyPair, PublicKeyData};
 use rustls::pki_types::CertificateDer;
 use std::path::Path;
 use tessera_attestors::node::NodeEvidence;
+use tessera_common::secret::{SecretBytes, SecretString};
 use tessera_common::{fsutil, tls, unix_now, x509, SpiffeId, TrustDomain};
 use tessera_proto::authority as pb;
 use tessera_proto::authority::node_client::NodeClient;
@@ -20,7 +21,8 @@ pub type Failed<'a> = &'a (dyn Fn(&'static str, tonic::Status) -> AuthorityError
 pub struct AgentSvid {
     pub id: SpiffeId,
     pub chain: Vec<CertificateDer<'static>>,
-    pub key_pkcs8: Vec<u8>,
+    /// PKCS#8 DER, wiped on drop; rcgen's `KeyPair` it came from keeps its own copy.
+    pub key_pkcs8: SecretBytes,
     /// Start of the lifetime for renewal timing: notBefore, or when the SVID
     /// arrived if later (the authority back-dates notBefore for clock skew).
     pub issued_at: i64,
@@ -166,7 +168,7 @@ pub async fn attest(
                 return Ok(AgentSvid {
                     id,
                     chain,
-                    key_pkcs8: key.serialize_der(),
+                    key_pkcs8: key.serialize_der().into(),
                     issued_at: nb.max(unix_now()),
                     not_after: na,
                     bundle_roots: roots,
@@ -208,7 +210,7 @@ pub async fn renew(
     Ok(AgentSvid {
         id,
         chain,
-        key_pkcs8: key.serialize_der(),
+        key_pkcs8: key.serialize_der().into(),
         issued_at: nb.max(unix_now()),
         not_after: na,
         bundle_roots: roots,
@@ -235,10 +237,12 @@ impl AgentSvid {
                 reason: e.to_string(),
             })
         };
-        store(PENDING_FILE, self.pending_pem().as_bytes(), 0o600)?;
+        store(PENDING_FILE, self.pending_pem().expose().as_bytes(), 0o600)?;
         store(
             KEY_FILE,
-            x509::pem_block("PRIVATE KEY", &self.key_pkcs8).as_bytes(),
+            SecretString::new(x509::pem_block("PRIVATE KEY", &self.key_pkcs8))
+                .expose()
+                .as_bytes(),
             0o600,
         )?;
         store(SVID_FILE, x509::certs_to_pem(&self.chain).as_bytes(), 0o644)?;
@@ -255,17 +259,18 @@ impl AgentSvid {
     }
 
     /// Key, chain and bundle in one PEM file.
-    fn pending_pem(&self) -> String {
+    fn pending_pem(&self) -> SecretString {
         let roots: String = self
             .bundle_roots
             .iter()
             .map(|c| x509::pem_block(ROOT_LABEL, c.as_ref()))
             .collect();
-        format!(
+        let key = SecretString::new(x509::pem_block("PRIVATE KEY", &self.key_pkcs8));
+        SecretString::new(format!(
             "{}{}{roots}",
-            x509::pem_block("PRIVATE KEY", &self.key_pkcs8),
+            key.expose(),
             x509::certs_to_pem(&self.chain)
-        )
+        ))
     }
 
     /// Loads a stored SVID if there is one that is still valid for `td`,
@@ -286,9 +291,9 @@ impl AgentSvid {
         };
         let read = |p: &Path| std::fs::read(p).map_err(|e| err(p, e.to_string()));
         let key_path = dir.join(KEY_FILE);
-        let key_pem =
-            String::from_utf8(read(&key_path)?).map_err(|e| err(&key_path, e.to_string()))?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| err(&key_path, e.to_string()))?;
+        let key_file = SecretBytes::new(read(&key_path)?);
+        let key_pem = std::str::from_utf8(&key_file).map_err(|e| err(&key_path, e.to_string()))?;
+        let key = KeyPair::from_pem(key_pem).map_err(|e| err(&key_path, e.to_string()))?;
         let bundle_path = dir.join(BUNDLE_FILE);
         let roots = x509::certs_from_pem(&read(&bundle_path)?)
             .map_err(|e| err(&bundle_path, e.to_string()))?;
@@ -300,18 +305,18 @@ impl AgentSvid {
     /// The set a save wrote before it was interrupted, if it is whole and usable.
     fn load_pending(dir: &Path, td: &TrustDomain) -> Option<AgentSvid> {
         let path = dir.join(PENDING_FILE);
-        let bytes = std::fs::read(&path).ok()?;
+        let bytes = SecretBytes::new(std::fs::read(&path).ok()?);
         let (mut key, mut chain, mut roots) = (None, Vec::new(), Vec::new());
         for block in pem::parse_many(&bytes).ok()? {
             match block.tag() {
-                "PRIVATE KEY" => key = Some(block.into_contents()),
+                "PRIVATE KEY" => key = Some(SecretBytes::new(block.into_contents())),
                 "CERTIFICATE" => chain.push(CertificateDer::from(block.into_contents())),
                 ROOT_LABEL => roots.push(CertificateDer::from(block.into_contents())),
                 _ => {}
             }
         }
         let svid = key
-            .and_then(|k| KeyPair::try_from(k.as_slice()).ok())
+            .and_then(|k| KeyPair::try_from(&*k).ok())
             .and_then(|k| Self::from_parts(&k, &chain, roots, td));
         if svid.is_none() {
             tracing::warn!(path = %path.display(), "unusable pending agent SVID; removing it");
@@ -336,7 +341,7 @@ impl AgentSvid {
         (na > unix_now()).then(|| AgentSvid {
             id,
             chain,
-            key_pkcs8: key.serialize_der(),
+            key_pkcs8: key.serialize_der().into(),
             issued_at: nb,
             not_after: na,
             bundle_roots: roots,

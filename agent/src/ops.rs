@@ -133,7 +133,8 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ),
         (
             "node_attestation",
-            differs(&old.node_attestation, &new.node_attestation),
+            // Not by Debug: that hides the join token.
+            old.node_attestation != new.node_attestation,
         ),
         (
             "tpm",

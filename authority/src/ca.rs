@@ -11,6 +11,7 @@ use rustls_pki_types::{
 };
 use std::path::Path;
 use std::time::Duration;
+use tessera_common::secret::SecretBytes;
 use tessera_common::x509::{certs_from_pem, certs_to_pem, not_after};
 use tessera_common::{fsutil, SpiffeId, TrustDomain};
 use time::OffsetDateTime;
@@ -119,8 +120,10 @@ impl Ca {
     ) -> Result<Self, CaError> {
         let read = |p: &Path| std::fs::read(p).map_err(|e| file_err(p, e));
         let chain = certs_from_pem(&read(cert_path)?).map_err(|e| file_err(cert_path, e))?;
-        let key_pem = String::from_utf8(read(key_path)?).map_err(|e| file_err(key_path, e))?;
-        let key = KeyPair::from_pem(&key_pem)
+        // Our copy of the PEM is wiped on drop; rcgen's KeyPair keeps its own.
+        let key_file = SecretBytes::new(read(key_path)?);
+        let key_pem = std::str::from_utf8(&key_file).map_err(|e| file_err(key_path, e))?;
+        let key = KeyPair::from_pem(key_pem)
             .map_err(|e| file_err(key_path, format!("not a PEM private key: {e}")))?;
         let signing = &chain[0];
         let issuer = Issuer::from_ca_cert_der(signing, key).map_err(|e| file_err(cert_path, e))?;

@@ -3,6 +3,7 @@
 use std::path::Path;
 use tessera_common::fsutil;
 use tessera_common::jwt::JwtSigner;
+use tessera_common::secret::SecretBytes;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {reason}")]
@@ -27,7 +28,7 @@ pub fn load_or_create_jwt_signer(data_dir: &Path) -> Result<JwtSigner, KeyError>
             .map_err(|e| err(&kid_path, &e))?;
         tracing::info!(kid = signer.kid(), "created a new JWT signing key");
     }
-    let der = std::fs::read(&key_path).map_err(|e| err(&key_path, &e))?;
+    let der = SecretBytes::new(std::fs::read(&key_path).map_err(|e| err(&key_path, &e))?);
     let kid = std::fs::read_to_string(&kid_path).map_err(|e| err(&kid_path, &e))?;
     JwtSigner::from_pkcs8_der(&der, kid.trim().to_string()).map_err(|e| err(&key_path, &e))
 }

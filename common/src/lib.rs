@@ -7,6 +7,7 @@ pub mod fsutil;
 pub mod jwt;
 pub mod limits;
 pub mod logging;
+pub mod secret;
 pub mod selector;
 pub mod spiffe_id;
 pub mod spiffe_template;

@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_common::secret::SecretBytes;
 use tessera_common::spiffe_template::is_template;
 use tessera_common::SpiffeId;
 use tessera_proto::authority as pb;
@@ -209,7 +210,7 @@ impl Manager {
             let outcomes = self.authority.batch_sign_x509(reqs).await?;
             for ((job, key), outcome) in chunk.iter().zip(keys).zip(outcomes) {
                 match outcome {
-                    Ok(s) => self.store(job, &s, key.serialize_der()),
+                    Ok(s) => self.store(job, &s, key.serialize_der().into()),
                     Err(AuthorityError::EntryRefused(why)) => self.drop_refused(job, &why),
                     Err(e) => {
                         tracing::warn!(entry_id = %job.entry.id, error = %e, "X509-SVID not signed this round; keeping the current one")
@@ -224,7 +225,7 @@ impl Manager {
     }
 
     /// Caches a signed SVID once it is checked against what was asked.
-    fn store(&mut self, job: &Job, s: &pb::X509Svid, key: Vec<u8>) {
+    fn store(&mut self, job: &Job, s: &pb::X509Svid, key: SecretBytes) {
         let template = self.templates.template_of(&job.entry.id).cloned();
         let checked = if s.entry_id == job.entry.id {
             let now = self.clock.now();

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use templates::TemplateEntry;
 use tessera_common::jwt::JwtBundle;
+use tessera_common::secret::SecretBytes;
 use tessera_common::spiffe_template::SpiffeTemplate;
 use tessera_common::{Selector, SpiffeId};
 
@@ -29,8 +30,8 @@ pub struct CachedSvid {
     pub template: Option<SpiffeTemplate>,
     /// DER certificates, leaf first.
     pub chain: Vec<u8>,
-    /// PKCS#8 DER; lives only in memory.
-    pub key: Vec<u8>,
+    /// PKCS#8 DER; lives only in memory, never printed, wiped on drop.
+    pub key: SecretBytes,
     pub not_before: i64,
     pub not_after: i64,
     pub rotate_at: i64,

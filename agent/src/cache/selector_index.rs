@@ -61,7 +61,7 @@ mod tests {
             revision: 0,
             template: None,
             chain: Vec::new(),
-            key: Vec::new(),
+            key: Vec::new().into(),
             not_before: 0,
             not_after: 0,
             rotate_at: 0,

@@ -22,7 +22,9 @@ impl Credential {
     /// an unusable answer (the caller retries).
     pub fn new(svid: AgentSvid, td: &TrustDomain) -> Result<Self, AuthorityError> {
         let unusable = |e: String| AuthorityError::InvalidResponse(format!("agent SVID: {e}"));
-        let key = PrivateKeyDer::Pkcs8(svid.key_pkcs8.clone().into());
+        // rustls takes an owned copy it does not wipe (its DER types only hide
+        // their bytes from Debug); aws-lc wipes the key it loads from it.
+        let key = PrivateKeyDer::Pkcs8(svid.key_pkcs8.to_vec().into());
         let key = tls::provider()
             .key_provider
             .load_private_key(key)

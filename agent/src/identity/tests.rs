@@ -98,7 +98,7 @@ impl FakeAuthority {
         let svid = AgentSvid {
             id: id.parse().unwrap(),
             chain: vec![cert],
-            key_pkcs8: key.serialize_der(),
+            key_pkcs8: key.serialize_der().into(),
             issued_at: now,
             not_after: now + TTL,
             bundle_roots: self.roots.clone(),

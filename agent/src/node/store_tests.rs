@@ -17,7 +17,7 @@ fn agent_svid(issuer: &Issuer<'static, KeyPair>, roots: &[CertificateDer<'static
     AgentSvid {
         id: id.parse().unwrap(),
         chain: vec![cert.der().clone()],
-        key_pkcs8: key.serialize_der(),
+        key_pkcs8: key.serialize_der().into(),
         issued_at: unix_now(),
         not_after: unix_now() + 3600,
         bundle_roots: roots.to_vec(),
@@ -44,7 +44,7 @@ fn interrupted_save(dir: &Path, new: &AgentSvid, steps: usize) {
     let names = [PENDING_FILE, KEY_FILE, SVID_FILE, BUNDLE_FILE];
     for (i, name) in names.iter().enumerate().take(steps) {
         let data = match i {
-            0 => new.pending_pem().into_bytes(),
+            0 => new.pending_pem().expose().as_bytes().to_vec(),
             _ => std::fs::read(full.path().join(name)).unwrap(),
         };
         fsutil::write_atomic(&dir.join(name), &data, 0o600).unwrap();

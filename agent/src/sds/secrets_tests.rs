@@ -19,7 +19,7 @@ fn svid(entry: &str, id: &str, sel: &str) -> Arc<CachedSvid> {
         revision: 1,
         template: None,
         chain: [cert(id), cert("intermediate")].concat(),
-        key: vec![7; 16],
+        key: vec![7; 16].into(),
         not_before: 0,
         not_after: i64::MAX,
         rotate_at: i64::MAX,
@@ -188,4 +188,17 @@ fn version_follows_content_only() {
     s.svids[1] = svid("2", "spiffe://td/b", "unix:uid:0");
     let rotated = build(&s, &uid0(), &names, &ask(&["spiffe://td/b"])).unwrap();
     assert_ne!(a.version, rotated.version);
+}
+
+/// A `?snapshot` in a log line must not hand out the workloads' private keys.
+#[test]
+fn debug_never_shows_a_private_key() {
+    let key = rcgen::KeyPair::generate().unwrap().serialize_der();
+    let mut s = Arc::into_inner(svid("e1", "spiffe://td/a", "unix:uid:0")).unwrap();
+    s.key = key.clone().into();
+    let shown = format!("{:?}", snap(vec![Arc::new(s)]));
+    assert!(shown.contains("<redacted"), "{shown}");
+    // Derived Debug of bytes prints them as a decimal list.
+    let as_list = format!("{:?}", &key[..8]);
+    assert!(!shown.contains(as_list.trim_end_matches(']')), "{shown}");
 }

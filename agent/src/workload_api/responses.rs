@@ -47,7 +47,9 @@ pub fn x509_svid(
         .map(|s| wl::X509svid {
             spiffe_id: s.spiffe_id.to_string(),
             x509_svid: s.chain.clone(),
-            x509_svid_key: s.key.clone(),
+            // The response owns a plain copy (prost types cannot wipe); it is
+            // dropped once sent.
+            x509_svid_key: s.key.to_vec(),
             bundle: bundle.clone(),
             hint: s.hint.clone(),
         })
@@ -98,7 +100,7 @@ mod tests {
             revision: 1,
             template: None,
             chain: vec![1],
-            key: vec![2],
+            key: vec![2].into(),
             not_before: 0,
             not_after: i64::MAX,
             rotate_at: i64::MAX,

@@ -1,6 +1,8 @@
 //! Join tokens: single-use secrets an operator hands to a host without a TPM.
 //! The agent sends the token; the authority checks and consumes it.
 
+use tessera_common::secret::SecretString;
+
 /// Method name on the wire and in configs.
 pub const METHOD: &str = "join_token";
 
@@ -40,7 +42,7 @@ pub fn agent_path(token: &str) -> String {
 }
 
 /// Agent half: the token is the whole evidence.
-pub struct JoinTokenEvidence(pub String);
+pub struct JoinTokenEvidence(pub SecretString);
 
 #[async_trait::async_trait]
 impl super::NodeEvidence for JoinTokenEvidence {
@@ -49,7 +51,7 @@ impl super::NodeEvidence for JoinTokenEvidence {
     }
 
     async fn evidence(&self) -> Result<Vec<u8>, super::EvidenceError> {
-        Ok(self.0.as_bytes().to_vec())
+        Ok(self.0.expose().as_bytes().to_vec())
     }
 
     async fn respond(&self, _: &[u8]) -> Result<Vec<u8>, super::EvidenceError> {

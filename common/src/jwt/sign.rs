@@ -2,6 +2,7 @@
 
 use super::jwks::check_kid;
 use super::{b64_encode, JwtError, MAX_TOKEN_LEN};
+use crate::secret::SecretBytes;
 use crate::spiffe_id::SpiffeId;
 use aws_lc_rs::digest::{digest, SHA256};
 use aws_lc_rs::rand::{fill, SystemRandom};
@@ -13,8 +14,9 @@ const P256_COORD_LEN: usize = 32;
 
 /// ES256 signing key with its `kid` (authority side).
 pub struct JwtSigner {
+    /// aws-lc clears its own copy of the key.
     key: EcdsaKeyPair,
-    pkcs8: Vec<u8>,
+    pkcs8: SecretBytes,
     kid: String,
     x: Vec<u8>,
     y: Vec<u8>,
@@ -41,7 +43,7 @@ impl JwtSigner {
         let kid = thumbprint(&x, &y);
         Ok(JwtSigner {
             key,
-            pkcs8: pkcs8.as_ref().to_vec(),
+            pkcs8: pkcs8.as_ref().to_vec().into(),
             kid,
             x,
             y,
@@ -56,7 +58,7 @@ impl JwtSigner {
         let (x, y) = coords(&key)?;
         Ok(JwtSigner {
             key,
-            pkcs8: der.to_vec(),
+            pkcs8: der.to_vec().into(),
             kid,
             x,
             y,
@@ -151,15 +153,6 @@ impl fmt::Debug for JwtSigner {
         f.debug_struct("JwtSigner")
             .field("kid", &self.kid)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for JwtSigner {
-    fn drop(&mut self) {
-        // Best effort (no unsafe): don't leave our copy of the private key in freed heap
-        // memory; black_box keeps the writes from being optimised away. aws-lc clears its own.
-        self.pkcs8.fill(0);
-        std::hint::black_box(&self.pkcs8);
     }
 }
 

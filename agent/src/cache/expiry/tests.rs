@@ -34,7 +34,7 @@ fn svid(name: &str, secs: i64) -> Arc<CachedSvid> {
         revision: 1,
         template: None,
         chain: Vec::new(),
-        key: Vec::new(),
+        key: Vec::new().into(),
         not_before: BASE_MS / 1000 - 60,
         not_after: BASE_MS / 1000 + secs,
         rotate_at: BASE_MS / 1000,

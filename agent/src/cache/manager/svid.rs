@@ -2,6 +2,7 @@
 
 use crate::cache::rotation::{random_jitter, rotate_at};
 use crate::cache::{CachedSvid, Monotonic};
+use tessera_common::secret::SecretBytes;
 use tessera_common::spiffe_template::SpiffeTemplate;
 use tessera_common::{x509, Selector, SpiffeId};
 use tessera_proto::authority as pb;
@@ -12,7 +13,7 @@ pub(super) fn cached_svid(
     expansion: Option<SpiffeId>,
     template: Option<SpiffeTemplate>,
     chain: &[u8],
-    key: Vec<u8>,
+    key: SecretBytes,
     now: i64,
 ) -> Result<CachedSvid, String> {
     let certs = x509::split_der_chain(chain).map_err(|e| e.to_string())?;

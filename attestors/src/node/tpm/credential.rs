@@ -11,6 +11,7 @@ use aws_lc_rs::{digest, hmac, rand};
 
 use super::public::{KeyParams, PublicError, TpmtPublic};
 use super::wire::{curve, HashAlg, WireError, Writer, MAX_NAME};
+use tessera_common::secret::SecretBytes;
 
 /// Label of the seed (OAEP label / KDFe "Use"), NUL included.
 const IDENTITY: &[u8] = b"IDENTITY\0";
@@ -199,13 +200,15 @@ pub fn make_credential(
         KeyParams::Rsa { .. } => rsa_seed(ek, hash)?,
         KeyParams::Ecc { .. } => ecc_seed(ek, hash)?,
     };
+    // The seed and the keys derived from it would open the credential: wiped on drop.
+    let seed = SecretBytes::new(seed);
     let sym_bytes = usize::from(template.symmetric().key_bits / 8);
-    let sym_key = kdfa(hash, &seed, b"STORAGE", ak_name, &[], sym_bytes);
+    let sym_key = SecretBytes::new(kdfa(hash, &seed, b"STORAGE", ak_name, &[], sym_bytes));
     let mut enc_identity = Writer::new();
     enc_identity.tpm2b(secret, "credential")?;
     let mut enc_identity = enc_identity.into_vec();
     aes_cfb_encrypt(&sym_key, &mut enc_identity)?;
-    let hmac_key = kdfa(hash, &seed, b"INTEGRITY", &[], &[], hash.size());
+    let hmac_key = SecretBytes::new(kdfa(hash, &seed, b"INTEGRITY", &[], &[], hash.size()));
     let mut mac = hmac::Context::with_key(&hmac::Key::new(hash.hmac_alg(), &hmac_key));
     mac.update(&enc_identity);
     mac.update(ak_name);

@@ -15,6 +15,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use subtle::ConstantTimeEq;
+use tessera_common::secret::SecretBytes;
 use tessera_common::Selector;
 use tessera_proto::tpm as pb;
 
@@ -58,7 +59,8 @@ pub struct TpmVerifier {
 /// State between the challenge and the answer; lives only in the one
 /// attestation exchange, so nonce and secret are single use.
 pub struct Pending {
-    secret: Vec<u8>,
+    /// The credential's secret: never printed, wiped on drop.
+    secret: SecretBytes,
     nonce: Vec<u8>,
     selection: PcrSelection,
     ak: AkPublic,
@@ -118,7 +120,7 @@ impl TpmVerifier {
         };
         // A log that extends nothing proves nothing: the same as no log.
         let log = log.filter(|l| l.events.iter().any(|e| e.event_type != EV_NO_ACTION));
-        let secret = random(SECRET_LEN)?;
+        let secret = SecretBytes::new(random(SECRET_LEN)?);
         let nonce = random(NONCE_LEN)?;
         let cred =
             make_credential(&ek, &secret, ak.name()).map_err(|e| rejected("make credential", e))?;
