@@ -22,6 +22,27 @@ impl Deployment {
         }
     }
 
+    /// Waits until the running agent reports `STATUS=attested as …`, sent once
+    /// its first credential is stored in `data_dir` (READY=1 comes before that).
+    pub async fn wait_agent_attested(&mut self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + STARTUP;
+        loop {
+            let agent = self
+                .agent
+                .as_mut()
+                .ok_or_else(|| anyhow!("the agent is not running"))?;
+            if agent.statuses().iter().any(|s| s.starts_with("attested as ")) {
+                return Ok(());
+            }
+            ensure!(agent.exited().is_none(), "the agent exited before attesting");
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the agent did not attest within {STARTUP:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Starts the agent without waiting for anything.
     pub fn spawn_agent(&mut self) -> Result<()> {
         ensure!(self.agent.is_none(), "agent already running");

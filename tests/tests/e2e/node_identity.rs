@@ -164,6 +164,8 @@ async fn robbed_tpm_agent(agent_ttl: &'static str) -> Robbed {
     add_server_name(&mut d).await;
     d.start_agent().await.expect("start the agent");
     let agent = tpm_agent_id(&d).await;
+    // The authority lists the agent before the agent has stored its SVID.
+    d.wait_agent_attested().await.expect("the agent attests");
     let mut thief = node_client(&d, &steal(&d)).await;
     sync(&mut thief)
         .await
