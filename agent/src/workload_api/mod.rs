@@ -4,6 +4,7 @@
 
 mod error;
 mod exit;
+mod follow;
 mod header;
 mod limits;
 mod listener;

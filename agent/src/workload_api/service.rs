@@ -2,6 +2,7 @@
 //! snapshot; streams follow the snapshot watch.
 
 use super::exit::ExitWatch;
+use super::follow::Stream_;
 use super::responses;
 use super::track::Peer;
 use super::WorkloadError;
@@ -11,7 +12,6 @@ use crate::cache::templates::{Demands, Leases};
 use crate::cache::Snapshot;
 use crate::metrics::Metrics;
 use std::os::fd::OwnedFd;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 use tessera_attestors::workload::unix::{PinnedProcess, ProcessMark};
@@ -19,11 +19,8 @@ use tessera_common::{jwt, unix_now, Selector, SpiffeId, TrustDomain};
 use tessera_proto::workload as wl;
 use tessera_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{mpsc, watch};
-use tokio_stream::{wrappers::ReceiverStream, Stream};
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
-
-type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// How the handlers identify the process pinned at connect.
 pub trait Attest: Send + Sync + 'static {
@@ -135,9 +132,6 @@ impl Caller {
     }
 }
 
-/// What a stream logs when it sends a message: `(caller, snapshot, previous, current)`.
-type OnSend<T> = fn(&Caller, &Snapshot, Option<&T>, &T);
-
 fn no_log<T>(_: &Caller, _: &Snapshot, _: Option<&T>, _: &T) {}
 
 /// Logs each X.509-SVID that is new to this stream (first answer or rotation).
@@ -222,87 +216,6 @@ impl WorkloadApi {
             peer.memo.set(m, &selectors);
         }
         Ok(selectors)
-    }
-
-    /// A stream that sends `build(snapshot)` now and again whenever it changes;
-    /// it ends with the error when the caller's last identity goes away.
-    fn follow<T, F>(
-        &self,
-        caller: Caller,
-        what: &'static str,
-        build: F,
-        on_send: OnSend<T>,
-    ) -> Result<Stream_<T>, Status>
-    where
-        T: PartialEq + Send + Sync + 'static,
-        T: Clone,
-        F: Fn(&Snapshot, &[Selector]) -> Result<T, WorkloadError> + Send + 'static,
-    {
-        let mut rx = self.snapshots.clone();
-        let mut shutdown = self.shutdown.clone();
-        let attestor = self.attestor.clone();
-        let exited = caller.exited();
-        let snap = rx.borrow_and_update().clone();
-        let first = build(&snap, &caller.selectors)
-            .inspect_err(|e| caller.denied(what, "-", e))
-            .map_err(Status::from)?;
-        on_send(&caller, &snap, None, &first);
-        let (tx, out) = mpsc::channel(2);
-        let demands = self.demands.clone();
-        tokio::spawn(async move {
-            let mut caller = caller;
-            let mut held = std::mem::take(&mut caller.leases);
-            let mut last = first.clone();
-            if tx.send(Ok(first)).await.is_err() {
-                return;
-            }
-            tokio::pin!(exited);
-            let gone = || {
-                let e = WorkloadError::Attestation("the connecting process has exited".into());
-                caller.denied(what, "-", &e);
-                Err(e.into())
-            };
-            loop {
-                tokio::select! {
-                    changed = rx.changed() => if changed.is_err() { return },
-                    _ = tx.closed() => return,
-                    _ = &mut exited => {
-                        let _ = tx.send(gone()).await;
-                        return;
-                    }
-                    _ = stopped(&mut shutdown) => {
-                        let _ = tx.send(Err(Status::unavailable("agent is shutting down"))).await;
-                        return;
-                    }
-                }
-                // Without a pidfd to wait on, every update checks that the caller still runs.
-                if attestor.check(&caller.process).is_err() {
-                    let _ = tx.send(gone()).await;
-                    return;
-                }
-                let mut snap = rx.borrow_and_update().clone();
-                // A templated entry synced since the stream opened: sign the caller's expansion.
-                if demands.refresh(&mut held, &snap, &caller.selectors).await {
-                    snap = rx.borrow_and_update().clone();
-                }
-                match build(&snap, &caller.selectors) {
-                    Ok(msg) if msg == last => {}
-                    Ok(msg) => {
-                        on_send(&caller, &snap, Some(&last), &msg);
-                        last = msg.clone();
-                        if tx.send(Ok(msg)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        caller.denied(what, "-", &e);
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Box::pin(ReceiverStream::new(out)))
     }
 }
 

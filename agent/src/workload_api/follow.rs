@@ -1,0 +1,131 @@
+//! A Workload API stream: the first message at once, then a new one whenever the snapshot
+//! changes what the caller gets. The stream is polled by the HTTP/2 stream's own task
+//! and dropped with it when the client goes: no task or channel of its own per call,
+//! which cost a spawn and two cross-thread wake-ups on every FetchX509SVID.
+
+use super::service::{stopped, Attest, Caller, WorkloadApi};
+use super::WorkloadError;
+use crate::cache::templates::{Demands, Leases};
+use crate::cache::Snapshot;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use tessera_common::Selector;
+use tokio::sync::watch;
+use tokio_stream::{Stream, StreamExt};
+use tonic::Status;
+
+pub type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// What a stream logs when it sends a message: `(caller, snapshot, previous, current)`.
+pub type OnSend<T> = fn(&Caller, &Snapshot, Option<&T>, &T);
+
+/// Everything a stream needs between its messages.
+struct Follow<T, F> {
+    caller: Caller,
+    what: &'static str,
+    build: F,
+    on_send: OnSend<T>,
+    last: T,
+    rx: watch::Receiver<Arc<Snapshot>>,
+    shutdown: watch::Receiver<bool>,
+    attestor: Arc<dyn Attest>,
+    demands: Demands,
+    held: Leases,
+    exited: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl WorkloadApi {
+    /// A stream that sends `build(snapshot)` now and again whenever it changes;
+    /// it ends with the error when the caller's last identity goes away.
+    pub(crate) fn follow<T, F>(
+        &self,
+        mut caller: Caller,
+        what: &'static str,
+        build: F,
+        on_send: OnSend<T>,
+    ) -> Result<Stream_<T>, Status>
+    where
+        T: PartialEq + Clone + Send + 'static,
+        F: Fn(&Snapshot, &[Selector]) -> Result<T, WorkloadError> + Send + 'static,
+    {
+        let mut rx = self.snapshots.clone();
+        let snap = rx.borrow_and_update().clone();
+        let first = build(&snap, &caller.selectors)
+            .inspect_err(|e| caller.denied(what, "-", e))
+            .map_err(Status::from)?;
+        on_send(&caller, &snap, None, &first);
+        let state = Follow {
+            exited: Box::pin(caller.exited()),
+            held: std::mem::take(&mut caller.leases),
+            caller,
+            what,
+            build,
+            on_send,
+            last: first.clone(),
+            rx,
+            shutdown: self.shutdown.clone(),
+            attestor: self.attestor.clone(),
+            demands: self.demands.clone(),
+        };
+        // After an error the stream ends (state `None`).
+        let updates = futures::stream::unfold(Some(state), |state| async move {
+            let mut state = state?;
+            let item = state.next().await?;
+            let more = item.is_ok().then_some(state);
+            Some((item, more))
+        });
+        Ok(Box::pin(tokio_stream::once(Ok(first)).chain(updates)))
+    }
+}
+
+impl<T, F> Follow<T, F>
+where
+    T: PartialEq + Clone,
+    F: Fn(&Snapshot, &[Selector]) -> Result<T, WorkloadError>,
+{
+    /// The next message, or the error that ends the stream; `None` when the agent's
+    /// snapshots end.
+    async fn next(&mut self) -> Option<Result<T, Status>> {
+        loop {
+            tokio::select! {
+                changed = self.rx.changed() => if changed.is_err() { return None },
+                _ = &mut self.exited => return Some(self.gone()),
+                _ = stopped(&mut self.shutdown) => {
+                    return Some(Err(Status::unavailable("agent is shutting down")));
+                }
+            }
+            // Without a pidfd to wait on, every update checks that the caller still runs.
+            if self.attestor.check(&self.caller.process).is_err() {
+                return Some(self.gone());
+            }
+            let mut snap = self.rx.borrow_and_update().clone();
+            // A templated entry synced since the stream opened: sign the caller's expansion.
+            if self
+                .demands
+                .refresh(&mut self.held, &snap, &self.caller.selectors)
+                .await
+            {
+                snap = self.rx.borrow_and_update().clone();
+            }
+            match (self.build)(&snap, &self.caller.selectors) {
+                Ok(msg) if msg == self.last => {}
+                Ok(msg) => {
+                    (self.on_send)(&self.caller, &snap, Some(&self.last), &msg);
+                    self.last = msg.clone();
+                    return Some(Ok(msg));
+                }
+                Err(e) => {
+                    self.caller.denied(self.what, "-", &e);
+                    return Some(Err(e.into()));
+                }
+            }
+        }
+    }
+
+    fn gone(&self) -> Result<T, Status> {
+        let e = WorkloadError::Attestation("the connecting process has exited".into());
+        self.caller.denied(self.what, "-", &e);
+        Err(e.into())
+    }
+}
