@@ -2,7 +2,7 @@
 //! pure, so every rule here is unit-tested without a socket.
 
 use super::WorkloadError;
-use crate::cache::{CachedSvid, Snapshot, State};
+use crate::cache::{Bundle, CachedSvid, Snapshot, State};
 use std::collections::HashSet;
 use std::sync::Arc;
 use tessera_common::Selector;
@@ -31,9 +31,8 @@ pub fn identities(
     Ok(ids)
 }
 
-fn x509_bundle(snap: &Snapshot) -> Result<(String, Vec<u8>), WorkloadError> {
-    let b = snap.bundle.as_ref().ok_or(WorkloadError::NotSynced)?;
-    Ok((b.trust_domain.clone(), b.x509_der.clone()))
+fn bundle(snap: &Snapshot) -> Result<&Bundle, WorkloadError> {
+    snap.bundle.as_deref().ok_or(WorkloadError::NotSynced)
 }
 
 pub fn x509_svid(
@@ -41,7 +40,7 @@ pub fn x509_svid(
     selectors: &[Selector],
 ) -> Result<wl::X509svidResponse, WorkloadError> {
     let ids = identities(snap, selectors)?;
-    let (_, bundle) = x509_bundle(snap)?;
+    let bundle = &bundle(snap)?.x509_der;
     let svids = ids
         .iter()
         .map(|s| wl::X509svid {
@@ -66,10 +65,12 @@ pub fn x509_bundles(
     selectors: &[Selector],
 ) -> Result<wl::X509BundlesResponse, WorkloadError> {
     identities(snap, selectors)?;
-    let (td, der) = x509_bundle(snap)?;
+    let b = bundle(snap)?;
     Ok(wl::X509BundlesResponse {
         crl: Vec::new(),
-        bundles: [(td, der)].into_iter().collect(),
+        bundles: [(b.trust_domain.clone(), b.x509_der.clone())]
+            .into_iter()
+            .collect(),
     })
 }
 
@@ -78,7 +79,7 @@ pub fn jwt_bundles(
     selectors: &[Selector],
 ) -> Result<wl::JwtBundlesResponse, WorkloadError> {
     identities(snap, selectors)?;
-    let b = snap.bundle.as_ref().ok_or(WorkloadError::NotSynced)?;
+    let b = bundle(snap)?;
     Ok(wl::JwtBundlesResponse {
         bundles: [(b.trust_domain.clone(), b.jwks_json.clone())]
             .into_iter()
@@ -89,7 +90,6 @@ pub fn jwt_bundles(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::Bundle;
 
     fn svid(entry: &str, id: &str, sel: &str, hint: &str) -> Arc<CachedSvid> {
         Arc::new(CachedSvid {

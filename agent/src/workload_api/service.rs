@@ -64,7 +64,7 @@ pub struct Caller {
     pub pid: i32,
     /// From SO_PEERCRED; the `unix:uid` selector says the same once attested.
     pub uid: Option<u32>,
-    pub selectors: Vec<Selector>,
+    pub selectors: Arc<[Selector]>,
     /// The process that connected; streams end when it exits.
     pub process: Arc<PinnedProcess>,
     /// The connection's watch on that process's exit.
@@ -74,7 +74,7 @@ pub struct Caller {
 }
 
 impl Caller {
-    fn of(peer: &Peer, selectors: Vec<Selector>) -> Caller {
+    fn of(peer: &Peer, selectors: Arc<[Selector]>) -> Caller {
         Caller {
             pid: peer.process.pid(),
             uid: Some(peer.uid),
@@ -167,7 +167,7 @@ impl WorkloadApi {
         };
         if !self.limiter.admit(peer.uid) {
             let e = WorkloadError::RateLimited;
-            Caller::of(&peer, Vec::new()).denied("Workload API call", "-", &e);
+            Caller::of(&peer, Arc::from([])).denied("Workload API call", "-", &e);
             return Err(e);
         }
         Ok(peer)
@@ -179,7 +179,7 @@ impl WorkloadApi {
         let selectors = match self.selectors(&peer).await {
             Ok(s) => s,
             Err(e) => {
-                Caller::of(&peer, Vec::new()).denied("Workload API call", "-", &e);
+                Caller::of(&peer, Arc::from([])).denied("Workload API call", "-", &e);
                 return Err(e);
             }
         };
@@ -196,7 +196,7 @@ impl WorkloadApi {
 
     /// The connection's selectors from its last full attestation while the process's mark
     /// is unchanged (it lives, runs the same executable with the same ids); else attested now.
-    async fn selectors(&self, peer: &Peer) -> Result<Vec<Selector>, WorkloadError> {
+    async fn selectors(&self, peer: &Peer) -> Result<Arc<[Selector]>, WorkloadError> {
         // Read before attesting: a change during the attestation shows at the next call.
         let mark = self.attestor.mark(&peer.process);
         if let Some(s) = mark.and_then(|m| peer.memo.get(m)) {
@@ -210,7 +210,7 @@ impl WorkloadApi {
             .map_err(|e| WorkloadError::Attestation(e.to_string()))
             .and_then(|r| r.map_err(WorkloadError::Attestation));
         self.metrics.workload_attested(start.elapsed());
-        let selectors = selectors?;
+        let selectors: Arc<[Selector]> = selectors?.into();
         tracing::debug!(pid = peer.process.pid(), ?selectors, "workload attested");
         if let Some(m) = mark {
             peer.memo.set(m, &selectors);
@@ -355,7 +355,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let peer = self.admit(&req)?;
         if let Err(e) = self.attestor.check(&peer.process) {
             let e = WorkloadError::Attestation(e);
-            Caller::of(&peer, Vec::new()).denied("JWT-SVID validation", "-", &e);
+            Caller::of(&peer, Arc::from([])).denied("JWT-SVID validation", "-", &e);
             return Err(e.into());
         }
         let bundle = self
