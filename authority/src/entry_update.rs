@@ -93,7 +93,7 @@ pub fn apply(e: &Entry, req: &pb::UpdateEntryRequest) -> (Entry, Vec<&'static st
         }
     }
     if let Some(t) = req.expires_at {
-        next.expires_at = positive(t);
+        next.expires_at = positive(t).map(tessera_common::UnixTime::from_secs);
         if next.expires_at != e.expires_at {
             changed.push("expires_at");
         }
@@ -114,12 +114,11 @@ fn same_set(a: &[Selector], b: &[Selector]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datastore::test_records;
+    use tessera_common::UnixTime;
 
     fn stored() -> Entry {
         Entry {
-            id: "e1".into(),
-            spiffe_id: "spiffe://td/web".into(),
-            parent_id: "spiffe://td/agent".into(),
             selectors: vec![
                 Selector::new("unix", "uid:1"),
                 Selector::new("unix", "gid:1"),
@@ -128,7 +127,7 @@ mod tests {
             dns_names: vec!["web".into()],
             hint: "h".into(),
             revision: 3,
-            ..Default::default()
+            ..test_records::entry("e1", "spiffe://td/web", "spiffe://td/agent")
         }
     }
 
@@ -175,7 +174,7 @@ mod tests {
         assert_eq!(next.x509_ttl, None);
         assert_eq!(next.jwt_ttl, Some(60));
         assert!(next.dns_names.is_empty() && next.admin);
-        assert_eq!(next.expires_at, Some(1_900_000_000));
+        assert_eq!(next.expires_at, Some(UnixTime::from_secs(1_900_000_000)));
         assert_eq!((next.id, next.revision), (e.id, e.revision));
     }
 
@@ -186,10 +185,8 @@ mod tests {
             .unwrap();
         let e = ds
             .create_entry(crate::datastore::NewEntry {
-                spiffe_id: "spiffe://td/web".into(),
-                parent_id: "spiffe://td/agent".into(),
                 selectors: vec![Selector::new("unix", "uid:1")],
-                ..Default::default()
+                ..test_records::new_entry("spiffe://td/web", "spiffe://td/agent")
             })
             .await
             .unwrap();
@@ -275,7 +272,7 @@ mod tests {
                 (
                     Some(600 + round),
                     Some(300 + round),
-                    Some(2_000_000_000 + round)
+                    Some(UnixTime::from_secs(2_000_000_000 + round))
                 ),
                 "round {round}"
             );

@@ -31,10 +31,17 @@ impl Deployment {
                 .agent
                 .as_mut()
                 .ok_or_else(|| anyhow!("the agent is not running"))?;
-            if agent.statuses().iter().any(|s| s.starts_with("attested as ")) {
+            if agent
+                .statuses()
+                .iter()
+                .any(|s| s.starts_with("attested as "))
+            {
                 return Ok(());
             }
-            ensure!(agent.exited().is_none(), "the agent exited before attesting");
+            ensure!(
+                agent.exited().is_none(),
+                "the agent exited before attesting"
+            );
             ensure!(
                 tokio::time::Instant::now() < deadline,
                 "the agent did not attest within {STARTUP:?}"

@@ -29,7 +29,7 @@ impl Datastore {
         .bind(rows::strings_json(&next.dns_names)?)
         .bind(&next.hint)
         .bind(i64::from(next.admin))
-        .bind(next.expires_at)
+        .bind(next.expires_at.map(tessera_common::UnixTime::secs))
         .bind(next.revision)
         .bind(&e.id)
         .bind(e.revision)
