@@ -18,3 +18,5 @@ pub const WORKLOAD_FILE_DESCRIPTOR_SET: &[u8] =
 pub mod tpm {
     tonic::include_proto!("tessera.tpm.v1");
 }
+
+mod redact;

@@ -22,11 +22,21 @@ pub const SECRET_TYPE: &str =
 /// One answer's resources, the X.509-SVIDs among them (for the issuance log)
 /// and its version: a digest of the resources, so the same content always has
 /// the same version and a push happens only when what was asked for changed.
-#[derive(Debug)]
 pub struct Secrets {
     pub resources: Vec<Any>,
     pub svids: Vec<Arc<CachedSvid>>,
     pub version: String,
+}
+
+/// The resources hold the SVIDs' private keys, encoded: only their count prints.
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("resources", &self.resources.len())
+            .field("svids", &self.svids)
+            .field("version", &self.version)
+            .finish()
+    }
 }
 
 /// The resources named in `asked` (every bundle and SVID when it is empty, as

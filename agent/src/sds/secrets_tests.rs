@@ -202,3 +202,16 @@ fn debug_never_shows_a_private_key() {
     let as_list = format!("{:?}", &key[..8]);
     assert!(!shown.contains(as_list.trim_end_matches(']')), "{shown}");
 }
+
+/// The encoded resources of an answer hold the PEM private key.
+#[test]
+fn debug_of_an_answer_never_shows_its_private_key() {
+    let s = build(&two(), &uid0(), &SdsNames::default(), &ask(&["default"])).unwrap();
+    let shown = format!("{s:?}");
+    let pem_label = format!("{:?}", b"PRIVATE KEY");
+    assert!(
+        !shown.contains(pem_label.trim_matches(|c| c == '[' || c == ']')),
+        "{shown}"
+    );
+    assert!(shown.contains(&s.version), "{shown}");
+}
