@@ -107,7 +107,7 @@ async fn check_entry_rows(ds: &Datastore) {
             );
         }
         names_column(
-            ds.entries_with_ids(&[e.id.clone()]).await,
+            ds.entries_with_ids(std::slice::from_ref(&e.id)).await,
             &row,
             column,
             problem,
