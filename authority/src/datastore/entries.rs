@@ -42,20 +42,7 @@ impl Datastore {
         let mut stored: Vec<Entry> = Vec::with_capacity(entries.len());
         let mut keys: Vec<String> = Vec::with_capacity(entries.len());
         for (i, e) in entries.into_iter().enumerate() {
-            let entry = Entry {
-                id: hex::encode(rand::random::<[u8; 16]>()),
-                spiffe_id: e.spiffe_id,
-                parent_id: e.parent_id,
-                selectors: e.selectors,
-                x509_ttl: e.x509_ttl,
-                jwt_ttl: e.jwt_ttl,
-                dns_names: e.dns_names,
-                hint: e.hint,
-                admin: e.admin,
-                expires_at: e.expires_at,
-                revision: 1,
-                created_at: now,
-            };
+            let entry = e.stored(hex::encode(rand::random::<[u8; 16]>()), now);
             let key = rows::selectors_key(&entry.selectors).map_err(at(i))?;
             // The unique index would catch it too, but could not say which entry.
             if let Some(j) = stored.iter().zip(&keys).position(|(s, k)| {
@@ -192,6 +179,26 @@ impl Datastore {
             what: "counters row entries".into(),
         }
         .i64("value")
+    }
+}
+
+impl NewEntry {
+    /// The entry as first stored: ID `id`, revision 1, created at `now`.
+    pub(super) fn stored(self, id: String, now: UnixTime) -> Entry {
+        Entry {
+            id,
+            spiffe_id: self.spiffe_id,
+            parent_id: self.parent_id,
+            selectors: self.selectors,
+            x509_ttl: self.x509_ttl,
+            jwt_ttl: self.jwt_ttl,
+            dns_names: self.dns_names,
+            hint: self.hint,
+            admin: self.admin,
+            expires_at: self.expires_at,
+            revision: 1,
+            created_at: now,
+        }
     }
 }
 

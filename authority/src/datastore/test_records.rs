@@ -23,21 +23,7 @@ pub(crate) fn new_entry(spiffe_id: &str, parent_id: &str) -> NewEntry {
 }
 
 pub(crate) fn entry(entry_id: &str, spiffe_id: &str, parent_id: &str) -> Entry {
-    let e = new_entry(spiffe_id, parent_id);
-    Entry {
-        id: entry_id.into(),
-        spiffe_id: e.spiffe_id,
-        parent_id: e.parent_id,
-        selectors: e.selectors,
-        x509_ttl: e.x509_ttl,
-        jwt_ttl: e.jwt_ttl,
-        dns_names: e.dns_names,
-        hint: e.hint,
-        admin: e.admin,
-        expires_at: e.expires_at,
-        revision: 0,
-        created_at: UnixTime::from_secs(0),
-    }
+    new_entry(spiffe_id, parent_id).stored(entry_id.into(), UnixTime::from_secs(0))
 }
 
 pub(crate) fn agent(agent_id: &str) -> AgentRecord {

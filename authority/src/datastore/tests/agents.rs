@@ -5,43 +5,25 @@ use super::*;
 
 pub(super) async fn check_eviction(ds: &Datastore) {
     let a = agent("spiffe://td/tessera/agent/tpm/aa", "01");
-    ds.record_attestation(
-        &a,
-        &event(
-            NOW,
-            AuditKind::NodeAttestation,
-            a.id.as_str(),
-            a.id.as_str(),
-        ),
-        None,
-    )
-    .await
-    .unwrap();
+    ds.record_attestation(&a, &attest_event(NOW, a.id.as_str()), None)
+        .await
+        .unwrap();
     // Re-attestation of a live agent replaces its row.
     let a2 = AgentRecord {
         serial: "02".into(),
         attested_at: at(5),
         ..a.clone()
     };
-    ds.record_attestation(
-        &a2,
-        &event(
-            at(5),
-            AuditKind::NodeAttestation,
-            a.id.as_str(),
-            a.id.as_str(),
-        ),
-        None,
-    )
-    .await
-    .unwrap();
+    ds.record_attestation(&a2, &attest_event(at(5), a.id.as_str()), None)
+        .await
+        .unwrap();
     assert_eq!(ds.get_agent(a.id.as_str()).await.unwrap(), Some(a2.clone()));
     ds.renew_agent(
         &a.id,
         "02",
         "03",
         at(7200),
-        &event(at(6), AuditKind::AgentRenewal, a.id.as_str(), a.id.as_str()),
+        &renew_event(at(6), a.id.as_str()),
     )
     .await
     .unwrap();
@@ -56,16 +38,7 @@ pub(super) async fn check_eviction(ds: &Datastore) {
     assert!(!ds.evict_agent("spiffe://td/unknown").await.unwrap());
     ds.create_join_token("tok", at(600)).await.unwrap();
     let res = ds
-        .record_attestation(
-            &a,
-            &event(
-                at(7),
-                AuditKind::NodeAttestation,
-                a.id.as_str(),
-                a.id.as_str(),
-            ),
-            Some("tok"),
-        )
+        .record_attestation(&a, &attest_event(at(7), a.id.as_str()), Some("tok"))
         .await;
     assert!(matches!(res, Err(DatastoreError::Evicted(_))), "{res:?}");
     assert!(
@@ -78,7 +51,7 @@ pub(super) async fn check_eviction(ds: &Datastore) {
             "03",
             "04",
             at(9000),
-            &event(at(8), AuditKind::AgentRenewal, a.id.as_str(), a.id.as_str()),
+            &renew_event(at(8), a.id.as_str()),
         )
         .await;
     assert!(matches!(res, Err(DatastoreError::Evicted(_))), "{res:?}");
@@ -94,12 +67,7 @@ pub(super) async fn check_eviction(ds: &Datastore) {
             "00",
             "01",
             NOW,
-            &event(
-                NOW,
-                AuditKind::AgentRenewal,
-                "spiffe://td/x",
-                "spiffe://td/x",
-            ),
+            &renew_event(NOW, "spiffe://td/x"),
         )
         .await;
     assert!(matches!(res, Err(DatastoreError::NotFound(_))), "{res:?}");
@@ -119,7 +87,7 @@ pub(super) async fn check_serial_overlap(ds: &Datastore) {
         }
     };
     let a = agent(id, "01");
-    ds.record_attestation(&a, &event(NOW, AuditKind::NodeAttestation, id, id), None)
+    ds.record_attestation(&a, &attest_event(NOW, id), None)
         .await
         .unwrap();
     let reattest = AgentRecord {
@@ -127,33 +95,17 @@ pub(super) async fn check_serial_overlap(ds: &Datastore) {
         prev_serial: Some("01".into()),
         ..a.clone()
     };
-    ds.record_attestation(
-        &reattest,
-        &event(NOW, AuditKind::NodeAttestation, id, id),
-        None,
-    )
-    .await
-    .unwrap();
+    ds.record_attestation(&reattest, &attest_event(NOW, id), None)
+        .await
+        .unwrap();
     assert_eq!(serials(ds).await, ("02".into(), Some("01".into())));
     // A copy of 01 renews during the overlap; the holder of 02 is then locked out.
-    ds.renew_agent(
-        &typed,
-        "01",
-        "03",
-        at(60),
-        &event(NOW, AuditKind::AgentRenewal, id, id),
-    )
-    .await
-    .unwrap();
+    ds.renew_agent(&typed, "01", "03", at(60), &renew_event(NOW, id))
+        .await
+        .unwrap();
     assert_eq!(serials(ds).await, ("03".into(), Some("01".into())));
     let res = ds
-        .renew_agent(
-            &typed,
-            "02",
-            "04",
-            at(60),
-            &event(NOW, AuditKind::AgentRenewal, id, id),
-        )
+        .renew_agent(&typed, "02", "04", at(60), &renew_event(NOW, id))
         .await;
     assert!(matches!(res, Err(DatastoreError::Superseded(_))), "{res:?}");
     ds.retire_prev_serial(&typed, "01").await.unwrap();
@@ -165,13 +117,7 @@ pub(super) async fn check_serial_overlap(ds: &Datastore) {
     ds.retire_prev_serial(&typed, "03").await.unwrap();
     assert_eq!(serials(ds).await, ("03".into(), None));
     let res = ds
-        .renew_agent(
-            &typed,
-            "01",
-            "05",
-            at(60),
-            &event(NOW, AuditKind::AgentRenewal, id, id),
-        )
+        .renew_agent(&typed, "01", "05", at(60), &renew_event(NOW, id))
         .await;
     assert!(matches!(res, Err(DatastoreError::Superseded(_))), "{res:?}");
     let stale = AgentRecord {
@@ -180,11 +126,7 @@ pub(super) async fn check_serial_overlap(ds: &Datastore) {
         ..a.clone()
     };
     let res = ds
-        .record_attestation(
-            &stale,
-            &event(NOW, AuditKind::NodeAttestation, id, id),
-            None,
-        )
+        .record_attestation(&stale, &attest_event(NOW, id), None)
         .await;
     assert!(matches!(res, Err(DatastoreError::Superseded(_))), "{res:?}");
     assert_eq!(serials(ds).await, ("03".into(), None));
@@ -194,13 +136,9 @@ pub(super) async fn check_serial_overlap(ds: &Datastore) {
         "refused writes leave no audit event"
     );
     let fresh = agent(id, "07");
-    ds.record_attestation(
-        &fresh,
-        &event(NOW, AuditKind::NodeAttestation, id, id),
-        None,
-    )
-    .await
-    .unwrap();
+    ds.record_attestation(&fresh, &attest_event(NOW, id), None)
+        .await
+        .unwrap();
     assert_eq!(serials(ds).await, ("07".into(), None));
 }
 

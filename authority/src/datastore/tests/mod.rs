@@ -75,6 +75,15 @@ fn event(time: UnixTime, kind: AuditKind, agent_id: &str, spiffe_id: &str) -> Au
     }
 }
 
+/// An agent's attestation or renewal: about the agent's own ID.
+fn attest_event(time: UnixTime, agent_id: &str) -> AuditEvent {
+    event(time, AuditKind::NodeAttestation, agent_id, agent_id)
+}
+
+fn renew_event(time: UnixTime, agent_id: &str) -> AuditEvent {
+    event(time, AuditKind::AgentRenewal, agent_id, agent_id)
+}
+
 async fn audit_count(ds: &Datastore) -> usize {
     ds.list_audit(&AuditFilter::default()).await.unwrap().len()
 }
@@ -168,64 +177,28 @@ async fn check_token_single_use(ds: &Datastore) {
         "valid() consumed it"
     );
     let a = agent("spiffe://td/tessera/agent/join_token/tok", "01");
-    ds.record_attestation(
-        &a,
-        &event(
-            NOW,
-            AuditKind::NodeAttestation,
-            a.id.as_str(),
-            a.id.as_str(),
-        ),
-        Some("tok"),
-    )
-    .await
-    .unwrap();
+    ds.record_attestation(&a, &attest_event(NOW, a.id.as_str()), Some("tok"))
+        .await
+        .unwrap();
     assert_eq!(ds.get_agent(a.id.as_str()).await.unwrap(), Some(a.clone()));
     assert!(!ds.join_token_valid("tok", NOW).await.unwrap());
 
     let b = agent("spiffe://td/tessera/agent/join_token/other", "02");
     let again = ds
-        .record_attestation(
-            &b,
-            &event(
-                at(1),
-                AuditKind::NodeAttestation,
-                b.id.as_str(),
-                b.id.as_str(),
-            ),
-            Some("tok"),
-        )
+        .record_attestation(&b, &attest_event(at(1), b.id.as_str()), Some("tok"))
         .await;
     assert!(matches!(again, Err(DatastoreError::TokenUsed)), "{again:?}");
     let a2 = agent(a.id.as_str(), "03");
     let same = ds
-        .record_attestation(
-            &a2,
-            &event(
-                at(1),
-                AuditKind::NodeAttestation,
-                a.id.as_str(),
-                a.id.as_str(),
-            ),
-            Some("tok"),
-        )
+        .record_attestation(&a2, &attest_event(at(1), a.id.as_str()), Some("tok"))
         .await;
     assert!(matches!(same, Err(DatastoreError::TokenUsed)), "{same:?}");
     assert_eq!(ds.get_agent(b.id.as_str()).await.unwrap(), None);
     assert_eq!(ds.get_agent(a.id.as_str()).await.unwrap(), Some(a));
     assert_eq!(audit_count(ds).await, 1);
     assert!(matches!(
-        ds.record_attestation(
-            &b,
-            &event(
-                NOW,
-                AuditKind::NodeAttestation,
-                b.id.as_str(),
-                b.id.as_str()
-            ),
-            Some("never")
-        )
-        .await,
+        ds.record_attestation(&b, &attest_event(NOW, b.id.as_str()), Some("never"))
+            .await,
         Err(DatastoreError::TokenUsed)
     ));
 }
@@ -237,16 +210,7 @@ async fn check_expired_token(ds: &Datastore) {
     assert!(ds.join_token_valid("new", NOW).await.unwrap());
     let a = agent("spiffe://td/tessera/agent/join_token/old", "01");
     let res = ds
-        .record_attestation(
-            &a,
-            &event(
-                NOW,
-                AuditKind::NodeAttestation,
-                a.id.as_str(),
-                a.id.as_str(),
-            ),
-            Some("old"),
-        )
+        .record_attestation(&a, &attest_event(NOW, a.id.as_str()), Some("old"))
         .await;
     assert!(matches!(res, Err(DatastoreError::TokenExpired)), "{res:?}");
     assert_eq!(ds.get_agent(a.id.as_str()).await.unwrap(), None);
@@ -391,18 +355,9 @@ async fn check_corrupt_rows(ds: &Datastore) {
     ));
 
     let a = agent("spiffe://td/tessera/agent/tpm/aa", "01");
-    ds.record_attestation(
-        &a,
-        &event(
-            NOW,
-            AuditKind::NodeAttestation,
-            a.id.as_str(),
-            a.id.as_str(),
-        ),
-        None,
-    )
-    .await
-    .unwrap();
+    ds.record_attestation(&a, &attest_event(NOW, a.id.as_str()), None)
+        .await
+        .unwrap();
     sqlx::query("UPDATE agents SET selectors = 'not json'")
         .execute(&ds.pool)
         .await

@@ -119,12 +119,7 @@ async fn check_entry_rows(ds: &Datastore) {
 
 async fn check_agent_rows(ds: &Datastore) {
     let a = agent("spiffe://td/tessera/agent/tpm/cc", "01");
-    let event = event(
-        NOW,
-        AuditKind::NodeAttestation,
-        a.id.as_str(),
-        a.id.as_str(),
-    );
+    let event = attest_event(NOW, a.id.as_str());
     ds.record_attestation(&a, &event, None).await.unwrap();
     let bad = "spiffe://td/tessera/agent/tpm/c c";
     set(ds, "agents", &format!("id = '{}'", a.id), "id", bad).await;
