@@ -7,6 +7,7 @@ use crate::error::ApiError;
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_attestors::node::join_token;
+use tessera_common::duration::whole_secs;
 use tessera_common::{Selector, SpiffeId, UnixTime};
 use tessera_proto::authority as pb;
 use tessera_proto::authority::admin_server::Admin;
@@ -20,8 +21,8 @@ pub fn entry_to_pb(e: Entry) -> pb::Entry {
         spiffe_id: e.spiffe_id.to_string(),
         parent_id: e.parent_id.to_string(),
         selectors: e.selectors.into_iter().map(Into::into).collect(),
-        x509_ttl: e.x509_ttl.unwrap_or(0),
-        jwt_ttl: e.jwt_ttl.unwrap_or(0),
+        x509_ttl: e.x509_ttl.map_or(0, whole_secs),
+        jwt_ttl: e.jwt_ttl.map_or(0, whole_secs),
         dns_names: e.dns_names,
         hint: e.hint,
         admin: e.admin,

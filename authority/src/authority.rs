@@ -10,6 +10,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::reserved;
 use std::sync::Arc;
+use std::time::Duration;
 use tessera_common::jwt::{JwtBundle, JwtSigner};
 use tessera_common::{x509, Selector, SpiffeId, UnixTime};
 use tessera_proto::authority as pb;
@@ -146,12 +147,20 @@ impl Authority {
             spiffe_id,
             parent_id: parent,
             selectors: e.selectors.iter().map(Selector::from).collect(),
-            x509_ttl: (e.x509_ttl > 0).then_some(e.x509_ttl),
-            jwt_ttl: (e.jwt_ttl > 0).then_some(e.jwt_ttl),
+            x509_ttl: ttl(e.x509_ttl),
+            jwt_ttl: ttl(e.jwt_ttl),
             dns_names: e.dns_names,
             hint: e.hint,
             admin: e.admin,
             expires_at: (e.expires_at > 0).then(|| UnixTime::from_secs(e.expires_at)),
         })
     }
+}
+
+/// An entry TTL as the admin API sends it: whole seconds, 0 (or less) for none.
+pub fn ttl(secs: i64) -> Option<Duration> {
+    u64::try_from(secs)
+        .ok()
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
 }

@@ -23,8 +23,7 @@ impl UnixTime {
 
     /// `d` later, saturating at the end of representable time.
     pub fn plus(self, d: Duration) -> Self {
-        let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-        UnixTime(self.0.saturating_add(secs))
+        UnixTime(self.0.saturating_add(crate::duration::whole_secs(d)))
     }
 }
 

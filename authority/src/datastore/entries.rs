@@ -2,6 +2,7 @@
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Transaction};
+use tessera_common::duration::whole_secs;
 use tessera_common::UnixTime;
 
 use super::rows::{self, RowReader};
@@ -217,8 +218,8 @@ async fn insert(
     .bind(entry.parent_id.as_str())
     .bind(rows::selectors_json(&entry.selectors)?)
     .bind(selectors_key)
-    .bind(entry.x509_ttl)
-    .bind(entry.jwt_ttl)
+    .bind(entry.x509_ttl.map(whole_secs))
+    .bind(entry.jwt_ttl.map(whole_secs))
     .bind(rows::strings_json(&entry.dns_names)?)
     .bind(&entry.hint)
     .bind(i64::from(entry.admin))
@@ -259,8 +260,8 @@ pub(super) fn entry_from_row(row: &AnyRow) -> Result<Entry, DatastoreError> {
         spiffe_id: r.entry_spiffe_id("spiffe_id")?,
         parent_id: r.spiffe_id("parent_id")?,
         selectors: r.selectors("selectors")?,
-        x509_ttl: r.opt_i64("x509_ttl")?,
-        jwt_ttl: r.opt_i64("jwt_ttl")?,
+        x509_ttl: r.opt_secs("x509_ttl")?,
+        jwt_ttl: r.opt_secs("jwt_ttl")?,
         dns_names: r.strings("dns_names")?,
         hint: r.string("hint")?,
         admin: r.bool("admin")?,

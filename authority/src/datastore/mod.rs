@@ -21,6 +21,7 @@ mod tokens;
 mod tpm_clock;
 
 use sqlx::AnyPool;
+use std::time::Duration;
 use tessera_common::{Selector, SpiffeId, UnixTime};
 
 pub use audit_kind::AuditKind;
@@ -88,9 +89,9 @@ pub struct NewEntry {
     pub spiffe_id: EntrySpiffeId,
     pub parent_id: SpiffeId,
     pub selectors: Vec<Selector>,
-    /// Seconds; None: the authority's default.
-    pub x509_ttl: Option<i64>,
-    pub jwt_ttl: Option<i64>,
+    /// None: the authority's default (stored as whole seconds).
+    pub x509_ttl: Option<Duration>,
+    pub jwt_ttl: Option<Duration>,
     pub dns_names: Vec<String>,
     pub hint: String,
     pub admin: bool,
@@ -103,8 +104,8 @@ pub struct Entry {
     pub spiffe_id: EntrySpiffeId,
     pub parent_id: SpiffeId,
     pub selectors: Vec<Selector>,
-    pub x509_ttl: Option<i64>,
-    pub jwt_ttl: Option<i64>,
+    pub x509_ttl: Option<Duration>,
+    pub jwt_ttl: Option<Duration>,
     pub dns_names: Vec<String>,
     pub hint: String,
     pub admin: bool,

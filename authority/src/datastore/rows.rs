@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::Row;
+use std::time::Duration;
 use tessera_common::{Selector, SpiffeId, UnixTime};
 
 use super::{AuditKind, DatastoreError, EntrySpiffeId};
@@ -126,6 +127,14 @@ impl RowReader<'_> {
 
     pub fn time(&self, col: &str) -> Result<UnixTime, DatastoreError> {
         self.i64(col).map(UnixTime::from_secs)
+    }
+
+    /// Whole seconds, never negative; NULL stands for none.
+    pub fn opt_secs(&self, col: &str) -> Result<Option<Duration>, DatastoreError> {
+        self.opt_i64(col)?
+            .map(|s| u64::try_from(s).map(Duration::from_secs))
+            .transpose()
+            .map_err(|_| self.corrupt(col, "a negative duration"))
     }
 
     /// NULL stands for none.

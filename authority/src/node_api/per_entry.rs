@@ -8,7 +8,6 @@ use super::{leaf_facts, template_detail};
 use crate::authority::Authority;
 use crate::datastore::{AgentRecord, AuditEvent, AuditKind, Entry};
 use crate::error::ApiError;
-use std::time::Duration;
 use tessera_common::{x509, UnixTime};
 use tessera_proto::authority as pb;
 use tonic::Status;
@@ -57,8 +56,7 @@ pub fn sign_x509(
     let signed = a.signed_id(&agent.id, entry, &r.spiffe_id, now)?;
     let ttl = entry
         .x509_ttl
-        .filter(|t| *t > 0)
-        .map(|t| Duration::from_secs(t as u64))
+        .filter(|t| !t.is_zero())
         .unwrap_or(a.config.default_x509_ttl);
     let chain =
         a.ca.sign_svid(&r.csr, &signed.id, &entry.dns_names, ttl, now.secs())?;
@@ -124,9 +122,9 @@ pub fn sign_jwt(
     let signed = a.signed_id(&agent.id, entry, &r.spiffe_id, now)?;
     let ttl = entry
         .jwt_ttl
-        .filter(|t| *t > 0)
-        .unwrap_or(a.config.default_jwt_ttl.as_secs() as i64);
-    let exp = (now.secs() + ttl).min(a.ca.not_after());
+        .filter(|t| !t.is_zero())
+        .unwrap_or(a.config.default_jwt_ttl);
+    let exp = now.plus(ttl).secs().min(a.ca.not_after());
     let jwt = a
         .jwt
         .sign(&signed.id, &r.audience, now.secs(), exp)

@@ -2,6 +2,7 @@
 //! PostgreSQL too (a private cluster, or TESSERA_TEST_POSTGRES_URL's server).
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use tessera_common::{Selector, UnixTime};
 
@@ -40,7 +41,7 @@ fn sel(s: &str) -> Selector {
 fn new_entry(spiffe_id: &str, selectors: &[&str]) -> NewEntry {
     NewEntry {
         selectors: selectors.iter().map(|s| sel(s)).collect(),
-        x509_ttl: Some(3600),
+        x509_ttl: Some(Duration::from_secs(3600)),
         jwt_ttl: None,
         dns_names: vec!["web.example".into(), "web".into()],
         hint: "web".into(),

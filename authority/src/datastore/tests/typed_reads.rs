@@ -114,6 +114,18 @@ async fn check_entry_rows(ds: &Datastore) {
         );
         set(ds, "entries", &row_sql, column, &was).await;
     }
+    // A TTL is a duration: a negative one stored is no "default" in disguise.
+    sqlx::query(&format!("UPDATE entries SET jwt_ttl = -60 WHERE {row_sql}"))
+        .execute(&ds.pool)
+        .await
+        .unwrap();
+    names_column(ds.get_entry(&e.id).await, &row, "jwt_ttl", "negative");
+    sqlx::query(&format!(
+        "UPDATE entries SET jwt_ttl = NULL WHERE {row_sql}"
+    ))
+    .execute(&ds.pool)
+    .await
+    .unwrap();
     assert_eq!(ds.get_entry(&e.id).await.unwrap(), Some(e));
 }
 
