@@ -15,8 +15,10 @@ use tessera_proto::authority::node_client::NodeClient;
 
 mod channel;
 mod error;
+mod replicas;
 pub use channel::{channel, IdentityChannel};
 pub use error::AuthorityError;
+pub use replicas::Replicas;
 
 /// The authority's SPIFFE ID, which its TLS certificate must carry.
 pub fn authority_id(td: &TrustDomain) -> Result<SpiffeId, String> {
@@ -68,7 +70,7 @@ enum Bootstrap {
 
 /// The real client: gRPC over TLS; mTLS with the agent's current credential.
 pub struct GrpcAuthority {
-    address: String,
+    replicas: Arc<Replicas>,
     trust_domain: TrustDomain,
     bootstrap: Bootstrap,
     identity: IdentityChannel,
@@ -79,7 +81,7 @@ pub struct GrpcAuthority {
 impl GrpcAuthority {
     /// `roots`: the configured trust bundle, None for insecure bootstrap.
     pub fn new(
-        address: &str,
+        replicas: Arc<Replicas>,
         trust_domain: TrustDomain,
         roots: Option<Vec<CertificateDer<'static>>>,
         identity: IdentityChannel,
@@ -93,7 +95,7 @@ impl GrpcAuthority {
             None => Bootstrap::Insecure,
         };
         Ok(Self {
-            address: address.to_string(),
+            replicas,
             trust_domain,
             bootstrap,
             identity,
@@ -180,7 +182,7 @@ impl NodeAuthority for GrpcAuthority {
         let (client, known) = match how {
             Attestation::Fresh { last } => {
                 let (cfg, known) = self.bootstrap_tls(last)?;
-                (NodeClient::new(channel(&self.address, cfg)), known)
+                (NodeClient::new(channel(self.replicas.clone(), cfg)), known)
             }
             Attestation::Renewal(current) => (
                 self.identity.client()?.0,

@@ -20,7 +20,8 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/tessera/agent";
 #[serde(deny_unknown_fields)]
 struct Raw {
     trust_domain: String,
-    authority_address: String,
+    authority_address: Option<String>,
+    authority_addresses: Option<Vec<String>>,
     trust_bundle_path: Option<PathBuf>,
     #[serde(default)]
     insecure_bootstrap: bool,
@@ -193,7 +194,8 @@ pub enum Trust {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub trust_domain: TrustDomain,
-    pub authority_address: String,
+    /// `authority_address`, or the replicas of `authority_addresses` in order.
+    pub authority_addresses: Vec<String>,
     pub trust: Trust,
     pub socket_path: PathBuf,
     pub data_dir: PathBuf,
@@ -213,6 +215,47 @@ pub struct Config {
     pub source: Option<PathBuf>,
 }
 
+/// The most replicas an agent lists; more is a mistake, and each unreachable
+/// one costs a connect timeout.
+const MAX_AUTHORITY_ADDRESSES: usize = 16;
+
+/// Exactly one of `authority_address` and `authority_addresses`, each `host:port`.
+fn authority_addresses(
+    one: Option<String>,
+    many: Option<Vec<String>>,
+) -> Result<Vec<String>, String> {
+    let (list, field) = match (one, many) {
+        (Some(a), None) => (vec![a], "authority_address"),
+        (None, Some(l)) => (l, "authority_addresses"),
+        (Some(_), Some(_)) => {
+            return Err("authority_addresses: cannot be combined with authority_address".into())
+        }
+        (None, None) => {
+            return Err("authority_address: required (or authority_addresses for replicas)".into())
+        }
+    };
+    if list.is_empty() || list.len() > MAX_AUTHORITY_ADDRESSES {
+        return Err(format!(
+            "{field}: {} addresses; give 1 to {MAX_AUTHORITY_ADDRESSES}",
+            list.len()
+        ));
+    }
+    for (i, a) in list.iter().enumerate() {
+        let name = match field {
+            "authority_addresses" => format!("{field}[{i}]"),
+            _ => field.to_string(),
+        };
+        match a.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+            _ => return Err(format!("{name}: {a:?} is not host:port")),
+        }
+        if list[..i].contains(a) {
+            return Err(format!("{name}: {a:?} is listed twice"));
+        }
+    }
+    Ok(list)
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut c = config::load(path, Self::parse)?;
@@ -224,15 +267,8 @@ impl Config {
         let raw: Raw = config::from_toml(text)?;
         let trust_domain =
             TrustDomain::new(&raw.trust_domain).map_err(|e| format!("trust_domain: {e}"))?;
-        match raw.authority_address.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
-            _ => {
-                return Err(format!(
-                    "authority_address: {:?} is not host:port",
-                    raw.authority_address
-                ))
-            }
-        }
+        let authority_addresses =
+            authority_addresses(raw.authority_address, raw.authority_addresses)?;
         let trust = match (raw.trust_bundle_path, raw.insecure_bootstrap) {
             (Some(p), false) => Trust::BundleFile(p),
             (None, true) => Trust::InsecureBootstrap,
@@ -290,7 +326,7 @@ impl Config {
         }
         Ok(Config {
             trust_domain,
-            authority_address: raw.authority_address,
+            authority_addresses,
             trust,
             socket_path,
             data_dir,
@@ -365,6 +401,48 @@ mod tests {
                 assert_eq!(ek_template, DEFAULT_EK_TEMPLATE);
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn replicas_are_listed_in_order() {
+        let list = |v: &str| base().replace("authority_address = \"127.0.0.1:8081\"", v);
+        let c = Config::parse(&list("authority_addresses = [\"b:2\", \"a:1\"]")).unwrap();
+        assert_eq!(c.authority_addresses, ["b:2", "a:1"]);
+        assert_eq!(
+            Config::parse(&base()).unwrap().authority_addresses,
+            ["127.0.0.1:8081"]
+        );
+        let many = format!(
+            "authority_addresses = [{}]",
+            (1..=17)
+                .map(|p| format!("\"h:{p}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let cases = [
+            (
+                list("authority_addresses = []"),
+                "authority_addresses: 0 addresses",
+            ),
+            (list(&many), "authority_addresses: 17 addresses"),
+            (
+                list("authority_addresses = [\"a:1\", \"a\"]"),
+                "authority_addresses[1]: \"a\" is not host:port",
+            ),
+            (
+                list("authority_addresses = [\"a:1\", \"a:1\"]"),
+                "authority_addresses[1]: \"a:1\" is listed twice",
+            ),
+            (list(""), "authority_address: required"),
+            (
+                format!("authority_addresses = [\"a:1\"]\n{}", base()),
+                "authority_addresses: cannot be combined",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = Config::parse(&text).unwrap_err();
+            assert!(e.starts_with(want), "{want}: {e}");
         }
     }
 

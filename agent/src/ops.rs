@@ -118,8 +118,8 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             differs(&old.trust_domain, &new.trust_domain),
         ),
         (
-            "authority_address",
-            differs(&old.authority_address, &new.authority_address),
+            "authority_address/authority_addresses",
+            differs(&old.authority_addresses, &new.authority_addresses),
         ),
         (
             "trust_bundle_path/insecure_bootstrap",

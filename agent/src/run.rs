@@ -1,7 +1,7 @@
 //! `tessera-agent run`: attest the node, keep the agent SVID fresh, keep the
 //! SVID cache current and serve the Workload API.
 
-use crate::authority_client::{GrpcAuthority, IdentityChannel};
+use crate::authority_client::{GrpcAuthority, IdentityChannel, Replicas};
 use crate::cache::manager::{Manager, SystemClock};
 use crate::config::{Config, NodeAttestation, Trust};
 use crate::identity::Keeper;
@@ -77,10 +77,11 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
     let incoming = workload_api::bind(&cfg.socket_path)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (credential_tx, credential) = watch::channel(None);
-    let channel = IdentityChannel::new(&cfg.authority_address, credential)
+    let replicas = Arc::new(Replicas::new(cfg.authority_addresses.clone()));
+    let channel = IdentityChannel::new(replicas.clone(), credential)
         .map_err(|e| format!("TLS to the authority: {e}"))?;
     let td = cfg.trust_domain.clone();
-    let authority = GrpcAuthority::new(&cfg.authority_address, td, roots, channel)
+    let authority = GrpcAuthority::new(replicas, td, roots, channel)
         .map_err(|e| format!("trust_bundle_path: {e}"))?;
     let authority = Arc::new(authority.with_metrics(metrics.clone()));
     let (manager, snapshots) = Manager::new(

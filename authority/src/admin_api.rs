@@ -1,13 +1,14 @@
 //! The local admin API (`tessera.authority.v1.Admin`) on a Unix socket.
 
 use crate::authority::Authority;
-use crate::datastore::{AgentRecord, AuditFilter, DatastoreError, Entry, EntryFilter, NewEntry};
+use crate::datastore::{AgentRecord, AuditFilter, DatastoreError, Entry, EntryFilter};
 use crate::entry_update;
 use crate::error::ApiError;
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_attestors::node::join_token;
-use tessera_common::{unix_now, Selector};
+use tessera_common::duration::whole_secs;
+use tessera_common::{Selector, SpiffeId, UnixTime};
 use tessera_proto::authority as pb;
 use tessera_proto::authority::admin_server::Admin;
 use tonic::{Request, Response, Status};
@@ -17,17 +18,17 @@ pub struct AdminApi(pub Arc<Authority>);
 pub fn entry_to_pb(e: Entry) -> pb::Entry {
     pb::Entry {
         id: e.id,
-        spiffe_id: e.spiffe_id,
-        parent_id: e.parent_id,
+        spiffe_id: e.spiffe_id.to_string(),
+        parent_id: e.parent_id.to_string(),
         selectors: e.selectors.into_iter().map(Into::into).collect(),
-        x509_ttl: e.x509_ttl.unwrap_or(0),
-        jwt_ttl: e.jwt_ttl.unwrap_or(0),
+        x509_ttl: e.x509_ttl.map_or(0, whole_secs),
+        jwt_ttl: e.jwt_ttl.map_or(0, whole_secs),
         dns_names: e.dns_names,
         hint: e.hint,
         admin: e.admin,
-        expires_at: e.expires_at.unwrap_or(0),
+        expires_at: e.expires_at.map_or(0, UnixTime::secs),
         revision: e.revision,
-        created_at: e.created_at,
+        created_at: e.created_at.secs(),
     }
 }
 
@@ -38,28 +39,14 @@ fn selectors(v: &[pb::Selector]) -> Vec<Selector> {
 /// Most entries one `BatchCreateEntries` stores (one transaction).
 pub const MAX_BATCH_ENTRIES: usize = 10_000;
 
-fn new_entry(e: pb::Entry) -> NewEntry {
-    NewEntry {
-        selectors: selectors(&e.selectors),
-        spiffe_id: e.spiffe_id,
-        parent_id: e.parent_id,
-        x509_ttl: (e.x509_ttl > 0).then_some(e.x509_ttl),
-        jwt_ttl: (e.jwt_ttl > 0).then_some(e.jwt_ttl),
-        dns_names: e.dns_names,
-        hint: e.hint,
-        admin: e.admin,
-        expires_at: (e.expires_at > 0).then_some(e.expires_at),
-    }
-}
-
 fn agent_to_pb(a: AgentRecord) -> pb::Agent {
     pb::Agent {
-        id: a.id,
+        id: a.id.to_string(),
         attestation_method: a.method,
         selectors: a.selectors.into_iter().map(Into::into).collect(),
         serial: a.serial,
-        expires_at: a.expires_at,
-        attested_at: a.attested_at,
+        expires_at: a.expires_at.secs(),
+        attested_at: a.attested_at.secs(),
         evicted: a.evicted,
     }
 }
@@ -89,13 +76,8 @@ pub fn check_peer(req: Request<()>) -> Result<Request<()>, Status> {
 impl Admin for AdminApi {
     async fn create_entry(&self, req: Request<pb::Entry>) -> Result<Response<pb::Entry>, Status> {
         let a = &self.0;
-        let e = req.into_inner();
-        a.validate_entry(&e)?;
-        let created = a
-            .datastore
-            .create_entry(new_entry(e))
-            .await
-            .map_err(ApiError::from)?;
+        let e = a.validate_entry(req.into_inner())?;
+        let created = a.datastore.create_entry(e).await.map_err(ApiError::from)?;
         tracing::info!(entry_id = %created.id, spiffe_id = %created.spiffe_id, "entry created");
         Ok(Response::new(entry_to_pb(created)))
     }
@@ -114,13 +96,17 @@ impl Admin for AdminApi {
             .into());
         }
         // Every entry is checked before anything is written.
-        for (i, e) in entries.iter().enumerate() {
-            a.validate_entry(e)
-                .map_err(|err| ApiError::InvalidArgument(format!("entries[{i}]: {err}")))?;
-        }
+        let entries = entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                a.validate_entry(e)
+                    .map_err(|err| ApiError::InvalidArgument(format!("entries[{i}]: {err}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let created = a
             .datastore
-            .create_entries(entries.into_iter().map(new_entry).collect())
+            .create_entries(entries)
             .await
             .map_err(|(i, err)| match err {
                 DatastoreError::AlreadyExists(m) => {
@@ -144,7 +130,7 @@ impl Admin for AdminApi {
         let a = &self.0;
         let req = req.into_inner();
         let (updated, changed) = entry_update::update(&a.datastore, &req, |next| {
-            a.validate_entry(&entry_to_pb(next.clone()))
+            a.validate_entry(entry_to_pb(next.clone())).map(drop)
         })
         .await?;
         if changed.is_empty() {
@@ -215,14 +201,14 @@ impl Admin for AdminApi {
             _ => return Err(ApiError::InvalidArgument("ttl: must be positive".into()).into()),
         };
         let token = join_token::generate();
-        let expires_at = unix_now() + ttl.as_secs() as i64;
+        let expires_at = UnixTime::now().plus(ttl);
         a.datastore
             .create_join_token(&token, expires_at)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::GenerateTokenResponse {
             token,
-            expires_at,
+            expires_at: expires_at.secs(),
         }))
     }
 
@@ -284,8 +270,8 @@ impl Admin for AdminApi {
         let filter = AuditFilter {
             spiffe_id: non_empty(r.spiffe_id),
             agent_id: non_empty(r.agent_id),
-            since: (r.since != 0).then_some(r.since),
-            until: (r.until != 0).then_some(r.until),
+            since: (r.since != 0).then(|| UnixTime::from_secs(r.since)),
+            until: (r.until != 0).then(|| UnixTime::from_secs(r.until)),
             limit: (r.limit > 0).then_some(r.limit),
         };
         let events = self
@@ -298,14 +284,18 @@ impl Admin for AdminApi {
             .into_iter()
             .map(|e| pb::AuditEvent {
                 id: e.id.unwrap_or(0),
-                time: e.time,
-                kind: e.kind,
-                agent_id: e.agent_id,
+                time: e.time.secs(),
+                kind: e.kind.to_string(),
+                agent_id: e.agent_id.to_string(),
                 node_selectors: e.node_selectors.into_iter().map(Into::into).collect(),
                 entry_id: e.entry_id,
-                spiffe_id: e.spiffe_id,
+                spiffe_id: e
+                    .spiffe_id
+                    .as_ref()
+                    .map_or("", SpiffeId::as_str)
+                    .to_string(),
                 serial: e.serial,
-                expires_at: e.expires_at,
+                expires_at: e.expires_at.map_or(0, UnixTime::secs),
                 audience: e.audience,
                 detail: e.detail,
             })

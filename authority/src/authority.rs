@@ -5,14 +5,14 @@ use crate::attestation::NodeVerifier;
 use crate::authorized;
 use crate::ca::{authority_id, Ca};
 use crate::config::Config;
-use crate::datastore::{AgentRecord, Datastore, Entry};
+use crate::datastore::{AgentRecord, Datastore, Entry, EntrySpiffeId, NewEntry};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::reserved;
 use std::sync::Arc;
+use std::time::Duration;
 use tessera_common::jwt::{JwtBundle, JwtSigner};
-use tessera_common::spiffe_template::{is_template, SpiffeTemplate};
-use tessera_common::{unix_now, x509, Selector, SpiffeId};
+use tessera_common::{x509, Selector, SpiffeId, UnixTime};
 use tessera_proto::authority as pb;
 
 pub struct Authority {
@@ -55,7 +55,7 @@ impl Authority {
     /// Entries the agent may sign for (see `authorized`).
     pub async fn authorized_entries(&self, agent: &AgentRecord) -> Result<Vec<Entry>, ApiError> {
         let authority = self.authority_id()?;
-        Ok(authorized::entries_for(&self.datastore, agent, &authority, unix_now()).await?)
+        Ok(authorized::entries_for(&self.datastore, agent, &authority, UnixTime::now()).await?)
     }
 
     /// Of the entries `ids`, those the agent may sign for: any other is absent.
@@ -65,7 +65,7 @@ impl Authority {
         ids: &[String],
     ) -> Result<Vec<Entry>, ApiError> {
         let authority = self.authority_id()?;
-        let now = unix_now();
+        let now = UnixTime::now();
         Ok(authorized::entries_among(&self.datastore, agent, &authority, ids, now).await?)
     }
 
@@ -77,25 +77,27 @@ impl Authority {
     /// budget of distinct expansions.
     pub fn signed_id(
         &self,
-        agent: &str,
+        agent: &SpiffeId,
         entry: &Entry,
         requested: &str,
-        now: i64,
+        now: UnixTime,
     ) -> Result<crate::template_sign::SignedId, ApiError> {
         let signed = crate::template_sign::signed_id(&self.authority_id()?, entry, requested)?;
         if signed.template.is_some() {
             self.expansions
-                .admit(agent, &entry.id, signed.id.as_str(), now)?;
+                .admit(agent.as_str(), &entry.id, signed.id.as_str(), now.secs())?;
         }
         Ok(signed)
     }
 
-    pub fn validate_entry(&self, e: &pb::Entry) -> Result<(), ApiError> {
+    /// The entry an admin asked for, once it passes every rule.
+    pub fn validate_entry(&self, e: pb::Entry) -> Result<NewEntry, ApiError> {
         let bad = |m: String| Err(ApiError::InvalidArgument(m));
-        let id = entry_id_or_sample(&e.spiffe_id)
+        let spiffe_id = EntrySpiffeId::parse(&e.spiffe_id)
             .map_err(|err| ApiError::InvalidArgument(format!("spiffe_id: {err}")))?;
         let parent = SpiffeId::parse_workload(&e.parent_id)
             .map_err(|err| ApiError::InvalidArgument(format!("parent_id: {err}")))?;
+        let id = spiffe_id.sample();
         if id.trust_domain() != self.config.trust_domain {
             return bad(format!(
                 "spiffe_id: {id} is not in trust domain {}",
@@ -111,7 +113,7 @@ impl Authority {
         if let Some(why) = reserved::violation(&self.authority_id()?, &e.spiffe_id, &e.parent_id) {
             return bad(why);
         }
-        if is_template(&e.spiffe_id) && e.parent_id == self.authority_id()?.as_str() {
+        if matches!(spiffe_id, EntrySpiffeId::Template(_)) && parent == self.authority_id()? {
             return bad("spiffe_id: a node alias cannot be a template".into());
         }
         if e.selectors.is_empty() {
@@ -140,16 +142,25 @@ impl Authority {
         if e.hint.len() > 256 {
             return bad("hint: longer than 256 bytes".into());
         }
-        Ok(())
+        // Zero means "not set" in the admin API.
+        Ok(NewEntry {
+            spiffe_id,
+            parent_id: parent,
+            selectors: e.selectors.iter().map(Selector::from).collect(),
+            x509_ttl: ttl(e.x509_ttl),
+            jwt_ttl: ttl(e.jwt_ttl),
+            dns_names: e.dns_names,
+            hint: e.hint,
+            admin: e.admin,
+            expires_at: (e.expires_at > 0).then(|| UnixTime::from_secs(e.expires_at)),
+        })
     }
 }
 
-/// The entry's SPIFFE ID, or for a template a sample expansion (to check the
-/// trust domain and reserved names against).
-fn entry_id_or_sample(s: &str) -> Result<SpiffeId, String> {
-    if !is_template(s) {
-        return SpiffeId::parse_workload(s).map_err(|e| e.to_string());
-    }
-    let t = SpiffeTemplate::parse(s).map_err(|e| format!("template {s:?}: {e}"))?;
-    Ok(t.sample().clone())
+/// An entry TTL as the admin API sends it: whole seconds, 0 (or less) for none.
+pub fn ttl(secs: i64) -> Option<Duration> {
+    u64::try_from(secs)
+        .ok()
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
 }

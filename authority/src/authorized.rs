@@ -3,18 +3,18 @@
 //! agent — the node aliases (few), then the entries under the agent and the
 //! aliases it matches in one query — never the whole fleet's entries.
 
-use crate::datastore::{AgentRecord, Datastore, DatastoreError, Entry, EntryFilter};
+use crate::datastore::{AgentRecord, Datastore, DatastoreError, Entry, EntryFilter, EntrySpiffeId};
 use crate::reserved;
 use std::collections::HashSet;
 use tessera_common::selector::all_present;
-use tessera_common::SpiffeId;
+use tessera_common::{SpiffeId, UnixTime};
 
 /// Every entry `agent` may sign for at `now`, oldest first.
 pub async fn entries_for(
     ds: &Datastore,
     agent: &AgentRecord,
     authority: &SpiffeId,
-    now: i64,
+    now: UnixTime,
 ) -> Result<Vec<Entry>, DatastoreError> {
     let parents = parents(&aliases(ds, authority).await?, agent, authority, now);
     let under = ds.entries_with_parents(&parents).await?;
@@ -28,7 +28,7 @@ pub async fn entries_among(
     agent: &AgentRecord,
     authority: &SpiffeId,
     ids: &[String],
-    now: i64,
+    now: UnixTime,
 ) -> Result<Vec<Entry>, DatastoreError> {
     let asked = ds.entries_with_ids(ids).await?;
     // Entries parented to the agent itself need no alias to be authorised.
@@ -55,22 +55,34 @@ async fn aliases(ds: &Datastore, authority: &SpiffeId) -> Result<Vec<Entry>, Dat
 
 /// The IDs whose children `agent` may sign for: its own, and those of the live
 /// aliases in `entries` whose selectors all hold for it.
-fn parents(entries: &[Entry], agent: &AgentRecord, authority: &SpiffeId, now: i64) -> Vec<String> {
+fn parents(
+    entries: &[Entry],
+    agent: &AgentRecord,
+    authority: &SpiffeId,
+    now: UnixTime,
+) -> Vec<SpiffeId> {
     let mut parents = vec![agent.id.clone()];
     parents.extend(
         entries
             .iter()
             .filter(|e| live(e, authority, now))
-            .filter(|e| {
-                e.parent_id == authority.as_str() && all_present(&e.selectors, &agent.selectors)
-            })
-            .map(|e| e.spiffe_id.clone()),
+            .filter(|e| e.parent_id == *authority && all_present(&e.selectors, &agent.selectors))
+            // A template cannot be an alias (refused at creation): only IDs parent.
+            .filter_map(|e| match &e.spiffe_id {
+                EntrySpiffeId::Id(id) => Some(id.clone()),
+                EntrySpiffeId::Template(_) => None,
+            }),
     );
     parents
 }
 
 /// The live entries of `entries` parented to one of `parents`, in order.
-fn signable(entries: &[Entry], parents: &[String], authority: &SpiffeId, now: i64) -> Vec<Entry> {
+fn signable(
+    entries: &[Entry],
+    parents: &[SpiffeId],
+    authority: &SpiffeId,
+    now: UnixTime,
+) -> Vec<Entry> {
     entries
         .iter()
         .filter(|e| live(e, authority, now))
@@ -82,9 +94,9 @@ fn signable(entries: &[Entry], parents: &[String], authority: &SpiffeId, now: i6
 /// Not expired, and not breaking the reserved-name rule: stored rows that do
 /// (written before it existed, or straight into the database) are never
 /// signed, nor do they act as aliases.
-fn live(e: &Entry, authority: &SpiffeId, now: i64) -> bool {
+fn live(e: &Entry, authority: &SpiffeId, now: UnixTime) -> bool {
     e.expires_at.is_none_or(|t| t > now)
-        && match reserved::violation(authority, &e.spiffe_id, &e.parent_id) {
+        && match reserved::violation(authority, e.spiffe_id.as_str(), e.parent_id.as_str()) {
             None => true,
             Some(why) => {
                 tracing::warn!(entry_id = %e.id, "entry ignored: {why}");

@@ -1,6 +1,7 @@
 //! `UpdateEntry`: the requested changes applied to a stored entry, and which
 //! fields they really changed (an update that changes nothing writes nothing).
 
+use crate::authority::ttl;
 use crate::datastore::{Datastore, DatastoreError, Entry};
 use crate::error::ApiError;
 use tessera_common::Selector;
@@ -19,6 +20,16 @@ pub async fn update(
     req: &pb::UpdateEntryRequest,
     validate: impl Fn(&Entry) -> Result<(), ApiError>,
 ) -> Result<(Entry, Vec<&'static str>), ApiError> {
+    // Checked here: a TTL is a duration once applied, where "negative" cannot show.
+    if [req.x509_ttl, req.jwt_ttl]
+        .into_iter()
+        .flatten()
+        .any(|t| t < 0)
+    {
+        return Err(ApiError::InvalidArgument(
+            "ttl: must not be negative".into(),
+        ));
+    }
     let mut attempt = 1;
     loop {
         let Some(stored) = ds.get_entry(&req.id).await? else {
@@ -63,13 +74,13 @@ pub fn apply(e: &Entry, req: &pb::UpdateEntryRequest) -> (Entry, Vec<&'static st
         }
     }
     if let Some(t) = req.x509_ttl {
-        next.x509_ttl = positive(t);
+        next.x509_ttl = ttl(t);
         if next.x509_ttl != e.x509_ttl {
             changed.push("x509_ttl");
         }
     }
     if let Some(t) = req.jwt_ttl {
-        next.jwt_ttl = positive(t);
+        next.jwt_ttl = ttl(t);
         if next.jwt_ttl != e.jwt_ttl {
             changed.push("jwt_ttl");
         }
@@ -93,7 +104,7 @@ pub fn apply(e: &Entry, req: &pb::UpdateEntryRequest) -> (Entry, Vec<&'static st
         }
     }
     if let Some(t) = req.expires_at {
-        next.expires_at = positive(t);
+        next.expires_at = positive(t).map(tessera_common::UnixTime::from_secs);
         if next.expires_at != e.expires_at {
             changed.push("expires_at");
         }
@@ -114,21 +125,21 @@ fn same_set(a: &[Selector], b: &[Selector]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datastore::test_records;
+    use std::time::Duration;
+    use tessera_common::UnixTime;
 
     fn stored() -> Entry {
         Entry {
-            id: "e1".into(),
-            spiffe_id: "spiffe://td/web".into(),
-            parent_id: "spiffe://td/agent".into(),
             selectors: vec![
                 Selector::new("unix", "uid:1"),
                 Selector::new("unix", "gid:1"),
             ],
-            x509_ttl: Some(3600),
+            x509_ttl: Some(Duration::from_secs(3600)),
             dns_names: vec!["web".into()],
             hint: "h".into(),
             revision: 3,
-            ..Default::default()
+            ..test_records::entry("e1", "spiffe://td/web", "spiffe://td/agent")
         }
     }
 
@@ -173,9 +184,9 @@ mod tests {
             ["x509_ttl", "jwt_ttl", "dns_names", "admin", "expires_at"]
         );
         assert_eq!(next.x509_ttl, None);
-        assert_eq!(next.jwt_ttl, Some(60));
+        assert_eq!(next.jwt_ttl, Some(Duration::from_secs(60)));
         assert!(next.dns_names.is_empty() && next.admin);
-        assert_eq!(next.expires_at, Some(1_900_000_000));
+        assert_eq!(next.expires_at, Some(UnixTime::from_secs(1_900_000_000)));
         assert_eq!((next.id, next.revision), (e.id, e.revision));
     }
 
@@ -186,10 +197,8 @@ mod tests {
             .unwrap();
         let e = ds
             .create_entry(crate::datastore::NewEntry {
-                spiffe_id: "spiffe://td/web".into(),
-                parent_id: "spiffe://td/agent".into(),
                 selectors: vec![Selector::new("unix", "uid:1")],
-                ..Default::default()
+                ..test_records::new_entry("spiffe://td/web", "spiffe://td/agent")
             })
             .await
             .unwrap();
@@ -203,6 +212,33 @@ mod tests {
             revision,
             ..Default::default()
         }
+    }
+
+    #[tokio::test]
+    async fn a_negative_ttl_is_refused_not_taken_for_the_default() {
+        let (_dir, ds, e) = fresh().await;
+        let ok = |_: &Entry| Ok(());
+        for req in [
+            pb::UpdateEntryRequest {
+                x509_ttl: Some(-1),
+                ..hint("a", None)
+            },
+            pb::UpdateEntryRequest {
+                jwt_ttl: Some(-60),
+                ..hint("a", None)
+            },
+        ] {
+            let req = pb::UpdateEntryRequest {
+                id: e.id.clone(),
+                ..req
+            };
+            let err = update(&ds, &req, ok).await.unwrap_err();
+            assert!(
+                err.to_string().contains("ttl: must not be negative"),
+                "{err}"
+            );
+        }
+        assert_eq!(ds.get_entry(&e.id).await.unwrap(), Some(e));
     }
 
     #[tokio::test]
@@ -273,9 +309,9 @@ mod tests {
             assert_eq!(
                 (now.x509_ttl, now.jwt_ttl, now.expires_at),
                 (
-                    Some(600 + round),
-                    Some(300 + round),
-                    Some(2_000_000_000 + round)
+                    Some(Duration::from_secs(600 + round as u64)),
+                    Some(Duration::from_secs(300 + round as u64)),
+                    Some(UnixTime::from_secs(2_000_000_000 + round))
                 ),
                 "round {round}"
             );

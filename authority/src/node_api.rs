@@ -3,14 +3,14 @@
 use crate::attestation::{AttestError, Challenger};
 use crate::authority::Authority;
 use crate::caller::Caller;
-use crate::datastore::{AgentRecord, AuditEvent};
+use crate::datastore::{AgentRecord, AuditEvent, AuditKind};
 use crate::error::ApiError;
-use crate::limits::jwt::{Admit, Summary, COALESCED_KIND};
+use crate::limits::jwt::{Admit, Summary};
 use crate::metrics::Outcome;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_common::{unix_now, x509, SpiffeId};
+use tessera_common::{x509, UnixTime};
 use tessera_proto::authority as pb;
 use tessera_proto::authority::node_server::Node;
 use tokio::sync::mpsc;
@@ -98,19 +98,24 @@ impl NodeApi {
         };
         let node = verifier.attest(&begin.payload, &mut challenger).await?;
         if let Some(caller) = &caller {
-            if caller.agent.id != node.agent_id.as_str() {
+            if caller.agent.id != node.agent_id {
                 return Err(ApiError::PermissionDenied(format!(
                     "{} re-attested as {}",
                     caller.agent.id, node.agent_id
                 )));
             }
         }
-        let now = unix_now();
-        let chain =
-            a.ca.sign_svid(&begin.csr, &node.agent_id, &[], a.config.agent_ttl, now)?;
+        let now = UnixTime::now();
+        let chain = a.ca.sign_svid(
+            &begin.csr,
+            &node.agent_id,
+            &[],
+            a.config.agent_ttl,
+            now.secs(),
+        )?;
         let (serial, expires_at) = leaf_facts(&chain)?;
         let agent = AgentRecord {
-            id: node.agent_id.to_string(),
+            id: node.agent_id.clone(),
             method: verifier.method().to_string(),
             selectors: node.selectors.clone(),
             serial: serial.clone(),
@@ -119,21 +124,18 @@ impl NodeApi {
             attested_at: now,
             evicted: false,
         };
+        let kind = if caller.is_some() {
+            AuditKind::NodeReattestation
+        } else {
+            AuditKind::NodeAttestation
+        };
         let audit = AuditEvent {
-            time: now,
-            kind: if caller.is_some() {
-                "node_reattestation"
-            } else {
-                "node_attestation"
-            }
-            .into(),
-            agent_id: agent.id.clone(),
             node_selectors: node.selectors.clone(),
-            spiffe_id: agent.id.clone(),
+            spiffe_id: Some(agent.id.clone()),
             serial,
-            expires_at,
+            expires_at: Some(expires_at),
             detail: node.detail.clone(),
-            ..Default::default()
+            ..AuditEvent::new(kind, now, agent.id.clone())
         };
         a.datastore
             .record_attestation(&agent, &audit, node.consume_token.as_deref())
@@ -141,7 +143,7 @@ impl NodeApi {
         a.metrics.x509_signed("agent", 1);
         tracing::info!(agent_id = %agent.id, method = %agent.method, "node attested");
         Ok(pb::AttestResult {
-            agent_id: agent.id,
+            agent_id: agent.id.to_string(),
             svid_chain: x509::join_der(&chain),
             bundle: Some(a.bundle()),
             node_selectors: node.selectors.into_iter().map(Into::into).collect(),
@@ -160,26 +162,29 @@ fn inbound_error(st: Status) -> AttestError {
     }
 }
 
-fn leaf_facts(chain: &[rustls_pki_types::CertificateDer<'_>]) -> Result<(String, i64), ApiError> {
+fn leaf_facts(
+    chain: &[rustls_pki_types::CertificateDer<'_>],
+) -> Result<(String, UnixTime), ApiError> {
     let leaf = chain
         .first()
         .ok_or_else(|| ApiError::Internal("empty chain".into()))?;
     let serial = x509::serial_hex(leaf).map_err(|e| ApiError::Internal(e.to_string()))?;
     let exp = x509::not_after(leaf).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok((serial, exp))
+    Ok((serial, UnixTime::from_secs(exp)))
 }
 
 /// The audit row standing for a window's JWT-SVIDs past the per-agent cap.
 pub fn coalesced_audit(s: Summary) -> AuditEvent {
     AuditEvent {
-        time: s.last,
-        kind: COALESCED_KIND.into(),
-        agent_id: s.agent_id,
         detail: format!(
             "{} more JWT-SVIDs minted from {} to {} (Unix time) past limits.jwt_audit_per_agent",
             s.count, s.first, s.last
         ),
-        ..Default::default()
+        ..AuditEvent::new(
+            AuditKind::JwtSvidCoalesced,
+            UnixTime::from_secs(s.last),
+            s.agent_id,
+        )
     }
 }
 
@@ -261,24 +266,23 @@ impl Node for NodeApi {
             ))
             .into());
         }
-        let id: SpiffeId = agent
-            .id
-            .parse()
-            .map_err(|e| ApiError::Internal(format!("stored agent id: {e}")))?;
-        let now = unix_now();
+        let now = UnixTime::now();
         let chain =
-            a.ca.sign_svid(&req.get_ref().csr, &id, &[], a.config.agent_ttl, now)
-                .map_err(ApiError::from)?;
+            a.ca.sign_svid(
+                &req.get_ref().csr,
+                &agent.id,
+                &[],
+                a.config.agent_ttl,
+                now.secs(),
+            )
+            .map_err(ApiError::from)?;
         let (serial, expires_at) = leaf_facts(&chain)?;
         let audit = AuditEvent {
-            time: now,
-            kind: "agent_renewal".into(),
-            agent_id: agent.id.clone(),
             node_selectors: agent.selectors.clone(),
-            spiffe_id: agent.id.clone(),
+            spiffe_id: Some(agent.id.clone()),
             serial: serial.clone(),
-            expires_at,
-            ..Default::default()
+            expires_at: Some(expires_at),
+            ..AuditEvent::new(AuditKind::AgentRenewal, now, agent.id.clone())
         };
         a.datastore
             .renew_agent(&agent.id, &presented, &serial, expires_at, &audit)
@@ -321,7 +325,8 @@ impl Node for NodeApi {
         }
         let ids: Vec<String> = requests.iter().map(|r| r.entry_id.clone()).collect();
         let entries = a.authorized_among(&agent, &ids).await?;
-        let (results, audit) = per_entry::sign_x509_each(a, &agent, &entries, requests, unix_now());
+        let (results, audit) =
+            per_entry::sign_x509_each(a, &agent, &entries, requests, UnixTime::now());
         // Nothing is handed out that is not in the audit trail.
         a.datastore
             .record_audit(&audit)
@@ -359,10 +364,10 @@ impl Node for NodeApi {
         let entries = a
             .authorized_among(&agent, std::slice::from_ref(&r.entry_id))
             .await?;
-        let now = unix_now();
+        let now = UnixTime::now();
         let (admit, ended) = a
             .jwt_limits
-            .admit(&agent.id, std::time::Instant::now(), now)
+            .admit(&agent.id, std::time::Instant::now(), now.secs())
             .map_err(|wait| {
                 ApiError::Overloaded(
                     format!(

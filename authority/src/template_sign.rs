@@ -2,11 +2,10 @@
 //! expansion the agent asks for, once it is proven to be one and the agent has
 //! not asked for too many distinct expansions lately.
 
-use crate::datastore::Entry;
+use crate::datastore::{Entry, EntrySpiffeId};
 use crate::error::ApiError;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use tessera_common::spiffe_template::{is_template, SpiffeTemplate};
 use tessera_common::SpiffeId;
 
 /// Distinct expansions one agent may get for one entry per window.
@@ -28,21 +27,21 @@ pub fn signed_id(
     entry: &Entry,
     requested: &str,
 ) -> Result<SignedId, ApiError> {
-    if !is_template(&entry.spiffe_id) {
-        if !requested.is_empty() && requested != entry.spiffe_id {
-            return Err(ApiError::PermissionDenied(format!(
-                "spiffe_id: entry {} names {}, not {requested:?}",
-                entry.id, entry.spiffe_id
-            )));
+    let template = match &entry.spiffe_id {
+        EntrySpiffeId::Id(id) => {
+            if !requested.is_empty() && requested != id.as_str() {
+                return Err(ApiError::PermissionDenied(format!(
+                    "spiffe_id: entry {} names {id}, not {requested:?}",
+                    entry.id
+                )));
+            }
+            return Ok(SignedId {
+                id: id.clone(),
+                template: None,
+            });
         }
-        let id = entry
-            .spiffe_id
-            .parse()
-            .map_err(|err| ApiError::Internal(format!("entry {}: {err}", entry.id)))?;
-        return Ok(SignedId { id, template: None });
-    }
-    let template = SpiffeTemplate::parse(&entry.spiffe_id)
-        .map_err(|err| ApiError::FailedPrecondition(format!("entry {}: {err}", entry.id)))?;
+        EntrySpiffeId::Template(t) => t,
+    };
     if requested.is_empty() {
         return Err(ApiError::InvalidArgument(format!(
             "spiffe_id: entry {} is a template; ask for its expansion",
@@ -59,7 +58,8 @@ pub fn signed_id(
     let id = SpiffeId::parse_workload(requested)
         .map_err(|err| ApiError::PermissionDenied(format!("spiffe_id: {err}")))?;
     // A placeholder could fill in a reserved name (`{unix:user}` = "tessera").
-    if let Some(why) = crate::reserved::violation(authority, id.as_str(), &entry.parent_id) {
+    if let Some(why) = crate::reserved::violation(authority, id.as_str(), entry.parent_id.as_str())
+    {
         return Err(ApiError::PermissionDenied(why));
     }
     Ok(SignedId {

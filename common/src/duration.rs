@@ -19,6 +19,11 @@ pub fn field(name: &str, value: Option<&str>) -> Result<Option<Duration>, String
         .transpose()
 }
 
+/// Whole seconds as stored and sent (an i64), saturating.
+pub fn whole_secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -27,5 +32,7 @@ mod tests {
         assert_eq!(super::parse("1h30m").unwrap().as_secs(), 5400);
         assert!(super::parse("0s").is_err());
         assert!(super::parse("soon").is_err());
+        assert_eq!(super::whole_secs(std::time::Duration::from_secs(90)), 90);
+        assert_eq!(super::whole_secs(std::time::Duration::MAX), i64::MAX);
     }
 }

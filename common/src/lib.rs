@@ -15,10 +15,12 @@ pub mod systemd;
 pub mod telemetry;
 pub mod tls;
 pub mod uds;
+pub mod unix_time;
 pub mod x509;
 
 pub use selector::Selector;
 pub use spiffe_id::{SpiffeId, TrustDomain};
+pub use unix_time::UnixTime;
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> i64 {

@@ -1,6 +1,6 @@
 //! gRPC channels to the authority.
 
-use crate::authority_client::AuthorityError;
+use crate::authority_client::{AuthorityError, Replicas};
 use crate::identity::Credential;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -19,24 +19,19 @@ const EXPIRY_MARGIN: i64 = 2;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A gRPC channel to `address` over TLS configured by `tls`. It connects on
-/// first use, so an agent can start while the authority is down.
-pub fn channel(address: &str, tls: Arc<rustls::ClientConfig>) -> Channel {
+/// A gRPC channel to one of the authority's `replicas` over TLS configured by
+/// `tls`. It connects on first use, so an agent can start while the authority
+/// is down, and again to a replica that answers when its connection breaks.
+pub fn channel(replicas: Arc<Replicas>, tls: Arc<rustls::ClientConfig>) -> Channel {
     let connector = tokio_rustls::TlsConnector::from(tls);
-    let address = address.to_string();
-    // The URI only satisfies the API; the connector dials `address` itself.
+    // The URI only satisfies the API; the connector dials the replicas itself.
     Endpoint::from_static("http://tessera-authority")
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(RPC_TIMEOUT)
         .connect_with_connector_lazy(tower::service_fn(move |_| {
-            let (connector, address) = (connector.clone(), address.clone());
+            let (connector, replicas) = (connector.clone(), replicas.clone());
             async move {
-                let tcp =
-                    tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&address))
-                        .await
-                        .map_err(|_| {
-                            std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-                        })??;
+                let tcp = replicas.connect(CONNECT_TIMEOUT).await?;
                 tcp.set_nodelay(true)?;
                 // Name checks are replaced by the SPIFFE ID check in the verifier.
                 let name =
@@ -54,7 +49,7 @@ pub fn channel(address: &str, tls: Arc<rustls::ClientConfig>) -> Channel {
 /// accepting once it expires or a newer one is used. The old connection
 /// closes when its last call ends.
 pub struct IdentityChannel {
-    address: String,
+    replicas: Arc<Replicas>,
     tls: Arc<rustls::ClientConfig>,
     credential: watch::Receiver<Option<Arc<Credential>>>,
     current: Mutex<Option<(Arc<Credential>, Channel)>>,
@@ -64,11 +59,11 @@ pub struct IdentityChannel {
 
 impl IdentityChannel {
     pub fn new(
-        address: &str,
+        replicas: Arc<Replicas>,
         credential: watch::Receiver<Option<Arc<Credential>>>,
     ) -> Result<Self, rustls::Error> {
         Ok(Self {
-            address: address.to_string(),
+            replicas,
             tls: Arc::new(crate::identity::client_config(credential.clone())?),
             credential,
             current: Mutex::new(None),
@@ -102,7 +97,7 @@ impl IdentityChannel {
                 return Ok((NodeClient::new(ch.clone()), latest));
             }
         }
-        let ch = channel(&self.address, self.tls.clone());
+        let ch = channel(self.replicas.clone(), self.tls.clone());
         *current = Some((latest.clone(), ch.clone()));
         Ok((NodeClient::new(ch), latest))
     }

@@ -25,8 +25,9 @@ async fn a_tpm_failure_is_retried_not_a_refusal() {
     let td = TrustDomain::new("example.org").unwrap();
     let boot = tls::insecure_bootstrap_client_config().unwrap();
     // Nothing listens there: the evidence fails before any connection.
+    let nowhere = crate::authority_client::Replicas::new(vec!["127.0.0.1:9".into()]);
     let client = NodeClient::new(crate::authority_client::channel(
-        "127.0.0.1:9",
+        std::sync::Arc::new(nowhere),
         std::sync::Arc::new(boot),
     ));
     let err = attest(client, &td, None, &FailingTpm, &|_, s| s.into())

@@ -4,7 +4,7 @@
 use super::{AttestError, Challenger, NodeIdentity, NodeVerifier};
 use crate::datastore::Datastore;
 use tessera_attestors::node::join_token;
-use tessera_common::{unix_now, Selector, TrustDomain};
+use tessera_common::{Selector, TrustDomain, UnixTime};
 
 pub struct JoinTokenVerifier {
     pub datastore: Datastore,
@@ -24,7 +24,11 @@ impl NodeVerifier for JoinTokenVerifier {
     ) -> Result<NodeIdentity, AttestError> {
         let token =
             join_token::parse(payload).map_err(|e| AttestError::Malformed(e.to_string()))?;
-        if !self.datastore.join_token_valid(token, unix_now()).await? {
+        if !self
+            .datastore
+            .join_token_valid(token, UnixTime::now())
+            .await?
+        {
             return Err(AttestError::Rejected(
                 "join token is unknown, used or expired".into(),
             ));

@@ -2,6 +2,7 @@
 //! checks the per-agent queries against it on each backend.
 
 use super::*;
+use crate::datastore::test_records;
 use tessera_common::Selector;
 
 /// The rule over a set of entries held in memory: what reading every entry
@@ -10,26 +11,22 @@ pub(crate) fn authorized(
     all: &[Entry],
     agent: &AgentRecord,
     authority: &SpiffeId,
-    now: i64,
+    now: UnixTime,
 ) -> Vec<Entry> {
     signable(all, &parents(all, agent, authority, now), authority, now)
 }
 
 fn entry(id: &str, parent: &str, spiffe: &str, sel: &[&str]) -> Entry {
     Entry {
-        id: id.into(),
-        spiffe_id: spiffe.into(),
-        parent_id: parent.into(),
         selectors: sel.iter().map(|s| Selector::parse(s).unwrap()).collect(),
-        ..Default::default()
+        ..test_records::entry(id, spiffe, parent)
     }
 }
 
 fn authority_and_secure_boot_agent() -> (SpiffeId, AgentRecord) {
     let agent = AgentRecord {
-        id: "spiffe://td/tessera/agent/a".into(),
         selectors: vec![Selector::parse("tpm:secure_boot:enabled").unwrap()],
-        ..Default::default()
+        ..test_records::agent("spiffe://td/tessera/agent/a")
     };
     ("spiffe://td/tessera/authority".parse().unwrap(), agent)
 }
@@ -71,7 +68,7 @@ fn agent_gets_own_and_matching_alias_entries_only() {
         ),
         entry("6", "spiffe://td/other", "spiffe://td/w6", &["unix:uid:0"]),
     ];
-    let ids: Vec<_> = authorized(&all, &agent, &authority, 0)
+    let ids: Vec<_> = authorized(&all, &agent, &authority, UnixTime::from_secs(0))
         .into_iter()
         .map(|e| e.id)
         .collect();
@@ -107,7 +104,7 @@ fn stored_entries_with_reserved_ids_are_never_authorized() {
             &["unix:uid:0"],
         ),
     ];
-    let ids: Vec<_> = authorized(&all, &agent, &authority, 0)
+    let ids: Vec<_> = authorized(&all, &agent, &authority, UnixTime::from_secs(0))
         .into_iter()
         .map(|e| e.id)
         .collect();
@@ -116,18 +113,18 @@ fn stored_entries_with_reserved_ids_are_never_authorized() {
 
 #[test]
 fn expired_entries_are_not_authorized() {
-    let agent = AgentRecord {
-        id: "spiffe://td/tessera/agent/a".into(),
-        ..Default::default()
-    };
+    let agent = test_records::agent("spiffe://td/tessera/agent/a");
     let mut e = entry(
         "1",
         "spiffe://td/tessera/agent/a",
         "spiffe://td/w1",
         &["unix:uid:0"],
     );
-    e.expires_at = Some(100);
+    e.expires_at = Some(UnixTime::from_secs(100));
     let authority: SpiffeId = "spiffe://td/tessera/authority".parse().unwrap();
-    assert_eq!(authorized(&[e.clone()], &agent, &authority, 50).len(), 1);
-    assert!(authorized(&[e], &agent, &authority, 100).is_empty());
+    assert_eq!(
+        authorized(&[e.clone()], &agent, &authority, UnixTime::from_secs(50)).len(),
+        1
+    );
+    assert!(authorized(&[e], &agent, &authority, UnixTime::from_secs(100)).is_empty());
 }

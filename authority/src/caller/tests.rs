@@ -7,7 +7,7 @@
 use super::*;
 use crate::ca::{authority_id, Ca};
 use crate::config::Config;
-use crate::datastore::{AuditEvent, Datastore};
+use crate::datastore::{test_records, AuditEvent, AuditKind, Datastore};
 use crate::limits::gate::AttestGate;
 use crate::metrics::Metrics;
 use rcgen::KeyPair;
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tessera_common::jwt::JwtSigner;
 use tessera_common::tls::{client_config, server_config, RotatingCert};
-use tessera_common::SpiffeId;
+use tessera_common::{SpiffeId, UnixTime};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::server::Connected;
 
@@ -93,16 +93,15 @@ impl Fixture {
     /// Records `id` as attested with `svid` (a fresh attestation: no earlier SVID accepted).
     pub(crate) async fn attest(&self, id: &str, svid: &Identity) {
         let agent = AgentRecord {
-            id: id.into(),
             method: "join_token".into(),
             serial: serial(svid),
-            expires_at: unix_now() + 3600,
-            attested_at: unix_now(),
-            ..Default::default()
+            expires_at: UnixTime::now().plus(HOUR),
+            attested_at: UnixTime::now(),
+            ..test_records::agent(id)
         };
         self.authority
             .datastore
-            .record_attestation(&agent, &event(id, "attest"), None)
+            .record_attestation(&agent, &event(id, AuditKind::NodeAttestation), None)
             .await
             .unwrap();
     }
@@ -112,11 +111,11 @@ impl Fixture {
         self.authority
             .datastore
             .renew_agent(
-                id,
+                &test_records::id(id),
                 &serial(presented),
                 &serial(new),
-                unix_now() + 3600,
-                &event(id, "renew"),
+                UnixTime::now().plus(HOUR),
+                &event(id, AuditKind::AgentRenewal),
             )
             .await
             .unwrap();
@@ -164,13 +163,8 @@ fn serial(svid: &Identity) -> String {
     x509::serial_hex(&svid.0[0]).unwrap()
 }
 
-fn event(agent_id: &str, kind: &str) -> AuditEvent {
-    AuditEvent {
-        time: unix_now(),
-        kind: kind.into(),
-        agent_id: agent_id.into(),
-        ..Default::default()
-    }
+fn event(agent_id: &str, kind: AuditKind) -> AuditEvent {
+    AuditEvent::new(kind, UnixTime::now(), test_records::id(agent_id))
 }
 
 fn denied(res: Result<Caller, ApiError>, why: &str) {
@@ -186,7 +180,7 @@ async fn current_svid_of_a_known_agent_is_accepted() {
     let svid = fx.svid(AGENT, HOUR);
     fx.attest(AGENT, &svid).await;
     let caller = fx.call(&svid).await.unwrap();
-    assert_eq!(caller.agent.id, AGENT);
+    assert_eq!(caller.agent.id.as_str(), AGENT);
     assert_eq!(caller.serial, serial(&svid));
 }
 

@@ -3,6 +3,7 @@
 
 use sqlx::any::AnyRow;
 use sqlx::Row;
+use tessera_common::{SpiffeId, UnixTime};
 
 use super::rows::{self, RowReader};
 use super::{audit, tokens, AgentRecord, AuditEvent, Datastore, DatastoreError};
@@ -37,13 +38,13 @@ impl Datastore {
              WHERE agents.evicted = 0 AND (excluded.prev_serial IS NULL \
              OR agents.serial = excluded.prev_serial OR agents.prev_serial = excluded.prev_serial)",
         )
-        .bind(&agent.id)
+        .bind(agent.id.as_str())
         .bind(&agent.method)
         .bind(rows::selectors_json(&agent.selectors)?)
         .bind(&agent.serial)
         .bind(&agent.prev_serial)
-        .bind(agent.expires_at)
-        .bind(agent.attested_at)
+        .bind(agent.expires_at.secs())
+        .bind(agent.attested_at.secs())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -60,10 +61,10 @@ impl Datastore {
     /// before it); it becomes the one before the new SVID.
     pub async fn renew_agent(
         &self,
-        id: &str,
+        id: &SpiffeId,
         presented: &str,
         serial: &str,
-        expires_at: i64,
+        expires_at: UnixTime,
         audit: &AuditEvent,
     ) -> Result<(), DatastoreError> {
         let _t = self.timer("renew_agent");
@@ -74,8 +75,8 @@ impl Datastore {
         )
         .bind(serial)
         .bind(presented)
-        .bind(expires_at)
-        .bind(id)
+        .bind(expires_at.secs())
+        .bind(id.as_str())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -88,10 +89,14 @@ impl Datastore {
     }
 
     /// Ends the renewal overlap once the agent presents its latest SVID `serial`.
-    pub async fn retire_prev_serial(&self, id: &str, serial: &str) -> Result<(), DatastoreError> {
+    pub async fn retire_prev_serial(
+        &self,
+        id: &SpiffeId,
+        serial: &str,
+    ) -> Result<(), DatastoreError> {
         let _t = self.timer("retire_prev_serial");
         sqlx::query("UPDATE agents SET prev_serial = NULL WHERE id = $1 AND serial = $2")
-            .bind(id)
+            .bind(id.as_str())
             .bind(serial)
             .execute(&self.pool)
             .await?;
@@ -130,10 +135,10 @@ impl Datastore {
 /// Why an agent write matched no row: unknown, evicted, or a superseded SVID.
 async fn refusal(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    id: &str,
+    id: &SpiffeId,
 ) -> Result<DatastoreError, DatastoreError> {
     let row = sqlx::query("SELECT evicted FROM agents WHERE id = $1")
-        .bind(id)
+        .bind(id.as_str())
         .fetch_optional(&mut **tx)
         .await?;
     Ok(match row {
@@ -151,16 +156,16 @@ fn agent_from_row(row: &AnyRow) -> Result<AgentRecord, DatastoreError> {
     .string("id")?;
     let r = RowReader {
         row,
-        what: format!("agents row {id}"),
+        what: format!("agents row {id:?}"),
     };
     Ok(AgentRecord {
+        id: r.spiffe_id("id")?,
         method: r.string("method")?,
         selectors: r.selectors("selectors")?,
         serial: r.string("serial")?,
         prev_serial: r.opt_string("prev_serial")?,
-        expires_at: r.i64("expires_at")?,
-        attested_at: r.i64("attested_at")?,
+        expires_at: r.time("expires_at")?,
+        attested_at: r.time("attested_at")?,
         evicted: r.bool("evicted")?,
-        id,
     })
 }

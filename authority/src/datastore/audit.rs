@@ -2,6 +2,7 @@
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Transaction};
+use tessera_common::{SpiffeId, UnixTime};
 
 use super::rows::{self, RowReader};
 use super::{AuditEvent, AuditFilter, Datastore, DatastoreError};
@@ -39,7 +40,7 @@ impl Datastore {
         let mut times = Vec::new();
         for (op, value) in [(">=", f.since), ("<", f.until)] {
             if let Some(t) = value {
-                times.push(t);
+                times.push(t.secs());
                 conds.push(format!("event_time {op} ${}", binds.len() + times.len()));
             }
         }
@@ -73,14 +74,14 @@ pub(super) async fn insert(
          serial, expires_at, audience, detail) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
-    .bind(e.time)
-    .bind(&e.kind)
-    .bind(&e.agent_id)
+    .bind(e.time.secs())
+    .bind(e.kind.as_str())
+    .bind(e.agent_id.as_str())
     .bind(rows::selectors_json(&e.node_selectors)?)
     .bind(&e.entry_id)
-    .bind(&e.spiffe_id)
+    .bind(e.spiffe_id.as_ref().map_or("", SpiffeId::as_str))
     .bind(&e.serial)
-    .bind(e.expires_at)
+    .bind(e.expires_at.map_or(0, UnixTime::secs))
     .bind(rows::strings_json(&e.audience)?)
     .bind(&e.detail)
     .execute(&mut **tx)
@@ -100,14 +101,14 @@ fn event_from_row(row: &AnyRow) -> Result<AuditEvent, DatastoreError> {
     };
     Ok(AuditEvent {
         id: Some(id),
-        time: r.i64("event_time")?,
-        kind: r.string("kind")?,
-        agent_id: r.string("agent_id")?,
+        time: r.time("event_time")?,
+        kind: r.audit_kind("kind")?,
+        agent_id: r.spiffe_id("agent_id")?,
         node_selectors: r.selectors("node_selectors")?,
         entry_id: r.string("entry_id")?,
-        spiffe_id: r.string("spiffe_id")?,
+        spiffe_id: r.opt_spiffe_id("spiffe_id")?,
         serial: r.string("serial")?,
-        expires_at: r.i64("expires_at")?,
+        expires_at: r.time_or_zero("expires_at")?,
         audience: r.strings("audience")?,
         detail: r.string("detail")?,
     })

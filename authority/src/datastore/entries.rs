@@ -2,6 +2,8 @@
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Transaction};
+use tessera_common::duration::whole_secs;
+use tessera_common::UnixTime;
 
 use super::rows::{self, RowReader};
 use super::{Datastore, DatastoreError, Entry, EntryFilter, NewEntry};
@@ -36,25 +38,12 @@ impl Datastore {
         entries: Vec<NewEntry>,
     ) -> Result<Vec<Entry>, (usize, DatastoreError)> {
         let at = |i: usize| move |e: DatastoreError| (i, e);
-        let now = tessera_common::unix_now();
+        let now = UnixTime::now();
         let mut tx = self.pool.begin().await.map_err(|e| (0, e.into()))?;
         let mut stored: Vec<Entry> = Vec::with_capacity(entries.len());
         let mut keys: Vec<String> = Vec::with_capacity(entries.len());
         for (i, e) in entries.into_iter().enumerate() {
-            let entry = Entry {
-                id: hex::encode(rand::random::<[u8; 16]>()),
-                spiffe_id: e.spiffe_id,
-                parent_id: e.parent_id,
-                selectors: e.selectors,
-                x509_ttl: e.x509_ttl,
-                jwt_ttl: e.jwt_ttl,
-                dns_names: e.dns_names,
-                hint: e.hint,
-                admin: e.admin,
-                expires_at: e.expires_at,
-                revision: 1,
-                created_at: now,
-            };
+            let entry = e.stored(hex::encode(rand::random::<[u8; 16]>()), now);
             let key = rows::selectors_key(&entry.selectors).map_err(at(i))?;
             // The unique index would catch it too, but could not say which entry.
             if let Some(j) = stored.iter().zip(&keys).position(|(s, k)| {
@@ -89,8 +78,8 @@ impl Datastore {
         let existing = sqlx::query(
             "SELECT id FROM entries WHERE parent_id = $1 AND spiffe_id = $2 AND selectors_key = $3",
         )
-        .bind(&e.parent_id)
-        .bind(&e.spiffe_id)
+        .bind(e.parent_id.as_str())
+        .bind(e.spiffe_id.as_str())
         .bind(key)
         .fetch_optional(&self.pool)
         .await;
@@ -194,6 +183,26 @@ impl Datastore {
     }
 }
 
+impl NewEntry {
+    /// The entry as first stored: ID `id`, revision 1, created at `now`.
+    pub(super) fn stored(self, id: String, now: UnixTime) -> Entry {
+        Entry {
+            id,
+            spiffe_id: self.spiffe_id,
+            parent_id: self.parent_id,
+            selectors: self.selectors,
+            x509_ttl: self.x509_ttl,
+            jwt_ttl: self.jwt_ttl,
+            dns_names: self.dns_names,
+            hint: self.hint,
+            admin: self.admin,
+            expires_at: self.expires_at,
+            revision: 1,
+            created_at: now,
+        }
+    }
+}
+
 async fn insert(
     tx: &mut Transaction<'_, Any>,
     entry: &Entry,
@@ -205,18 +214,18 @@ async fn insert(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(&entry.id)
-    .bind(&entry.spiffe_id)
-    .bind(&entry.parent_id)
+    .bind(entry.spiffe_id.as_str())
+    .bind(entry.parent_id.as_str())
     .bind(rows::selectors_json(&entry.selectors)?)
     .bind(selectors_key)
-    .bind(entry.x509_ttl)
-    .bind(entry.jwt_ttl)
+    .bind(entry.x509_ttl.map(whole_secs))
+    .bind(entry.jwt_ttl.map(whole_secs))
     .bind(rows::strings_json(&entry.dns_names)?)
     .bind(&entry.hint)
     .bind(i64::from(entry.admin))
-    .bind(entry.expires_at)
+    .bind(entry.expires_at.map(UnixTime::secs))
     .bind(entry.revision)
-    .bind(entry.created_at)
+    .bind(entry.created_at.secs())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -248,17 +257,17 @@ pub(super) fn entry_from_row(row: &AnyRow) -> Result<Entry, DatastoreError> {
         what: format!("entries row {id}"),
     };
     Ok(Entry {
-        spiffe_id: r.string("spiffe_id")?,
-        parent_id: r.string("parent_id")?,
+        spiffe_id: r.entry_spiffe_id("spiffe_id")?,
+        parent_id: r.spiffe_id("parent_id")?,
         selectors: r.selectors("selectors")?,
-        x509_ttl: r.opt_i64("x509_ttl")?,
-        jwt_ttl: r.opt_i64("jwt_ttl")?,
+        x509_ttl: r.opt_secs("x509_ttl")?,
+        jwt_ttl: r.opt_secs("jwt_ttl")?,
         dns_names: r.strings("dns_names")?,
         hint: r.string("hint")?,
         admin: r.bool("admin")?,
-        expires_at: r.opt_i64("expires_at")?,
+        expires_at: r.opt_time("expires_at")?,
         revision: r.i64("revision")?,
-        created_at: r.i64("created_at")?,
+        created_at: r.time("created_at")?,
         id,
     })
 }

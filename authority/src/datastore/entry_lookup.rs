@@ -4,6 +4,7 @@
 
 use super::entries::{entry_from_row, COLUMNS};
 use super::{Datastore, DatastoreError, Entry};
+use tessera_common::SpiffeId;
 
 /// Most values bound in one `IN (...)` list; a longer list is split over several
 /// queries (SQLite builds before 3.32 refuse more than 999 bound values).
@@ -20,29 +21,30 @@ impl Datastore {
     /// The entries whose parent ID is one of `parents`, oldest first.
     pub async fn entries_with_parents(
         &self,
-        parents: &[String],
+        parents: &[SpiffeId],
     ) -> Result<Vec<Entry>, DatastoreError> {
         let _t = self.timer("entries_with_parents");
+        let parents = parents.iter().map(SpiffeId::as_str).collect();
         self.entries_where_in(Column::ParentId, parents).await
     }
 
     /// Those of the entries `ids` that exist, oldest first.
     pub async fn entries_with_ids(&self, ids: &[String]) -> Result<Vec<Entry>, DatastoreError> {
         let _t = self.timer("entries_with_ids");
+        let ids = ids.iter().map(String::as_str).collect();
         self.entries_where_in(Column::Id, ids).await
     }
 
     async fn entries_where_in(
         &self,
         column: Column,
-        values: &[String],
+        mut values: Vec<&str>,
     ) -> Result<Vec<Entry>, DatastoreError> {
         let column = match column {
             Column::Id => "id",
             Column::ParentId => "parent_id",
         };
         // Distinct values: a row matches in one chunk only.
-        let mut values: Vec<&str> = values.iter().map(String::as_str).collect();
         values.sort_unstable();
         values.dedup();
         let mut entries = Vec::new();

@@ -5,6 +5,7 @@
 use super::entries::bump_entries_revision;
 use super::rows;
 use super::{Datastore, DatastoreError, Entry};
+use tessera_common::duration::whole_secs;
 
 impl Datastore {
     /// Stores `e`'s selectors, TTLs, DNS names, hint, admin flag and expiry if the
@@ -24,12 +25,12 @@ impl Datastore {
         )
         .bind(rows::selectors_json(&next.selectors)?)
         .bind(&key)
-        .bind(next.x509_ttl)
-        .bind(next.jwt_ttl)
+        .bind(next.x509_ttl.map(whole_secs))
+        .bind(next.jwt_ttl.map(whole_secs))
         .bind(rows::strings_json(&next.dns_names)?)
         .bind(&next.hint)
         .bind(i64::from(next.admin))
-        .bind(next.expires_at)
+        .bind(next.expires_at.map(tessera_common::UnixTime::secs))
         .bind(next.revision)
         .bind(&e.id)
         .bind(e.revision)

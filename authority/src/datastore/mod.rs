@@ -5,20 +5,27 @@
 
 mod agents;
 mod audit;
+mod audit_kind;
 mod connect;
 mod entries;
 mod entry_lookup;
+mod entry_spiffe_id;
 mod entry_update;
 mod migrations;
 mod rows;
+#[cfg(test)]
+pub(crate) mod test_records;
 #[cfg(test)]
 mod tests;
 mod tokens;
 mod tpm_clock;
 
 use sqlx::AnyPool;
-use tessera_common::Selector;
+use std::time::Duration;
+use tessera_common::{Selector, SpiffeId, UnixTime};
 
+pub use audit_kind::AuditKind;
+pub use entry_spiffe_id::{EntrySpiffeId, EntrySpiffeIdError};
 pub use migrations::SCHEMA_VERSION;
 pub use tpm_clock::{ClockCheck, TpmClock};
 
@@ -44,6 +51,14 @@ pub enum DatastoreError {
     NotFound(String),
     #[error("corrupt data in the database: {0}")]
     Corrupt(String),
+    /// A stored value that does not read as its column's type.
+    #[error("corrupt data in the database: {row} column {column}: {problem}")]
+    CorruptColumn {
+        /// The table and row, e.g. "audit row 7".
+        row: String,
+        column: String,
+        problem: String,
+    },
     #[error("join token is unknown or has already been used")]
     TokenUsed,
     #[error("join token has expired")]
@@ -69,33 +84,34 @@ pub struct Datastore {
     latency: Option<prometheus::HistogramVec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEntry {
-    pub spiffe_id: String,
-    pub parent_id: String,
+    pub spiffe_id: EntrySpiffeId,
+    pub parent_id: SpiffeId,
     pub selectors: Vec<Selector>,
-    pub x509_ttl: Option<i64>,
-    pub jwt_ttl: Option<i64>,
+    /// None: the authority's default (stored as whole seconds).
+    pub x509_ttl: Option<Duration>,
+    pub jwt_ttl: Option<Duration>,
     pub dns_names: Vec<String>,
     pub hint: String,
     pub admin: bool,
-    pub expires_at: Option<i64>,
+    pub expires_at: Option<UnixTime>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub id: String,
-    pub spiffe_id: String,
-    pub parent_id: String,
+    pub spiffe_id: EntrySpiffeId,
+    pub parent_id: SpiffeId,
     pub selectors: Vec<Selector>,
-    pub x509_ttl: Option<i64>,
-    pub jwt_ttl: Option<i64>,
+    pub x509_ttl: Option<Duration>,
+    pub jwt_ttl: Option<Duration>,
     pub dns_names: Vec<String>,
     pub hint: String,
     pub admin: bool,
-    pub expires_at: Option<i64>,
+    pub expires_at: Option<UnixTime>,
     pub revision: i64,
-    pub created_at: i64,
+    pub created_at: UnixTime,
 }
 
 /// Which entries to list: all of the given conditions hold.
@@ -107,9 +123,9 @@ pub struct EntryFilter {
     pub selectors: Vec<Selector>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentRecord {
-    pub id: String,
+    pub id: SpiffeId,
     pub method: String,
     pub selectors: Vec<Selector>,
     pub serial: String,
@@ -118,34 +134,56 @@ pub struct AgentRecord {
     /// which must still be accepted at the time of the write (None: a fresh
     /// attestation, which supersedes every earlier SVID).
     pub prev_serial: Option<String>,
-    pub expires_at: i64,
-    pub attested_at: i64,
+    pub expires_at: UnixTime,
+    pub attested_at: UnixTime,
     pub evicted: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
     /// Assigned by the database; `None` on events not yet stored (ignored when writing).
     pub id: Option<i64>,
-    pub time: i64,
-    pub kind: String,
-    pub agent_id: String,
+    pub time: UnixTime,
+    pub kind: AuditKind,
+    pub agent_id: SpiffeId,
     pub node_selectors: Vec<Selector>,
+    /// Empty when the event is about no one entry.
     pub entry_id: String,
-    pub spiffe_id: String,
+    /// The ID issued; None when the event issued none (stored as "").
+    pub spiffe_id: Option<SpiffeId>,
     pub serial: String,
-    pub expires_at: i64,
+    /// When what was issued expires; None: nothing was (stored as 0).
+    pub expires_at: Option<UnixTime>,
     pub audience: Vec<String>,
     pub detail: String,
+}
+
+impl AuditEvent {
+    /// An event of `kind` about `agent_id` at `time`, every other field empty.
+    pub fn new(kind: AuditKind, time: UnixTime, agent_id: SpiffeId) -> Self {
+        AuditEvent {
+            id: None,
+            time,
+            kind,
+            agent_id,
+            node_selectors: Vec::new(),
+            entry_id: String::new(),
+            spiffe_id: None,
+            serial: String::new(),
+            expires_at: None,
+            audience: Vec::new(),
+            detail: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AuditFilter {
     pub spiffe_id: Option<String>,
     pub agent_id: Option<String>,
-    /// Unix seconds: events at or after `since`, before `until`.
-    pub since: Option<i64>,
-    pub until: Option<i64>,
+    /// Events at or after `since`, before `until`.
+    pub since: Option<UnixTime>,
+    pub until: Option<UnixTime>,
     /// Default [`AUDIT_DEFAULT_LIMIT`], capped at [`AUDIT_MAX_LIMIT`].
     pub limit: Option<u32>,
 }

@@ -1,13 +1,15 @@
-//! Column encoding shared by the tables: JSON lists, 0/1 booleans, and reads that turn
-//! bad stored data into `Corrupt` instead of a panic.
+//! Column encoding shared by the tables: JSON lists, 0/1 booleans, SPIFFE IDs and
+//! audit kinds as text, times as Unix seconds, and reads that turn bad stored data
+//! into `CorruptColumn` (naming row and column) instead of a panic.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::Row;
-use tessera_common::Selector;
+use std::time::Duration;
+use tessera_common::{Selector, SpiffeId, UnixTime};
 
-use super::DatastoreError;
+use super::{AuditKind, DatastoreError, EntrySpiffeId};
 
 /// Stored as `{"type": .., "value": ..}` so any selector round-trips without re-parsing.
 #[derive(Serialize, Deserialize)]
@@ -74,7 +76,20 @@ pub(super) struct RowReader<'a> {
 
 impl RowReader<'_> {
     fn corrupt(&self, col: &str, e: impl std::fmt::Display) -> DatastoreError {
-        DatastoreError::Corrupt(format!("{} column {col}: {e}", self.what))
+        DatastoreError::CorruptColumn {
+            row: self.what.clone(),
+            column: col.to_string(),
+            problem: e.to_string(),
+        }
+    }
+
+    /// `col`'s text parsed by `parse`; a failure names the row and column.
+    fn parsed<T, E: std::fmt::Display>(
+        &self,
+        col: &str,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Result<T, DatastoreError> {
+        parse(&self.string(col)?).map_err(|e| self.corrupt(col, e))
     }
 
     pub fn i64(&self, col: &str) -> Result<i64, DatastoreError> {
@@ -91,6 +106,45 @@ impl RowReader<'_> {
 
     pub fn opt_string(&self, col: &str) -> Result<Option<String>, DatastoreError> {
         self.row.try_get(col).map_err(|e| self.corrupt(col, e))
+    }
+
+    pub fn spiffe_id(&self, col: &str) -> Result<SpiffeId, DatastoreError> {
+        self.parsed(col, str::parse)
+    }
+
+    /// "" stands for no ID.
+    pub fn opt_spiffe_id(&self, col: &str) -> Result<Option<SpiffeId>, DatastoreError> {
+        self.parsed(col, |s| (!s.is_empty()).then(|| s.parse()).transpose())
+    }
+
+    pub fn entry_spiffe_id(&self, col: &str) -> Result<EntrySpiffeId, DatastoreError> {
+        self.parsed(col, EntrySpiffeId::parse)
+    }
+
+    pub fn audit_kind(&self, col: &str) -> Result<AuditKind, DatastoreError> {
+        self.parsed(col, str::parse)
+    }
+
+    pub fn time(&self, col: &str) -> Result<UnixTime, DatastoreError> {
+        self.i64(col).map(UnixTime::from_secs)
+    }
+
+    /// Whole seconds, never negative; NULL stands for none.
+    pub fn opt_secs(&self, col: &str) -> Result<Option<Duration>, DatastoreError> {
+        self.opt_i64(col)?
+            .map(|s| u64::try_from(s).map(Duration::from_secs))
+            .transpose()
+            .map_err(|_| self.corrupt(col, "a negative duration"))
+    }
+
+    /// NULL stands for none.
+    pub fn opt_time(&self, col: &str) -> Result<Option<UnixTime>, DatastoreError> {
+        Ok(self.opt_i64(col)?.map(UnixTime::from_secs))
+    }
+
+    /// 0 stands for none, in NOT NULL columns.
+    pub fn time_or_zero(&self, col: &str) -> Result<Option<UnixTime>, DatastoreError> {
+        Ok(Some(self.time(col)?).filter(|t| t.secs() != 0))
     }
 
     pub fn bool(&self, col: &str) -> Result<bool, DatastoreError> {

@@ -9,9 +9,7 @@ use super::Limits;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// The audit row kind of a summary.
-pub const COALESCED_KIND: &str = "jwt_svid_coalesced";
+use tessera_common::SpiffeId;
 
 /// What to do with a token about to be minted.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,7 +23,7 @@ pub enum Admit {
 /// A window's tokens that have no audit row of their own.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Summary {
-    pub agent_id: String,
+    pub agent_id: SpiffeId,
     pub count: u64,
     /// Unix seconds of the first and last such token.
     pub first: i64,
@@ -47,7 +45,7 @@ pub struct JwtLimiter {
     burst: f64,
     audit_cap: u32,
     window: i64,
-    agents: Mutex<HashMap<String, AgentState>>,
+    agents: Mutex<HashMap<SpiffeId, AgentState>>,
 }
 
 impl JwtLimiter {
@@ -66,22 +64,20 @@ impl JwtLimiter {
     /// with the verdict to be written now.
     pub fn admit(
         &self,
-        agent: &str,
+        agent: &SpiffeId,
         at: Instant,
         unix: i64,
     ) -> Result<(Admit, Option<Summary>), Duration> {
         let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
-        let s = agents
-            .entry(agent.to_string())
-            .or_insert_with(|| AgentState {
-                tokens: self.burst,
-                refilled: at,
-                window_start: unix,
-                audited: 0,
-                counted: 0,
-                first: 0,
-                last: 0,
-            });
+        let s = agents.entry(agent.clone()).or_insert_with(|| AgentState {
+            tokens: self.burst,
+            refilled: at,
+            window_start: unix,
+            audited: 0,
+            counted: 0,
+            first: 0,
+            last: 0,
+        });
         let elapsed = at.saturating_duration_since(s.refilled).as_secs_f64();
         s.tokens = (s.tokens + elapsed * self.rate).min(self.burst);
         s.refilled = at;
@@ -135,10 +131,10 @@ impl JwtLimiter {
     }
 }
 
-fn take_summary(agent: &str, s: &mut AgentState) -> Option<Summary> {
+fn take_summary(agent: &SpiffeId, s: &mut AgentState) -> Option<Summary> {
     let count = std::mem::take(&mut s.counted);
     (count > 0).then(|| Summary {
-        agent_id: agent.to_string(),
+        agent_id: agent.clone(),
         count,
         first: s.first,
         last: s.last,
@@ -148,6 +144,12 @@ fn take_summary(agent: &str, s: &mut AgentState) -> Option<Summary> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn id(agent: &str) -> SpiffeId {
+        format!("spiffe://td/tessera/agent/{agent}")
+            .parse()
+            .unwrap()
+    }
 
     fn limiter(rate: u32, burst: u32, cap: u32) -> JwtLimiter {
         let mut l = crate::limits::LimitsRaw::default().validate().unwrap();
@@ -163,13 +165,13 @@ mod tests {
         let l = limiter(2, 3, 100);
         let t = Instant::now();
         for _ in 0..3 {
-            assert!(l.admit("a", t, 0).is_ok());
+            assert!(l.admit(&id("a"), t, 0).is_ok());
         }
-        let wait = l.admit("a", t, 0).unwrap_err();
+        let wait = l.admit(&id("a"), t, 0).unwrap_err();
         assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500));
         // Another agent has its own bucket.
-        assert!(l.admit("b", t, 0).is_ok());
-        assert!(l.admit("a", t + Duration::from_millis(500), 0).is_ok());
+        assert!(l.admit(&id("b"), t, 0).is_ok());
+        assert!(l.admit(&id("a"), t + Duration::from_millis(500), 0).is_ok());
     }
 
     #[test]
@@ -177,7 +179,7 @@ mod tests {
         let l = limiter(1000, 1000, 2);
         let t = Instant::now();
         let verdicts: Vec<Admit> = (0..5)
-            .map(|i| l.admit("a", t, 100 + i).unwrap().0)
+            .map(|i| l.admit(&id("a"), t, 100 + i).unwrap().0)
             .collect();
         assert_eq!(
             verdicts,
@@ -194,19 +196,19 @@ mod tests {
             "the window is still open"
         );
         // The next token after the window ends brings its summary.
-        let (admit, summary) = l.admit("a", t, 161).unwrap();
+        let (admit, summary) = l.admit(&id("a"), t, 161).unwrap();
         assert_eq!(admit, Admit::Audit);
         assert_eq!(
             summary,
             Some(Summary {
-                agent_id: "a".into(),
+                agent_id: id("a"),
                 count: 3,
                 first: 102,
                 last: 104
             })
         );
-        l.admit("a", t, 162).unwrap();
-        l.admit("a", t, 163).unwrap();
+        l.admit(&id("a"), t, 162).unwrap();
+        l.admit(&id("a"), t, 163).unwrap();
         let all = l.ended(t, 164, true);
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].count, 1);

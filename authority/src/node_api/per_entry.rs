@@ -6,10 +6,9 @@
 
 use super::{leaf_facts, template_detail};
 use crate::authority::Authority;
-use crate::datastore::{AgentRecord, AuditEvent, Entry};
+use crate::datastore::{AgentRecord, AuditEvent, AuditKind, Entry};
 use crate::error::ApiError;
-use std::time::Duration;
-use tessera_common::x509;
+use tessera_common::{x509, UnixTime};
 use tessera_proto::authority as pb;
 use tonic::Status;
 
@@ -51,34 +50,30 @@ pub fn sign_x509(
     agent: &AgentRecord,
     entries: &[Entry],
     r: &pb::X509SignRequest,
-    now: i64,
+    now: UnixTime,
 ) -> Result<(pb::X509Svid, AuditEvent), ApiError> {
     let entry = authorised(entries, &r.entry_id, agent)?;
     let signed = a.signed_id(&agent.id, entry, &r.spiffe_id, now)?;
     let ttl = entry
         .x509_ttl
-        .filter(|t| *t > 0)
-        .map(|t| Duration::from_secs(t as u64))
+        .filter(|t| !t.is_zero())
         .unwrap_or(a.config.default_x509_ttl);
     let chain =
-        a.ca.sign_svid(&r.csr, &signed.id, &entry.dns_names, ttl, now)?;
+        a.ca.sign_svid(&r.csr, &signed.id, &entry.dns_names, ttl, now.secs())?;
     let (serial, expires_at) = leaf_facts(&chain)?;
-    let audit = AuditEvent {
-        time: now,
-        kind: "x509_svid".into(),
-        agent_id: agent.id.clone(),
-        node_selectors: agent.selectors.clone(),
-        entry_id: entry.id.clone(),
-        spiffe_id: signed.id.to_string(),
-        serial,
-        expires_at,
-        detail: template_detail(&signed),
-        ..Default::default()
-    };
     let svid = pb::X509Svid {
         entry_id: entry.id.clone(),
         svid_chain: x509::join_der(&chain),
-        expires_at,
+        expires_at: expires_at.secs(),
+    };
+    let audit = AuditEvent {
+        node_selectors: agent.selectors.clone(),
+        entry_id: entry.id.clone(),
+        detail: template_detail(&signed),
+        spiffe_id: Some(signed.id),
+        serial,
+        expires_at: Some(expires_at),
+        ..AuditEvent::new(AuditKind::X509Svid, now, agent.id.clone())
     };
     Ok((svid, audit))
 }
@@ -89,7 +84,7 @@ pub fn sign_x509_each(
     agent: &AgentRecord,
     entries: &[Entry],
     requests: &[pb::X509SignRequest],
-    now: i64,
+    now: UnixTime,
 ) -> (Vec<pb::X509SignResult>, Vec<AuditEvent>) {
     let mut results = Vec::with_capacity(requests.len());
     let mut audit = Vec::with_capacity(requests.len());
@@ -121,31 +116,28 @@ pub fn sign_jwt(
     agent: &AgentRecord,
     entries: &[Entry],
     r: &pb::SignJwtRequest,
-    now: i64,
+    now: UnixTime,
 ) -> Result<(pb::SignJwtResponse, AuditEvent), ApiError> {
     let entry = authorised(entries, &r.entry_id, agent)?;
     let signed = a.signed_id(&agent.id, entry, &r.spiffe_id, now)?;
     let ttl = entry
         .jwt_ttl
-        .filter(|t| *t > 0)
-        .unwrap_or(a.config.default_jwt_ttl.as_secs() as i64);
-    let exp = (now + ttl).min(a.ca.not_after());
+        .filter(|t| !t.is_zero())
+        .unwrap_or(a.config.default_jwt_ttl);
+    let exp = now.plus(ttl).secs().min(a.ca.not_after());
     let jwt = a
         .jwt
-        .sign(&signed.id, &r.audience, now, exp)
+        .sign(&signed.id, &r.audience, now.secs(), exp)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let audit = AuditEvent {
-        time: now,
-        kind: "jwt_svid".into(),
-        agent_id: agent.id.clone(),
         node_selectors: agent.selectors.clone(),
         entry_id: entry.id.clone(),
-        spiffe_id: signed.id.to_string(),
-        serial: jwt.jti.clone(),
-        expires_at: jwt.expires_at,
-        audience: r.audience.clone(),
         detail: template_detail(&signed),
-        ..Default::default()
+        spiffe_id: Some(signed.id),
+        serial: jwt.jti.clone(),
+        expires_at: Some(UnixTime::from_secs(jwt.expires_at)),
+        audience: r.audience.clone(),
+        ..AuditEvent::new(AuditKind::JwtSvid, now, agent.id.clone())
     };
     let resp = pb::SignJwtResponse {
         token: jwt.token,

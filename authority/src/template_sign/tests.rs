@@ -2,11 +2,7 @@ use super::*;
 use tonic::Code;
 
 fn entry(spiffe_id: &str) -> Entry {
-    Entry {
-        id: "e1".into(),
-        spiffe_id: spiffe_id.into(),
-        ..Default::default()
-    }
+    crate::datastore::test_records::entry("e1", spiffe_id, "spiffe://td/agent")
 }
 
 fn authority() -> SpiffeId {

@@ -1,7 +1,6 @@
 //! Two real authority replicas sharing one PostgreSQL datastore (a private cluster)
-//! and the same CA and JWT keys: what one replica records, the other serves.
-//! The agent takes a single `authority_address` (no list of replicas), so an agent
-//! failing over when its replica dies is not tested here.
+//! and the same CA and JWT keys: what one replica records, the other serves, and
+//! an agent listing both in `authority_addresses` goes on when its replica dies.
 
 use crate::harness::*;
 use tessera_tests::fleet::{loopback, NodeTarget, SimAgent, SERVER_NAME};
@@ -146,4 +145,63 @@ async fn a_join_token_used_at_one_replica_is_refused_at_the_other() {
             (Err(a), Err(b)) => panic!("race {i}: both refused: {a} / {b}"),
         }
     }
+}
+
+/// An agent with `authority_addresses = [A, B]` attests and syncs at A; once A is
+/// killed it reconnects to B, and an entry made at B reaches it.
+#[tokio::test]
+async fn an_agent_listing_both_replicas_goes_on_at_the_other_when_one_dies() {
+    let (_pg, mut d, b) = replicas().await;
+    let cfg = d.agent_config();
+    let text = std::fs::read_to_string(&cfg).expect("read the agent config");
+    let one = format!("authority_address = \"127.0.0.1:{}\"", d.port);
+    assert!(text.contains(&one), "{text}");
+    let both = format!(
+        "authority_addresses = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]",
+        d.port, b.port
+    );
+    std::fs::write(&cfg, text.replace(&one, &both)).expect("write the agent config");
+    let (before, _) = d
+        .register_self("failover/before", &[])
+        .await
+        .expect("entry at A");
+    d.start_agent().await.expect("start the agent");
+    let client = d.client().await.expect("connect the spiffe client");
+    let serves = |id: String| {
+        let client = &client;
+        async move {
+            poll(PROPAGATION, &format!("the agent to serve {id}"), || async {
+                let svids = client.fetch_all_x509_svids().await.ok()?;
+                svids
+                    .iter()
+                    .any(|s| s.spiffe_id().to_string() == id)
+                    .then_some(())
+            })
+            .await
+        }
+    };
+    serves(before.clone()).await;
+
+    d.kill_authority().await.expect("SIGKILL replica A");
+    let after = format!("spiffe://{TD}/failover/after");
+    b.admin_ok(&[
+        "entry",
+        "create",
+        "--parent-id",
+        &d.agent_id,
+        "--spiffe-id",
+        &after,
+        "--selector",
+        "unix:uid:0",
+    ])
+    .await
+    .expect("entry create at B");
+    serves(after).await;
+    serves(before).await;
+    assert!(d.agent_exited().is_none(), "the agent exited");
+    let log = d.agent_log();
+    assert!(
+        log.contains("authority replica unreachable; using the next one"),
+        "{log}"
+    );
 }

@@ -14,13 +14,11 @@ fn agent_id(i: usize) -> String {
     format!("spiffe://td/tessera/agent/tpm/{i:04}")
 }
 
-fn child(parent: &str, spiffe: &str, sels: &[&str], expires_at: Option<i64>) -> NewEntry {
+fn child(parent: &str, spiffe: &str, sels: &[&str], expires_at: Option<UnixTime>) -> NewEntry {
     NewEntry {
-        spiffe_id: format!("spiffe://td/{spiffe}"),
-        parent_id: parent.into(),
         selectors: sels.iter().map(|s| sel(s)).collect(),
         expires_at,
-        ..Default::default()
+        ..test_records::new_entry(&format!("spiffe://td/{spiffe}"), parent)
     }
 }
 
@@ -43,7 +41,7 @@ async fn fleet(ds: &Datastore) -> (SpiffeId, AgentRecord, AgentRecord) {
     let sb = "tpm:secure_boot:enabled";
     all.extend([
         child(&a0, "a0/expired", &["unix:uid:0"], Some(NOW)),
-        child(&a0, "a0/later", &["unix:uid:0"], Some(NOW + 1)),
+        child(&a0, "a0/later", &["unix:uid:0"], Some(at(1))),
         child(&a0, "tessera/agent/tpm/evil", &["unix:uid:0"], None),
         child(AUTHORITY, "sb-hosts", &[sb], None),
         child("spiffe://td/sb-hosts", "sb/w", &["unix:uid:0"], None),
@@ -51,7 +49,7 @@ async fn fleet(ds: &Datastore) -> (SpiffeId, AgentRecord, AgentRecord) {
             "spiffe://td/sb-hosts",
             "sb/expired",
             &["unix:uid:0"],
-            Some(NOW - 5),
+            Some(at(-5)),
         ),
         child(AUTHORITY, "strict-hosts", &[sb, "tpm:pcr7:ab"], None),
         child(
@@ -65,9 +63,8 @@ async fn fleet(ds: &Datastore) -> (SpiffeId, AgentRecord, AgentRecord) {
     ]);
     ds.create_entries(all).await.unwrap();
     let agent = |i: usize, sels: &[&str]| AgentRecord {
-        id: agent_id(i),
         selectors: sels.iter().map(|s| sel(s)).collect(),
-        ..Default::default()
+        ..test_records::agent(&agent_id(i))
     };
     (AUTHORITY.parse().unwrap(), agent(0, &[sb]), agent(1, &[]))
 }
@@ -75,7 +72,7 @@ async fn fleet(ds: &Datastore) -> (SpiffeId, AgentRecord, AgentRecord) {
 fn names(entries: &[Entry]) -> Vec<&str> {
     let mut n: Vec<&str> = entries
         .iter()
-        .map(|e| e.spiffe_id.trim_start_matches("spiffe://td/"))
+        .map(|e| e.spiffe_id.as_str().trim_start_matches("spiffe://td/"))
         .collect();
     n.sort_unstable();
     n
@@ -104,10 +101,10 @@ pub(crate) async fn check_per_agent_queries(ds: &Datastore) {
     assert_eq!(names(&got), want, "another agent's or an alias's entries");
     assert_eq!(got, authorized(&everything, &a1, &authority, NOW));
     // Before agent 0's `expired` entry and the old alias expire.
-    let earlier = entries_for(ds, &a0, &authority, NOW - 1).await.unwrap();
+    let earlier = entries_for(ds, &a0, &authority, at(-1)).await.unwrap();
     assert!(names(&earlier).contains(&"a0/expired"));
     assert!(names(&earlier).contains(&"old/w"));
-    assert_eq!(earlier, authorized(&everything, &a0, &authority, NOW - 1));
+    assert_eq!(earlier, authorized(&everything, &a0, &authority, at(-1)));
 }
 
 /// Signing requests read only the entries asked for, with the same rule.
@@ -117,7 +114,7 @@ pub(crate) async fn check_entries_asked_for(ds: &Datastore) {
     let id = |name: &str| {
         let e = everything
             .iter()
-            .find(|e| e.spiffe_id == format!("spiffe://td/{name}"));
+            .find(|e| e.spiffe_id.as_str() == format!("spiffe://td/{name}"));
         e.unwrap().id.clone()
     };
     let mut asked: Vec<String> = ["a0/w0", "a1/w0", "sb/w", "strict/w", "old/w", "a0/expired"]
@@ -139,7 +136,8 @@ pub(crate) async fn check_entries_asked_for(ds: &Datastore) {
     let mut ids: Vec<String> = everything.iter().map(|e| e.id.clone()).collect();
     ids.push(ids[0].clone());
     assert_eq!(ds.entries_with_ids(&ids).await.unwrap(), everything);
-    let parents = [agent_id(1), "spiffe://td/strict-hosts".into()];
+    let parents =
+        [agent_id(1), "spiffe://td/strict-hosts".into()].map(|p: String| test_records::id(&p));
     let got = ds.entries_with_parents(&parents).await.unwrap();
     let mut want = own(1);
     want.push("strict/w".into());

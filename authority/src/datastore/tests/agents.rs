@@ -5,40 +5,40 @@ use super::*;
 
 pub(super) async fn check_eviction(ds: &Datastore) {
     let a = agent("spiffe://td/tessera/agent/tpm/aa", "01");
-    ds.record_attestation(&a, &event(NOW, "attest", &a.id, &a.id), None)
+    ds.record_attestation(&a, &attest_event(NOW, a.id.as_str()), None)
         .await
         .unwrap();
     // Re-attestation of a live agent replaces its row.
     let a2 = AgentRecord {
         serial: "02".into(),
-        attested_at: NOW + 5,
+        attested_at: at(5),
         ..a.clone()
     };
-    ds.record_attestation(&a2, &event(NOW + 5, "attest", &a.id, &a.id), None)
+    ds.record_attestation(&a2, &attest_event(at(5), a.id.as_str()), None)
         .await
         .unwrap();
-    assert_eq!(ds.get_agent(&a.id).await.unwrap(), Some(a2.clone()));
+    assert_eq!(ds.get_agent(a.id.as_str()).await.unwrap(), Some(a2.clone()));
     ds.renew_agent(
         &a.id,
         "02",
         "03",
-        NOW + 7200,
-        &event(NOW + 6, "renew", &a.id, &a.id),
+        at(7200),
+        &renew_event(at(6), a.id.as_str()),
     )
     .await
     .unwrap();
-    let renewed = ds.get_agent(&a.id).await.unwrap().unwrap();
+    let renewed = ds.get_agent(a.id.as_str()).await.unwrap().unwrap();
     assert_eq!(
         (renewed.serial.as_str(), renewed.expires_at),
-        ("03", NOW + 7200)
+        ("03", at(7200))
     );
     assert_eq!(audit_count(ds).await, 3);
 
-    assert!(ds.evict_agent(&a.id).await.unwrap());
+    assert!(ds.evict_agent(a.id.as_str()).await.unwrap());
     assert!(!ds.evict_agent("spiffe://td/unknown").await.unwrap());
-    ds.create_join_token("tok", NOW + 600).await.unwrap();
+    ds.create_join_token("tok", at(600)).await.unwrap();
     let res = ds
-        .record_attestation(&a, &event(NOW + 7, "attest", &a.id, &a.id), Some("tok"))
+        .record_attestation(&a, &attest_event(at(7), a.id.as_str()), Some("tok"))
         .await;
     assert!(matches!(res, Err(DatastoreError::Evicted(_))), "{res:?}");
     assert!(
@@ -50,12 +50,12 @@ pub(super) async fn check_eviction(ds: &Datastore) {
             &a.id,
             "03",
             "04",
-            NOW + 9000,
-            &event(NOW + 8, "renew", &a.id, &a.id),
+            at(9000),
+            &renew_event(at(8), a.id.as_str()),
         )
         .await;
     assert!(matches!(res, Err(DatastoreError::Evicted(_))), "{res:?}");
-    let kept = ds.get_agent(&a.id).await.unwrap().unwrap();
+    let kept = ds.get_agent(a.id.as_str()).await.unwrap().unwrap();
     assert!(kept.evicted);
     assert_eq!(kept.serial, "03");
     assert_eq!(ds.list_agents().await.unwrap(), vec![kept]);
@@ -63,11 +63,11 @@ pub(super) async fn check_eviction(ds: &Datastore) {
 
     let res = ds
         .renew_agent(
-            "spiffe://td/nobody",
+            &test_records::id("spiffe://td/nobody"),
             "00",
             "01",
             NOW,
-            &event(NOW, "renew", "x", "x"),
+            &renew_event(NOW, "spiffe://td/x"),
         )
         .await;
     assert!(matches!(res, Err(DatastoreError::NotFound(_))), "{res:?}");
@@ -78,6 +78,7 @@ pub(super) async fn check_eviction(ds: &Datastore) {
 /// overlap; a fresh attestation supersedes everything.
 pub(super) async fn check_serial_overlap(ds: &Datastore) {
     let id = "spiffe://td/tessera/agent/join_token/t";
+    let typed = test_records::id(id);
     let serials = |ds: &Datastore| {
         let ds = ds.clone();
         async move {
@@ -86,7 +87,7 @@ pub(super) async fn check_serial_overlap(ds: &Datastore) {
         }
     };
     let a = agent(id, "01");
-    ds.record_attestation(&a, &event(NOW, "attest", id, id), None)
+    ds.record_attestation(&a, &attest_event(NOW, id), None)
         .await
         .unwrap();
     let reattest = AgentRecord {
@@ -94,29 +95,29 @@ pub(super) async fn check_serial_overlap(ds: &Datastore) {
         prev_serial: Some("01".into()),
         ..a.clone()
     };
-    ds.record_attestation(&reattest, &event(NOW, "attest", id, id), None)
+    ds.record_attestation(&reattest, &attest_event(NOW, id), None)
         .await
         .unwrap();
     assert_eq!(serials(ds).await, ("02".into(), Some("01".into())));
     // A copy of 01 renews during the overlap; the holder of 02 is then locked out.
-    ds.renew_agent(id, "01", "03", NOW + 60, &event(NOW, "renew", id, id))
+    ds.renew_agent(&typed, "01", "03", at(60), &renew_event(NOW, id))
         .await
         .unwrap();
     assert_eq!(serials(ds).await, ("03".into(), Some("01".into())));
     let res = ds
-        .renew_agent(id, "02", "04", NOW + 60, &event(NOW, "renew", id, id))
+        .renew_agent(&typed, "02", "04", at(60), &renew_event(NOW, id))
         .await;
     assert!(matches!(res, Err(DatastoreError::Superseded(_))), "{res:?}");
-    ds.retire_prev_serial(id, "01").await.unwrap();
+    ds.retire_prev_serial(&typed, "01").await.unwrap();
     assert_eq!(
         serials(ds).await.1,
         Some("01".into()),
         "only the latest retires"
     );
-    ds.retire_prev_serial(id, "03").await.unwrap();
+    ds.retire_prev_serial(&typed, "03").await.unwrap();
     assert_eq!(serials(ds).await, ("03".into(), None));
     let res = ds
-        .renew_agent(id, "01", "05", NOW + 60, &event(NOW, "renew", id, id))
+        .renew_agent(&typed, "01", "05", at(60), &renew_event(NOW, id))
         .await;
     assert!(matches!(res, Err(DatastoreError::Superseded(_))), "{res:?}");
     let stale = AgentRecord {
@@ -125,7 +126,7 @@ pub(super) async fn check_serial_overlap(ds: &Datastore) {
         ..a.clone()
     };
     let res = ds
-        .record_attestation(&stale, &event(NOW, "attest", id, id), None)
+        .record_attestation(&stale, &attest_event(NOW, id), None)
         .await;
     assert!(matches!(res, Err(DatastoreError::Superseded(_))), "{res:?}");
     assert_eq!(serials(ds).await, ("03".into(), None));
@@ -135,7 +136,7 @@ pub(super) async fn check_serial_overlap(ds: &Datastore) {
         "refused writes leave no audit event"
     );
     let fresh = agent(id, "07");
-    ds.record_attestation(&fresh, &event(NOW, "attest", id, id), None)
+    ds.record_attestation(&fresh, &attest_event(NOW, id), None)
         .await
         .unwrap();
     assert_eq!(serials(ds).await, ("07".into(), None));

@@ -117,7 +117,7 @@ pub(super) async fn check_entry_filters(ds: &Datastore) {
         .await
         .unwrap();
     let mut other_parent = new_entry("spiffe://td/a", &["unix:uid:2", "k8s:ns:PRO_D%"]);
-    other_parent.parent_id = "spiffe://td/other".into();
+    other_parent.parent_id = test_records::id("spiffe://td/other");
     let c = ds.create_entry(other_parent).await.unwrap();
     let find = |spiffe: Option<&str>, parent: Option<&str>, sels: &[&str]| EntryFilter {
         spiffe_id: spiffe.map(String::from),
@@ -155,7 +155,14 @@ pub(super) async fn check_entry_filters(ds: &Datastore) {
 
 pub(super) async fn check_audit_time_window(ds: &Datastore) {
     let events: Vec<AuditEvent> = (0..5)
-        .map(|i| event(NOW + i * 10, "x509", "agent", "spiffe://td/a"))
+        .map(|i| {
+            event(
+                at(i * 10),
+                AuditKind::X509Svid,
+                "spiffe://td/tessera/agent/a",
+                "spiffe://td/a",
+            )
+        })
         .collect();
     ds.record_audit(&events).await.unwrap();
     let window = |since, until| AuditFilter {
@@ -165,17 +172,14 @@ pub(super) async fn check_audit_time_window(ds: &Datastore) {
     };
     for (f, want) in [
         (
-            window(Some(NOW + 10), None),
-            vec![NOW + 40, NOW + 30, NOW + 20, NOW + 10],
+            window(Some(at(10)), None),
+            vec![at(40), at(30), at(20), at(10)],
         ),
-        (window(None, Some(NOW + 10)), vec![NOW]),
-        (
-            window(Some(NOW + 10), Some(NOW + 30)),
-            vec![NOW + 20, NOW + 10],
-        ),
-        (window(Some(NOW + 11), Some(NOW + 20)), vec![]),
+        (window(None, Some(at(10))), vec![NOW]),
+        (window(Some(at(10)), Some(at(30))), vec![at(20), at(10)]),
+        (window(Some(at(11)), Some(at(20))), vec![]),
     ] {
-        let got: Vec<i64> = ds
+        let got: Vec<UnixTime> = ds
             .list_audit(&f)
             .await
             .unwrap()
@@ -186,15 +190,12 @@ pub(super) async fn check_audit_time_window(ds: &Datastore) {
     }
     let both = AuditFilter {
         spiffe_id: Some("spiffe://td/a".into()),
-        since: Some(NOW + 30),
+        since: Some(at(30)),
         limit: Some(1),
         ..Default::default()
     };
     let got = ds.list_audit(&both).await.unwrap();
-    assert_eq!(
-        got.iter().map(|e| e.time).collect::<Vec<_>>(),
-        vec![NOW + 40]
-    );
+    assert_eq!(got.iter().map(|e| e.time).collect::<Vec<_>>(), vec![at(40)]);
 }
 
 #[tokio::test]

@@ -2,21 +2,29 @@
 //! PostgreSQL too (a private cluster, or TESSERA_TEST_POSTGRES_URL's server).
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
-use tessera_common::Selector;
+use tessera_common::{Selector, UnixTime};
 
 use super::*;
 
 mod agent_entries;
 mod agents;
 mod entries;
+mod typed_reads;
 use agent_entries::{check_entries_asked_for, check_per_agent_queries};
 use agents::{check_eviction, check_serial_overlap};
 use entries::{
     check_audit_time_window, check_batch_create, check_entry_filters, check_update_entry,
 };
+use typed_reads::check_typed_reads;
 
-const NOW: i64 = 1_700_000_000;
+const NOW: UnixTime = UnixTime::from_secs(1_700_000_000);
+
+/// `offset` seconds after [`NOW`].
+fn at(offset: i64) -> UnixTime {
+    UnixTime::from_secs(NOW.secs() + offset)
+}
 
 async fn fresh() -> (tempfile::TempDir, Datastore) {
     let dir = tempfile::tempdir().unwrap();
@@ -32,45 +40,49 @@ fn sel(s: &str) -> Selector {
 
 fn new_entry(spiffe_id: &str, selectors: &[&str]) -> NewEntry {
     NewEntry {
-        spiffe_id: spiffe_id.into(),
-        parent_id: "spiffe://td/tessera/agent/tpm/ab".into(),
         selectors: selectors.iter().map(|s| sel(s)).collect(),
-        x509_ttl: Some(3600),
+        x509_ttl: Some(Duration::from_secs(3600)),
         jwt_ttl: None,
         dns_names: vec!["web.example".into(), "web".into()],
         hint: "web".into(),
         admin: true,
-        expires_at: Some(NOW + 86_400),
+        expires_at: Some(at(86_400)),
+        ..test_records::new_entry(spiffe_id, "spiffe://td/tessera/agent/tpm/ab")
     }
 }
 
 fn agent(id: &str, serial: &str) -> AgentRecord {
     AgentRecord {
-        id: id.into(),
         method: "join_token".into(),
         selectors: vec![sel("tpm:secure_boot:true")],
         serial: serial.into(),
         prev_serial: None,
-        expires_at: NOW + 3600,
+        expires_at: at(3600),
         attested_at: NOW,
-        evicted: false,
+        ..test_records::agent(id)
     }
 }
 
-fn event(time: i64, kind: &str, agent_id: &str, spiffe_id: &str) -> AuditEvent {
+fn event(time: UnixTime, kind: AuditKind, agent_id: &str, spiffe_id: &str) -> AuditEvent {
     AuditEvent {
-        id: None,
-        time,
-        kind: kind.into(),
-        agent_id: agent_id.into(),
         node_selectors: vec![sel("tpm:pcr7:abcd")],
         entry_id: "e1".into(),
-        spiffe_id: spiffe_id.into(),
+        spiffe_id: Some(test_records::id(spiffe_id)),
         serial: "01".into(),
-        expires_at: time + 60,
+        expires_at: Some(UnixTime::from_secs(time.secs() + 60)),
         audience: vec!["aud1".into()],
         detail: "ok".into(),
+        ..AuditEvent::new(kind, time, test_records::id(agent_id))
     }
+}
+
+/// An agent's attestation or renewal: about the agent's own ID.
+fn attest_event(time: UnixTime, agent_id: &str) -> AuditEvent {
+    event(time, AuditKind::NodeAttestation, agent_id, agent_id)
+}
+
+fn renew_event(time: UnixTime, agent_id: &str) -> AuditEvent {
+    event(time, AuditKind::AgentRenewal, agent_id, agent_id)
 }
 
 async fn audit_count(ds: &Datastore) -> usize {
@@ -121,7 +133,7 @@ async fn check_duplicate_entry(ds: &Datastore) {
         .await
         .unwrap();
     let mut other_parent = new_entry("spiffe://td/web", &["unix:uid:0", "unix:gid:0"]);
-    other_parent.parent_id = "spiffe://td/tessera/authority".into();
+    other_parent.parent_id = test_records::id("spiffe://td/tessera/authority");
     ds.create_entry(other_parent).await.unwrap();
     assert_eq!(ds.list_entries().await.unwrap().len(), 4);
 }
@@ -155,9 +167,9 @@ async fn check_entries_revision(ds: &Datastore) {
 }
 
 async fn check_token_single_use(ds: &Datastore) {
-    ds.create_join_token("tok", NOW + 600).await.unwrap();
+    ds.create_join_token("tok", at(600)).await.unwrap();
     assert!(matches!(
-        ds.create_join_token("tok", NOW + 600).await,
+        ds.create_join_token("tok", at(600)).await,
         Err(DatastoreError::AlreadyExists(_))
     ));
     assert!(ds.join_token_valid("tok", NOW).await.unwrap());
@@ -166,27 +178,27 @@ async fn check_token_single_use(ds: &Datastore) {
         "valid() consumed it"
     );
     let a = agent("spiffe://td/tessera/agent/join_token/tok", "01");
-    ds.record_attestation(&a, &event(NOW, "attest", &a.id, &a.id), Some("tok"))
+    ds.record_attestation(&a, &attest_event(NOW, a.id.as_str()), Some("tok"))
         .await
         .unwrap();
-    assert_eq!(ds.get_agent(&a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(ds.get_agent(a.id.as_str()).await.unwrap(), Some(a.clone()));
     assert!(!ds.join_token_valid("tok", NOW).await.unwrap());
 
     let b = agent("spiffe://td/tessera/agent/join_token/other", "02");
     let again = ds
-        .record_attestation(&b, &event(NOW + 1, "attest", &b.id, &b.id), Some("tok"))
+        .record_attestation(&b, &attest_event(at(1), b.id.as_str()), Some("tok"))
         .await;
     assert!(matches!(again, Err(DatastoreError::TokenUsed)), "{again:?}");
-    let a2 = agent(&a.id, "03");
+    let a2 = agent(a.id.as_str(), "03");
     let same = ds
-        .record_attestation(&a2, &event(NOW + 1, "attest", &a.id, &a.id), Some("tok"))
+        .record_attestation(&a2, &attest_event(at(1), a.id.as_str()), Some("tok"))
         .await;
     assert!(matches!(same, Err(DatastoreError::TokenUsed)), "{same:?}");
-    assert_eq!(ds.get_agent(&b.id).await.unwrap(), None);
-    assert_eq!(ds.get_agent(&a.id).await.unwrap(), Some(a));
+    assert_eq!(ds.get_agent(b.id.as_str()).await.unwrap(), None);
+    assert_eq!(ds.get_agent(a.id.as_str()).await.unwrap(), Some(a));
     assert_eq!(audit_count(ds).await, 1);
     assert!(matches!(
-        ds.record_attestation(&b, &event(NOW, "attest", &b.id, &b.id), Some("never"))
+        ds.record_attestation(&b, &attest_event(NOW, b.id.as_str()), Some("never"))
             .await,
         Err(DatastoreError::TokenUsed)
     ));
@@ -194,15 +206,15 @@ async fn check_token_single_use(ds: &Datastore) {
 
 async fn check_expired_token(ds: &Datastore) {
     ds.create_join_token("old", NOW).await.unwrap();
-    ds.create_join_token("new", NOW + 10).await.unwrap();
+    ds.create_join_token("new", at(10)).await.unwrap();
     assert!(!ds.join_token_valid("old", NOW).await.unwrap());
     assert!(ds.join_token_valid("new", NOW).await.unwrap());
     let a = agent("spiffe://td/tessera/agent/join_token/old", "01");
     let res = ds
-        .record_attestation(&a, &event(NOW, "attest", &a.id, &a.id), Some("old"))
+        .record_attestation(&a, &attest_event(NOW, a.id.as_str()), Some("old"))
         .await;
     assert!(matches!(res, Err(DatastoreError::TokenExpired)), "{res:?}");
-    assert_eq!(ds.get_agent(&a.id).await.unwrap(), None);
+    assert_eq!(ds.get_agent(a.id.as_str()).await.unwrap(), None);
     assert_eq!(audit_count(ds).await, 0);
     assert_eq!(ds.purge_expired_tokens(NOW).await.unwrap(), 1);
     assert_eq!(ds.purge_expired_tokens(NOW).await.unwrap(), 0);
@@ -211,23 +223,43 @@ async fn check_expired_token(ds: &Datastore) {
 
 async fn check_audit_queries(ds: &Datastore) {
     let events = vec![
-        event(NOW + 1, "x509", "agent1", "spiffe://td/a"),
-        event(NOW + 3, "x509", "agent2", "spiffe://td/a"),
-        event(NOW + 2, "jwt", "agent1", "spiffe://td/b"),
-        event(NOW + 3, "jwt", "agent1", "spiffe://td/a"),
+        event(
+            at(1),
+            AuditKind::X509Svid,
+            "spiffe://td/tessera/agent/1",
+            "spiffe://td/a",
+        ),
+        event(
+            at(3),
+            AuditKind::X509Svid,
+            "spiffe://td/tessera/agent/2",
+            "spiffe://td/a",
+        ),
+        event(
+            at(2),
+            AuditKind::JwtSvid,
+            "spiffe://td/tessera/agent/1",
+            "spiffe://td/b",
+        ),
+        event(
+            at(3),
+            AuditKind::JwtSvid,
+            "spiffe://td/tessera/agent/1",
+            "spiffe://td/a",
+        ),
     ];
     ds.record_audit(&events).await.unwrap();
     ds.record_audit(&[]).await.unwrap();
     let all = ds.list_audit(&AuditFilter::default()).await.unwrap();
-    let got: Vec<(i64, &str)> = all.iter().map(|e| (e.time, e.kind.as_str())).collect();
+    let got: Vec<(UnixTime, AuditKind)> = all.iter().map(|e| (e.time, e.kind)).collect();
     // Newest first; equal times by insertion order, newest first.
     assert_eq!(
         got,
         vec![
-            (NOW + 3, "jwt"),
-            (NOW + 3, "x509"),
-            (NOW + 2, "jwt"),
-            (NOW + 1, "x509")
+            (at(3), AuditKind::JwtSvid),
+            (at(3), AuditKind::X509Svid),
+            (at(2), AuditKind::JwtSvid),
+            (at(1), AuditKind::X509Svid)
         ]
     );
     assert!(all.iter().all(|e| e.id.is_some()));
@@ -250,15 +282,23 @@ async fn check_audit_queries(ds: &Datastore) {
         .await
         .unwrap();
     assert_eq!(a.len(), 3);
-    assert!(a.iter().all(|e| e.spiffe_id == "spiffe://td/a"));
+    assert!(a
+        .iter()
+        .all(|e| e.spiffe_id == Some(test_records::id("spiffe://td/a"))));
     let ag = ds
-        .list_audit(&by_id(None, Some("agent1"), None))
+        .list_audit(&by_id(None, Some("spiffe://td/tessera/agent/1"), None))
         .await
         .unwrap();
     assert_eq!(ag.len(), 3);
-    assert!(ag.iter().all(|e| e.agent_id == "agent1"));
+    assert!(ag
+        .iter()
+        .all(|e| e.agent_id.as_str() == "spiffe://td/tessera/agent/1"));
     let both = ds
-        .list_audit(&by_id(Some("spiffe://td/a"), Some("agent1"), None))
+        .list_audit(&by_id(
+            Some("spiffe://td/a"),
+            Some("spiffe://td/tessera/agent/1"),
+            None,
+        ))
         .await
         .unwrap();
     assert_eq!(both.len(), 2);
@@ -273,7 +313,14 @@ async fn check_audit_queries(ds: &Datastore) {
 
 async fn check_default_and_max_audit_limit(ds: &Datastore) {
     let batch: Vec<AuditEvent> = (0..(AUDIT_MAX_LIMIT as i64 + 5))
-        .map(|i| event(NOW + i, "x509", "agent", "spiffe://td/a"))
+        .map(|i| {
+            event(
+                at(i),
+                AuditKind::X509Svid,
+                "spiffe://td/tessera/agent/a",
+                "spiffe://td/a",
+            )
+        })
         .collect();
     ds.record_audit(&batch).await.unwrap();
     let def = ds.list_audit(&AuditFilter::default()).await.unwrap();
@@ -301,15 +348,15 @@ async fn check_corrupt_rows(ds: &Datastore) {
         .unwrap();
     assert!(matches!(
         ds.get_entry(&e.id).await,
-        Err(DatastoreError::Corrupt(_))
+        Err(DatastoreError::CorruptColumn { .. })
     ));
     assert!(matches!(
         ds.list_entries().await,
-        Err(DatastoreError::Corrupt(_))
+        Err(DatastoreError::CorruptColumn { .. })
     ));
 
     let a = agent("spiffe://td/tessera/agent/tpm/aa", "01");
-    ds.record_attestation(&a, &event(NOW, "attest", &a.id, &a.id), None)
+    ds.record_attestation(&a, &attest_event(NOW, a.id.as_str()), None)
         .await
         .unwrap();
     sqlx::query("UPDATE agents SET selectors = 'not json'")
@@ -317,15 +364,18 @@ async fn check_corrupt_rows(ds: &Datastore) {
         .await
         .unwrap();
     assert!(matches!(
-        ds.get_agent(&a.id).await,
-        Err(DatastoreError::Corrupt(_))
+        ds.get_agent(a.id.as_str()).await,
+        Err(DatastoreError::CorruptColumn { .. })
     ));
     sqlx::query("UPDATE audit SET node_selectors = '{}'")
         .execute(&ds.pool)
         .await
         .unwrap();
     let res = ds.list_audit(&AuditFilter::default()).await;
-    assert!(matches!(res, Err(DatastoreError::Corrupt(_))), "{res:?}");
+    assert!(
+        matches!(res, Err(DatastoreError::CorruptColumn { .. })),
+        "{res:?}"
+    );
 }
 
 #[tokio::test]
@@ -397,7 +447,7 @@ async fn migrations_are_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("authority.db");
     let ds = Datastore::open_sqlite(&path).await.unwrap();
-    ds.create_join_token("tok", NOW + 10).await.unwrap();
+    ds.create_join_token("tok", at(10)).await.unwrap();
     ds.close().await;
     let ds = Datastore::open_sqlite(&path).await.unwrap();
     let versions = sqlx::query("SELECT version FROM schema_version")
@@ -463,7 +513,7 @@ async fn open_by_url_creates_owner_only_file() {
     let path = dir.path().join("by url.db");
     let url = format!("sqlite://{}?mode=rwc", path.display());
     let ds = Datastore::open(&url).await.unwrap();
-    ds.create_join_token("tok", NOW + 10).await.unwrap();
+    ds.create_join_token("tok", at(10)).await.unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     assert!(matches!(
@@ -507,7 +557,7 @@ async fn postgres_runs_the_same_checks() {
     let admin = sqlx::AnyPool::connect(&server.url("postgres"))
         .await
         .unwrap();
-    for n in 0..16 {
+    for n in 0..17 {
         let db = format!("tessera_test_{}", hex::encode(rand::random::<[u8; 6]>()));
         sqlx::raw_sql(&format!("CREATE DATABASE {db}"))
             .execute(&admin)
@@ -531,6 +581,7 @@ async fn postgres_runs_the_same_checks() {
             12 => check_audit_time_window(&ds).await,
             13 => check_per_agent_queries(&ds).await,
             14 => check_entries_asked_for(&ds).await,
+            15 => check_typed_reads(&ds).await,
             _ => check_default_and_max_audit_limit(&ds).await,
         }
         ds.close().await;

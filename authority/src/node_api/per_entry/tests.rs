@@ -2,7 +2,7 @@
 //! temp dir, real CA) and requests carrying a real agent SVID from a TLS handshake.
 
 use crate::caller::tests::{copy, fixture, Fixture, Identity, AGENT, HOUR};
-use crate::datastore::{AuditFilter, NewEntry};
+use crate::datastore::{test_records, AuditFilter, AuditKind, NewEntry};
 use crate::node_api::NodeApi;
 use tessera_common::Selector;
 use tessera_proto::authority as pb;
@@ -11,10 +11,8 @@ use tonic::{Code, Request};
 
 async fn entry(fx: &Fixture, path: &str) -> String {
     let e = NewEntry {
-        spiffe_id: format!("spiffe://example.org/{path}"),
-        parent_id: AGENT.into(),
         selectors: vec![Selector::parse("unix:uid:0").unwrap()],
-        ..Default::default()
+        ..test_records::new_entry(&format!("spiffe://example.org/{path}"), AGENT)
     };
     fx.authority.datastore.create_entry(e).await.unwrap().id
 }
@@ -99,7 +97,10 @@ async fn a_deleted_entry_or_a_bad_csr_fails_alone_in_request_order() {
         .list_audit(&AuditFilter::default())
         .await
         .unwrap();
-    let signed: Vec<_> = audit.iter().filter(|e| e.kind == "x509_svid").collect();
+    let signed: Vec<_> = audit
+        .iter()
+        .filter(|e| e.kind == AuditKind::X509Svid)
+        .collect();
     assert_eq!(signed.len(), 2, "{signed:?}");
     assert!(signed.iter().all(|e| e.entry_id != gone));
 }
@@ -154,10 +155,8 @@ async fn an_agent_gets_nothing_for_another_agents_or_an_unmatched_alias_entry() 
     let theirs = entry(&fx, "theirs").await;
     // A node alias whose selector neither agent has, and an entry under it.
     let alias = |spiffe: &str, parent: &str| NewEntry {
-        spiffe_id: format!("spiffe://example.org/{spiffe}"),
-        parent_id: parent.into(),
         selectors: vec![Selector::parse("tpm:secure_boot:enabled").unwrap()],
-        ..Default::default()
+        ..test_records::new_entry(&format!("spiffe://example.org/{spiffe}"), parent)
     };
     let ds = &fx.authority.datastore;
     ds.create_entry(alias("sb-hosts", "spiffe://example.org/tessera/authority"))
