@@ -45,6 +45,8 @@ async fn authority_killed_past_expiry_no_expired_svid_is_served_and_it_recovers(
         .expect("entry with a 10s X.509 TTL");
     default_sync_interval(&d);
     d.start_agent().await.expect("start the agent");
+    // READY=1 comes before the agent has attested and synced (callers get Unavailable).
+    wait_x509(&mut d.raw().await.expect("connect to the agent"), &[&id]).await;
     let client = d.client().await.expect("connect the spiffe client");
     let mut stream = within(
         secs(10),

@@ -416,6 +416,8 @@ async fn name_changes_on_a_stream_are_charged_to_the_uid_rate() {
     d.start_agent().await.expect("start the agent");
     let mut c = Sds::new(d.channel().await.expect("connect to the agent"));
     fetch_when_ready(&mut c, &["default"]).await;
+    // Polling until the agent was ready may have spent the burst; let it refill.
+    tokio::time::sleep(secs(3)).await;
     let mut s = Stream::open(&mut c, dreq(&["default"], "", "", None)).await;
     let mut last = s.next(secs(10), "the first response").await;
     // Each new set of names is an answer to build; a client churning them is throttled
