@@ -26,6 +26,24 @@ async fn replicas() -> (Cluster, Deployment, Replica) {
     (pg, d, b)
 }
 
+/// An entry for this test process (uid 0) under `parent`, created at `replica`: its ID.
+async fn entry_at(replica: &Replica, parent: &str, spiffe_id: &str) -> String {
+    let args = [
+        "entry",
+        "create",
+        "--parent-id",
+        parent,
+        "--spiffe-id",
+        spiffe_id,
+        "--selector",
+        "unix:uid:0",
+    ];
+    let out = replica.admin_ok(&args).await.expect("entry create at B");
+    let id = out.trim().to_string();
+    assert!(!id.is_empty(), "entry create printed no ID");
+    id
+}
+
 #[tokio::test]
 async fn an_entry_made_at_one_replica_reaches_an_agent_attested_at_the_other() {
     let (_pg, mut d, b) = replicas().await;
@@ -46,20 +64,7 @@ async fn an_entry_made_at_one_replica_reaches_an_agent_attested_at_the_other() {
     .await;
 
     let id = format!("spiffe://{TD}/replicated");
-    let entry = b
-        .admin_ok(&[
-            "entry",
-            "create",
-            "--parent-id",
-            &d.agent_id,
-            "--spiffe-id",
-            &id,
-            "--selector",
-            "unix:uid:0",
-        ])
-        .await
-        .expect("entry create at B");
-    assert!(!entry.trim().is_empty(), "entry create printed no ID");
+    let entry = entry_at(&b, &d.agent_id, &id).await;
     let client = d.client().await.expect("connect the spiffe client");
     let svid = poll(PROPAGATION, "the SVID of the entry made at B", || async {
         client
@@ -72,7 +77,7 @@ async fn an_entry_made_at_one_replica_reaches_an_agent_attested_at_the_other() {
     assert!(!svid.cert_chain().is_empty());
 
     // Deleted at B: A stops serving it.
-    b.admin_ok(&["entry", "delete", entry.trim()])
+    b.admin_ok(&["entry", "delete", &entry])
         .await
         .expect("entry delete at B");
     poll(PROPAGATION, "the SVID gone after delete at B", || async {
@@ -184,18 +189,7 @@ async fn an_agent_listing_both_replicas_goes_on_at_the_other_when_one_dies() {
 
     d.kill_authority().await.expect("SIGKILL replica A");
     let after = format!("spiffe://{TD}/failover/after");
-    b.admin_ok(&[
-        "entry",
-        "create",
-        "--parent-id",
-        &d.agent_id,
-        "--spiffe-id",
-        &after,
-        "--selector",
-        "unix:uid:0",
-    ])
-    .await
-    .expect("entry create at B");
+    entry_at(&b, &d.agent_id, &after).await;
     serves(after).await;
     serves(before).await;
     assert!(d.agent_exited().is_none(), "the agent exited");
