@@ -1,7 +1,7 @@
 //! A throwaway PostgreSQL cluster for tests: `initdb` into a private temp dir,
 //! then `postgres` listening only on a Unix socket in that dir (no TCP, so no
 //! port to race for), with trust authentication for superuser [`USER`].
-//! Killed by pid on drop, and by the kernel if the thread that started it dies.
+//! Killed by pid on drop, and by the kernel if the test process dies.
 //!
 //! PostgreSQL refuses to run as root: as root, the cluster runs as the
 //! `postgres` system user Debian's package creates, and owns the temp dir.
@@ -15,6 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The cluster's superuser (trust authentication, socket only).
@@ -28,6 +29,8 @@ pub struct Cluster {
     child: Child,
     bindir: PathBuf,
     dir: tempfile::TempDir,
+    /// Keeps the thread that forked `postgres` alive; dropped after the kill.
+    _parent: mpsc::Sender<()>,
 }
 
 impl Cluster {
@@ -59,7 +62,8 @@ impl Cluster {
             "initdb failed ({initdb}):\n{}",
             tail(&log)
         );
-        let child = command(&bindir.join("postgres"), owner.as_ref(), dir.path(), &log)?
+        let mut postgres = command(&bindir.join("postgres"), owner.as_ref(), dir.path(), &log)?;
+        postgres
             .arg("-D")
             .arg(&data)
             .arg("-k")
@@ -67,10 +71,14 @@ impl Cluster {
             .args(["-p", &PORT.to_string(), "-c", "listen_addresses="])
             // Throwaway data: no durability, little memory.
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off", "-c", "shared_buffers=16MB"])
-            .spawn()
-            .context("start postgres")?;
-        let mut cluster = Cluster { child, bindir, dir };
+            .args(["-c", "full_page_writes=off", "-c", "shared_buffers=16MB"]);
+        let (child, _parent) = spawn_from_own_thread(postgres).context("start postgres")?;
+        let mut cluster = Cluster {
+            child,
+            bindir,
+            dir,
+            _parent,
+        };
         cluster.wait_ready()?;
         Ok(cluster)
     }
@@ -202,6 +210,27 @@ fn run_as() -> Result<Option<nix::unistd::User>> {
     }
 }
 
+/// Spawns `cmd` from a thread that lives until the returned sender is dropped.
+/// PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, and the
+/// caller's may not outlive the cluster: tokio's blocking pool retires a thread
+/// idle for 10 s, which once killed a replica test's cluster under load.
+fn spawn_from_own_thread(mut cmd: Command) -> Result<(Child, mpsc::Sender<()>)> {
+    let (spawned_tx, spawned) = mpsc::channel();
+    let (parent, stop) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("postgres-parent".into())
+        .spawn(move || {
+            let _ = spawned_tx.send(cmd.spawn());
+            // Returns when the Cluster drops its sender.
+            let _ = stop.recv();
+        })
+        .context("start the thread that runs postgres")?;
+    let child = spawned
+        .recv()
+        .context("the thread that runs postgres died")??;
+    Ok((child, parent))
+}
+
 /// `program` as `owner` (if any) in `dir`, output appended to `log`. Its fds >= 3
 /// are close-on-exec (libtss2's swtpm sockets lack it, and a long-lived child holding
 /// one stalls swtpm; see tessera_attestors' swtpm::command); SIGKILL if our thread dies.
@@ -270,5 +299,24 @@ mod tests {
             !Path::new(&format!("/proc/{pid}")).exists(),
             "postgres {pid} still running"
         );
+    }
+
+    /// The cluster outlives the thread that started it (as one started on tokio's
+    /// blocking pool must, whose idle threads exit).
+    #[test]
+    fn cluster_outlives_the_thread_that_started_it() {
+        let mut pg = std::thread::spawn(Cluster::start)
+            .join()
+            .expect("join the starting thread")
+            .expect("start a PostgreSQL cluster");
+        // PR_SET_PDEATHSIG is delivered as the thread exits; give it time to land.
+        std::thread::sleep(Duration::from_millis(500));
+        let exited = pg.child.try_wait().expect("wait for postgres");
+        assert!(
+            exited.is_none(),
+            "postgres died with the thread that started it: {exited:?}"
+        );
+        pg.create_database("after")
+            .expect("createdb after the thread exited");
     }
 }
