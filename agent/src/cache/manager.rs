@@ -73,7 +73,7 @@ struct Job {
 /// free heap the process kept), or a job ready to sign.
 enum Due {
     Entry(usize),
-    Job(Job),
+    Job(Box<Job>),
 }
 
 impl Manager {
@@ -165,10 +165,10 @@ impl Manager {
                 .due(&self.entries, now)
                 .into_iter()
                 .map(|(entry, id)| {
-                    Due::Job(Job {
+                    Due::Job(Box::new(Job {
                         entry,
                         expansion: Some(id),
-                    })
+                    }))
                 }),
         );
         self.sign(due, serving).await
@@ -210,7 +210,7 @@ impl Manager {
                         entry: e.clone(),
                         expansion: None,
                     }),
-                    Due::Job(j) => Some(j),
+                    Due::Job(j) => Some(*j),
                 })
                 .collect();
             if chunk.is_empty() {

@@ -25,7 +25,10 @@ impl Manager {
             }
         }
         let result = self
-            .sign(jobs.into_iter().map(Due::Job).collect(), false)
+            .sign(
+                jobs.into_iter().map(|j| Due::Job(Box::new(j))).collect(),
+                false,
+            )
             .await;
         self.publish();
         let now = self.clock.now();
