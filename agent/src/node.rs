@@ -110,12 +110,14 @@ pub async fn attest(
     evidence: &dyn NodeEvidence,
     failed: Failed<'_>,
 ) -> Result<AgentSvid, AuthorityError> {
-    let (key, csr) = key_and_csr()?;
     // The TPM or the event log failing now may pass: this host's trouble, not a refusal.
     let local = |e: tessera_attestors::node::EvidenceError| {
         AuthorityError::RetryLater(format!("node evidence: {e}"))
     };
+    // Evidence first: at start the key waits for the random generator's
+    // seeding (see `run::seed_rng`), which runs meanwhile.
     let payload = evidence.evidence().await.map_err(local)?;
+    let (key, csr) = key_and_csr()?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let begin = pb::AttestBegin {
         method: evidence.method().to_string(),

@@ -60,7 +60,18 @@ fn evidence(cfg: &Config) -> Result<Box<dyn NodeEvidence>, BoxError> {
     })
 }
 
+/// aws-lc seeds its random generator from CPU timing jitter when the process
+/// first asks for a random byte: tens of milliseconds of CPU (most of the
+/// TPM start's CPU time in a profile). Asked for here, on a blocking thread,
+/// it overlaps opening the TPM and gathering the evidence instead of holding
+/// up the attestation's first key. A failure is left to that key generation,
+/// which reports it.
+fn seed_rng() {
+    tokio::task::spawn_blocking(|| aws_lc_rs::rand::fill(&mut [0u8; 1]).is_ok());
+}
+
 pub async fn run(cfg: Config) -> Result<(), BoxError> {
+    seed_rng();
     tls::install_default_provider();
     tessera_common::limits::raise_nofile_limit();
     let registry = prometheus::Registry::new();

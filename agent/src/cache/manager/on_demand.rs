@@ -1,6 +1,6 @@
 //! Expansions of templated entries that a Workload API caller waits for.
 
-use super::{Job, Manager};
+use super::{Due, Job, Manager};
 use crate::cache::templates::Demand;
 
 impl Manager {
@@ -24,7 +24,12 @@ impl Manager {
                 }
             }
         }
-        let result = self.sign(jobs, false).await;
+        let result = self
+            .sign(
+                jobs.into_iter().map(|j| Due::Job(Box::new(j))).collect(),
+                false,
+            )
+            .await;
         self.publish();
         let now = self.clock.now();
         for d in demands {

@@ -12,11 +12,11 @@ pub(super) fn cached_svid(
     entry: &pb::Entry,
     expansion: Option<SpiffeId>,
     template: Option<SpiffeTemplate>,
-    chain: &[u8],
+    chain: Vec<u8>,
     key: SecretBytes,
     now: i64,
 ) -> Result<CachedSvid, String> {
-    let certs = x509::split_der_chain(chain).map_err(|e| e.to_string())?;
+    let certs = x509::split_der_chain(&chain).map_err(|e| e.to_string())?;
     let leaf = certs.first().ok_or("empty chain")?;
     let id = x509::spiffe_id_of(leaf).map_err(|e| e.to_string())?;
     let want: SpiffeId = match (expansion, &template) {
@@ -41,7 +41,7 @@ pub(super) fn cached_svid(
         hint: entry.hint.clone(),
         revision: entry.revision,
         template,
-        chain: chain.to_vec(),
+        chain,
         key,
         not_before,
         not_after,

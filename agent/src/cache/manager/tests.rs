@@ -324,8 +324,8 @@ async fn svid_for_another_id_is_not_cached() {
     let chain = rx.borrow().svids[0].chain.clone();
     let mut wrong = e.clone();
     wrong.spiffe_id = "spiffe://td/b".into();
-    assert!(cached_svid(&wrong, None, None, &chain, Vec::new().into(), 0).is_err());
-    assert!(cached_svid(&e, None, None, &chain, Vec::new().into(), 0).is_ok());
+    assert!(cached_svid(&wrong, None, None, chain.clone(), Vec::new().into(), 0).is_err());
+    assert!(cached_svid(&e, None, None, chain, Vec::new().into(), 0).is_ok());
 }
 
 mod templated;

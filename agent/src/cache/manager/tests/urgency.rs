@@ -23,7 +23,7 @@ async fn missing_then_earliest_expiry_is_signed_first() {
     let order: Vec<String> = m
         .due(clock.now())
         .iter()
-        .map(|j| j.entry.id.clone())
+        .map(|&i| m.entries[i].id.clone())
         .collect();
     assert_eq!(order, ["3", "1", "2"]);
 }
