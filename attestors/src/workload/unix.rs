@@ -163,9 +163,11 @@ impl UnixAttestor {
             pid,
             start_time: None,
             pidfd: None,
+            dir: None,
         };
-        let stat = match ProcDir::open(&self.proc_root, pid).and_then(|d| d.stat()) {
-            Ok(st) if !st.exited() => st,
+        let read = ProcDir::open(&self.proc_root, pid).and_then(|d| Ok((d.stat()?, d)));
+        let (stat, dir) = match read {
+            Ok((st, dir)) if !st.exited() => (st, dir),
             Ok(_) => return Ok(gone),
             Err(e) => {
                 return match gone_as_process_gone(e) {
@@ -178,8 +180,10 @@ impl UnixAttestor {
             pid,
             start_time: Some(stat.start_time),
             pidfd,
+            dir: Some(dir),
         };
-        // Still alive after /proc was read: the start time read is this process's.
+        // Still alive after /proc was read: the directory and the start time read through it
+        // are this process's.
         if pinned.exited() {
             return Ok(gone);
         }
@@ -207,13 +211,13 @@ impl UnixAttestor {
         self.attest_pinned(&self.pin(pid)?)
     }
 
-    /// Selectors for the pinned process. `/proc/<pid>` is opened and then the pinned process
-    /// is checked alive: so the directory is that process's and nothing read through it can
-    /// come from a process that reused the pid. Afterwards the pid, start time and credentials
+    /// Selectors for the pinned process, read through its `/proc/<pid>` directory opened at
+    /// pin time (and checked then to be that process's), so nothing read through it can come
+    /// from a process that reused the pid. Afterwards the pid, start time and credentials
     /// are checked again through a fresh lookup.
     pub fn attest_pinned(&self, p: &PinnedProcess) -> Result<Vec<Selector>, UnixError> {
         let start = p.start_time.ok_or(UnixError::ProcessGone)?;
-        let dir = ProcDir::open(&self.proc_root, p.pid)?;
+        let dir = p.dir.as_ref().ok_or(UnixError::ProcessGone)?;
         let first = dir.stat().map_err(gone_as_process_gone)?;
         if p.exited() {
             return Err(UnixError::ProcessGone);
@@ -225,7 +229,7 @@ impl UnixAttestor {
             return Err(UnixError::ProcessGone);
         }
         let (mut selectors, status) = self
-            .gather(&dir)
+            .gather(dir)
             .map_err(|e| self.classify(p.pid, start, e))?;
         self.recheck(p.pid, start, &status)?;
         if p.exited() {
@@ -278,7 +282,7 @@ impl UnixAttestor {
         if let Some(p) = agent_view_path(&link, &meta) {
             out.extend(checked("unix", format!("path:{p}")));
         }
-        if let Some(digest) = self.exe_digest(&exe, &dir.path_of("exe"))? {
+        if let Some(digest) = self.exe_digest(&exe, &meta, &dir.path_of("exe"))? {
             out.push(Selector::new(
                 "unix",
                 format!("sha256:{}", hex::encode(digest)),
@@ -299,14 +303,20 @@ impl UnixAttestor {
         Ok((out, status))
     }
 
-    /// SHA-256 of the open executable, from the cache when its identity is unchanged.
-    /// `Ok(None)` (no selector) when it is too large or changes while being read.
-    fn exe_digest(&self, file: &File, path: &Path) -> Result<Option<[u8; 32]>, UnixError> {
+    /// SHA-256 of the open executable (`meta`: its metadata), from the cache when its
+    /// identity is unchanged. `Ok(None)` (no selector) when it is too large or changes while
+    /// being read.
+    fn exe_digest(
+        &self,
+        file: &File,
+        meta: &Metadata,
+        path: &Path,
+    ) -> Result<Option<[u8; 32]>, UnixError> {
         let io_err = |source| UnixError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let key = FileKey::from_metadata(&file.metadata().map_err(io_err)?);
+        let key = FileKey::from_metadata(meta);
         self.hasher.digest(key, || {
             if key.size() > MAX_HASH_SIZE {
                 tracing::warn!(path = %path.display(), size = key.size(), "executable too large to hash");

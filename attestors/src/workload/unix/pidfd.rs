@@ -10,6 +10,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::libc;
 
+use super::proc::ProcDir;
+
 /// `SO_PEERPIDFD` (asm-generic/socket.h; not yet exported by the libc crate for every target).
 #[cfg(not(any(target_arch = "sparc", target_arch = "sparc64")))]
 const SO_PEERPIDFD: libc::c_int = 77;
@@ -17,13 +19,18 @@ const SO_PEERPIDFD: libc::c_int = 77;
 const SO_PEERPIDFD: libc::c_int = 0x56;
 
 /// One process, identified for as long as it lives: its pid, its start time (clock ticks since
-/// boot, from `/proc/<pid>/stat`) and, where the kernel supports it, a pidfd.
+/// boot, from `/proc/<pid>/stat`), its `/proc/<pid>` directory and, where the kernel supports
+/// it, a pidfd.
 #[derive(Debug)]
 pub struct PinnedProcess {
     pub(crate) pid: i32,
     /// `None`: the process had already exited when it was pinned; nothing can be attested.
     pub(crate) start_time: Option<u64>,
     pub(crate) pidfd: Option<OwnedFd>,
+    /// Opened at pin time and then checked to be this process's (alive after it was opened):
+    /// it stays this process's, and once the process exits lookups in it fail, whoever
+    /// takes the pid next. `None` with `start_time`.
+    pub(crate) dir: Option<ProcDir>,
 }
 
 impl PinnedProcess {

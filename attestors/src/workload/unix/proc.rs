@@ -7,14 +7,16 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{openat, readlinkat, OFlag};
-use nix::sys::stat::Mode;
+use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
+use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
 
 use super::cgroupfs::Hierarchy;
 use super::UnixError;
 
 /// Cap for /proc files; a real stat or cgroup file is far smaller.
 pub(crate) const MAX_PROC_FILE: u64 = 64 * 1024;
+/// A first read's buffer: larger than a usual stat, status or cgroup file.
+const READ_BUF: usize = 4096;
 /// `Groups:` may list NGROUPS_MAX (65536) gids, which does not fit in 64 KiB.
 pub(crate) const MAX_STATUS_FILE: u64 = 1024 * 1024;
 
@@ -155,6 +157,7 @@ pub(crate) fn is_gone(e: &io::Error) -> bool {
 /// An open `/proc/<pid>` directory. Everything read through it belongs to the one process that
 /// had the pid when it was opened: after that process exits, reads fail instead of silently
 /// following a reused pid.
+#[derive(Debug)]
 pub(crate) struct ProcDir {
     dir: File,
     path: PathBuf,
@@ -208,7 +211,9 @@ impl ProcDir {
     /// Reads at most `limit` bytes of `name`; a longer file is an error, not a truncation.
     pub fn read(&self, name: &str, limit: u64) -> Result<Vec<u8>, UnixError> {
         let file = self.open_file(name)?;
-        let mut buf = Vec::new();
+        // Room for a whole stat, status or cgroup file: one read(2) and the one that sees its
+        // end, where an empty buffer started with a small probe and grew read by read.
+        let mut buf = Vec::with_capacity(READ_BUF.min(limit as usize + 1));
         file.take(limit + 1)
             .read_to_end(&mut buf)
             .map_err(|e| self.io_err(name, e))?;
@@ -219,6 +224,23 @@ impl ProcDir {
             });
         }
         Ok(buf)
+    }
+
+    /// stat(2) of `name` in the directory, following the `exe` magic link: no path walk
+    /// from `/`.
+    pub fn stat_at(&self, name: &str) -> Result<FileStat, UnixError> {
+        fstatat(Some(self.dir.as_raw_fd()), name, AtFlags::empty())
+            .map_err(|e| self.io_err(name, e.into()))
+    }
+
+    /// stat(2) of the directory itself. Its owner is the process's effective uid and gid
+    /// (root's while it is not dumpable); once the process has exited it reads as root's,
+    /// so only a check that the process still lives makes it mean anything.
+    pub fn stat_self(&self) -> Result<FileStat, UnixError> {
+        fstat(self.dir.as_raw_fd()).map_err(|e| UnixError::Io {
+            path: self.path.clone(),
+            source: e.into(),
+        })
     }
 
     pub fn readlink(&self, name: &str) -> Result<OsString, UnixError> {

@@ -109,7 +109,11 @@ fn cache_hit_does_not_read_file() {
     // Primed with a digest the content does not have: a hit must not read the file.
     a.hasher.digest(key, || Ok(Some([0xab; 32]))).unwrap();
     assert_eq!(a.cache_stats(), (0, 1));
-    assert_eq!(a.exe_digest(&file, f.path()).unwrap(), Some([0xab; 32]));
+    assert_eq!(
+        a.exe_digest(&file, &file.metadata().unwrap(), f.path())
+            .unwrap(),
+        Some([0xab; 32])
+    );
     assert_eq!(a.cache_stats(), (1, 1));
 
     // A miss hashes the content and caches it.
@@ -117,8 +121,16 @@ fn cache_hit_does_not_read_file() {
     fs::write(g.path(), b"other").unwrap();
     let file = File::open(g.path()).unwrap();
     let want: [u8; 32] = Sha256::digest(b"other").into();
-    assert_eq!(a.exe_digest(&file, g.path()).unwrap(), Some(want));
-    assert_eq!(a.exe_digest(&file, g.path()).unwrap(), Some(want));
+    assert_eq!(
+        a.exe_digest(&file, &file.metadata().unwrap(), g.path())
+            .unwrap(),
+        Some(want)
+    );
+    assert_eq!(
+        a.exe_digest(&file, &file.metadata().unwrap(), g.path())
+            .unwrap(),
+        Some(want)
+    );
     assert_eq!(a.cache_stats(), (2, 2));
 }
 
