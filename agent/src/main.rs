@@ -199,6 +199,9 @@ async fn dispatch(cmd: Cmd) -> Result<(), BoxError> {
 
 fn main() -> ExitCode {
     let cli: Cli = tessera_common::cli::parse_args();
+    if !matches!(cli.cmd, Cmd::Run { .. }) {
+        tessera_common::cli::die_on_closed_stdout();
+    }
     tessera_common::cli::run(dispatch(cli.cmd))
 }
 

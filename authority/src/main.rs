@@ -183,6 +183,9 @@ enum BundleCmd {
 
 fn main() -> ExitCode {
     let cli: Cli = tessera_common::cli::parse_args();
+    if !matches!(cli.cmd, Cmd::Run { .. }) {
+        tessera_common::cli::die_on_closed_stdout();
+    }
     tessera_common::cli::run(async move {
         match cli.cmd {
             Cmd::Run { config } => {

@@ -31,6 +31,17 @@ pub fn parse_args<T: clap::Parser>() -> T {
     }
 }
 
+/// For the commands that print and exit (not the daemons): a reader that goes
+/// away (`| head`) ends the process as it ends any Unix tool, by SIGPIPE, where
+/// Rust's ignored SIGPIPE made the next `println!` panic. The daemons keep it
+/// ignored: a peer closing a socket is an error to handle, not a reason to die.
+pub fn die_on_closed_stdout() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: restores the default disposition, installing no handler code;
+    // called at the top of main, before the runtime starts any thread.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 /// Runs a command's future on a fresh runtime; an error is one `error:` line
 /// and a non-zero exit.
 pub fn run<F>(fut: F) -> std::process::ExitCode

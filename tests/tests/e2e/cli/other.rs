@@ -1,4 +1,4 @@
-//! `agent show`, the audit window, token JSON, man pages, `api fetch x509 --write`.
+//! `agent show`, the audit window, token JSON, man pages, `api fetch x509 --write`, a closed stdout.
 
 use super::*;
 
@@ -237,5 +237,30 @@ async fn fetch_x509_write_creates_a_private_directory() {
         fs::read_dir(&planted).unwrap().count(),
         0,
         "nothing written"
+    );
+}
+
+/// `tessera-agent eventlog LOG | head -c0`: the reader is gone before the first
+/// write. The command ends by SIGPIPE, as a Unix tool does, never by a panic.
+#[test]
+fn a_closed_stdout_ends_a_command_by_sigpipe_not_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
+    drop(read_end);
+    let out = std::process::Command::new(bin("tessera-agent").expect("binary built"))
+        .arg("eventlog")
+        .arg(crate::tpm::rhel8_log())
+        .stdout(std::process::Stdio::from(write_end))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run tessera-agent eventlog");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let sigpipe = nix::sys::signal::Signal::SIGPIPE as i32;
+    assert_eq!(
+        out.status.signal(),
+        Some(sigpipe),
+        "{:?}: {stderr}",
+        out.status
     );
 }
