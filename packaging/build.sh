@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the .deb and .rpm packages of tessera-agent and tessera-authority
-# into target/packages/ from release builds. Installs cargo-deb and
+# Builds the .deb and .rpm packages of tessera-agent (with its TPM helper,
+# tessera-agent-tpm) and tessera-authority into target/packages/ from release
+# builds. Installs cargo-deb and
 # cargo-generate-rpm (cargo install --locked) when they are missing.
 #
 #   TESSERA_PACKAGE_BIN_DIR=DIR  package the binaries already built in DIR
@@ -30,14 +31,15 @@ fi
 bin_dir=${TESSERA_PACKAGE_BIN_DIR:-}
 if [ -z "$bin_dir" ]; then
   # One package per build: built together, Cargo would unify features and
-  # link the agent's TPM libraries into the authority too.
+  # build the TPM code (libtss2) into the authority and the agent too.
   cargo build --release --locked -p tessera-authority
   cargo build --release --locked -p tessera-agent
+  cargo build --release --locked -p tessera-agent-tpm
   bin_dir=$target/release
 fi
 
 mkdir -p "$stage" "$out"
-for b in tessera-agent tessera-authority; do
+for b in tessera-agent tessera-agent-tpm tessera-authority; do
   strip --strip-all -o "$stage/$b" "$bin_dir/$b"
 done
 

@@ -1,7 +1,7 @@
 // Compiles the protos with protox (pure Rust), so no `protoc` is needed.
 
 /// Keep in step with src/redact.rs, whose tests print each of these.
-const SECRET_BEARING: [&str; 9] = [
+const SECRET_BEARING: [&str; 10] = [
     ".X509SVID",
     ".JWTSVID",
     ".WITSVID",
@@ -11,6 +11,7 @@ const SECRET_BEARING: [&str; 9] = [
     ".tessera.authority.v1.SignJwtResponse",
     ".tessera.authority.v1.GenerateTokenResponse",
     ".tessera.tpm.v1.ChallengeResponse",
+    ".tessera.tpm.helper.v1.Secret",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -18,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/workload.proto",
         "proto/authority.proto",
         "proto/tpm.proto",
+        "proto/tpm_helper.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -153,6 +153,8 @@ pub struct TpmConfig {
     pub tcti: Option<String>,
     pub event_log_path: Option<PathBuf>,
     pub ek_template: Option<String>,
+    /// tessera-agent-tpm; default: beside the agent, else ../libexec/tessera/.
+    pub helper_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Clone, Default)]
@@ -313,7 +315,9 @@ impl Config {
         };
         let socket_path = raw.socket_path.unwrap_or_else(|| DEFAULT_SOCKET.into());
         let data_dir = raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into());
-        for (field, p) in [("socket_path", &socket_path), ("data_dir", &data_dir)] {
+        let mut paths = vec![("socket_path", &socket_path), ("data_dir", &data_dir)];
+        paths.extend(raw.tpm.helper_path.as_ref().map(|p| ("tpm.helper_path", p)));
+        for (field, p) in paths {
             if !p.is_absolute() {
                 return Err(format!("{field}: {p:?} must be an absolute path"));
             }
@@ -385,6 +389,15 @@ mod tests {
             assert!(shown.contains("redacted"), "{shown}");
             assert!(!shown.contains(TOKEN), "{shown}");
         }
+    }
+
+    #[test]
+    fn tpm_helper_path_must_be_absolute() {
+        let t = "trust_domain = \"example.org\"\nauthority_address = \"a:1\"\ntrust_bundle_path = \"/b\"\n[node_attestation]\nmethod = \"tpm\"\n[tpm]\nhelper_path = ";
+        let c = Config::parse(&format!("{t}\"/opt/t/tessera-agent-tpm\"\n")).unwrap();
+        assert_eq!(c.tpm.helper_path, Some("/opt/t/tessera-agent-tpm".into()));
+        let e = Config::parse(&format!("{t}\"tessera-agent-tpm\"\n")).unwrap_err();
+        assert!(e.contains("tpm.helper_path"), "{e}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use crate::node;
 use std::path::Path;
-use tessera_attestors::node::tpm::device::AK_BLOB_FILE;
+use tessera_attestors::node::tpm::ops::AK_BLOB_FILE;
 use tessera_common::fsutil;
 
 /// Every file the agent writes in `data_dir`, each through `fsutil::write_atomic`.

@@ -12,4 +12,5 @@ pub mod node;
 pub mod ops;
 pub mod run;
 pub mod sds;
+pub mod tpm_helper;
 pub mod workload_api;

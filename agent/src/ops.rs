@@ -139,7 +139,8 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         (
             "tpm",
             differs(&old.tpm.tcti, &new.tpm.tcti)
-                || differs(&old.tpm.event_log_path, &new.tpm.event_log_path),
+                || differs(&old.tpm.event_log_path, &new.tpm.event_log_path)
+                || differs(&old.tpm.helper_path, &new.tpm.helper_path),
         ),
         (
             "telemetry.listen",

@@ -12,7 +12,6 @@ use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
 use std::time::Duration;
 use tessera_attestors::node::join_token::JoinTokenEvidence;
-use tessera_attestors::node::tpm::device::Tpm;
 use tessera_attestors::node::tpm::evidence::TpmEvidence;
 use tessera_attestors::node::NodeEvidence;
 use tessera_attestors::workload::docker_api::DockerApi;
@@ -44,7 +43,7 @@ fn bootstrap_roots(cfg: &Config) -> Result<Option<Vec<CertificateDer<'static>>>,
     })
 }
 
-fn evidence(cfg: &Config) -> Result<Box<dyn NodeEvidence>, BoxError> {
+async fn evidence(cfg: &Config) -> Result<Box<dyn NodeEvidence>, BoxError> {
     Ok(match &cfg.node_attestation {
         NodeAttestation::JoinToken(t) => Box::new(JoinTokenEvidence(t.clone())),
         NodeAttestation::Tpm {
@@ -52,8 +51,7 @@ fn evidence(cfg: &Config) -> Result<Box<dyn NodeEvidence>, BoxError> {
             event_log_path,
             ek_template,
         } => Box::new(TpmEvidence {
-            tpm: Tpm::open_with_ek(tcti, *ek_template)
-                .map_err(|e| format!("tpm.tcti {tcti:?}: {e}"))?,
+            tpm: crate::tpm_helper::start(cfg, tcti, *ek_template).await?,
             key_dir: cfg.data_dir.clone(),
             event_log_path: event_log_path.clone(),
         }),
@@ -133,7 +131,7 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
     ));
     tracing::info!(socket = %cfg.socket_path.display(), "Workload API listening");
 
-    let evidence = timed_evidence(evidence(&cfg)?, metrics.clone());
+    let evidence = timed_evidence(evidence(&cfg).await?, metrics.clone());
     // Ready once serving (callers get Unavailable until attested) and the TPM
     // is open; the SIGTERM handler is installed by the select! just below.
     systemd::spawn_watchdog();

@@ -1,5 +1,6 @@
 //! Types and helpers shared by the tessera agent, authority and attestors.
 
+pub mod child;
 pub mod cli;
 pub mod config;
 pub mod duration;

@@ -17,6 +17,11 @@ pub const WORKLOAD_FILE_DESCRIPTOR_SET: &[u8] =
 /// `tessera.tpm.v1`: payloads of the TPM node attestor.
 pub mod tpm {
     tonic::include_proto!("tessera.tpm.v1");
+
+    /// `tessera.tpm.helper.v1`: the agent's pipe to `tessera-agent-tpm`.
+    pub mod helper {
+        tonic::include_proto!("tessera.tpm.helper.v1");
+    }
 }
 
 mod redact;

@@ -5,7 +5,7 @@
 use crate::authority::{
     attest_request, AttestBegin, AttestRequest, GenerateTokenResponse, SignJwtResponse,
 };
-use crate::tpm::ChallengeResponse;
+use crate::tpm::{helper, ChallengeResponse};
 use crate::workload::{Jwtsvid, ValidateJwtsvidRequest, Witsvid, X509svid};
 use std::fmt;
 
@@ -122,6 +122,14 @@ impl fmt::Debug for ChallengeResponse {
     }
 }
 
+impl fmt::Debug for helper::Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secret")
+            .field("secret", &Redacted(self.secret.len()))
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,7 +161,7 @@ mod tests {
             payload: b(),
             csr: vec![1],
         };
-        let cases: [(&str, &dyn fmt::Debug); 10] = [
+        let cases: [(&str, &dyn fmt::Debug); 11] = [
             (
                 "X509SVID",
                 &X509svid {
@@ -216,6 +224,7 @@ mod tests {
                     ..Default::default()
                 },
             ),
+            ("tpm helper Secret", &helper::Secret { secret: b() }),
         ];
         for (what, v) in cases {
             assert_hidden(what, v);

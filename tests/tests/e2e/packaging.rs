@@ -121,10 +121,15 @@ fn debs_hold_the_expected_files_and_dependencies() {
         }
         let conffiles = ok("dpkg-deb", &[os("-I"), d.as_os_str(), os("conffiles")]);
         assert_eq!(conffiles.trim(), format!("/etc/tessera/{config}.toml"));
+        assert_eq!(
+            list.contains("./usr/libexec/tessera/tessera-agent-tpm"),
+            name == "tessera-agent",
+            "{name}: the TPM helper in\n{list}"
+        );
         let depends = ok("dpkg-deb", &[os("-f"), d.as_os_str(), os("Depends")]);
         eprintln!("{name} Depends: {depends}");
-        // The agent links libtss2 (ESAPI, the TCTI loader); the authority
-        // verifies TPM evidence in software and does not.
+        // The agent's TPM helper links libtss2 (ESAPI, the TCTI loader); the
+        // authority verifies TPM evidence in software and does not.
         for lib in ["libtss2-esys", "libtss2-tctildr"] {
             assert_eq!(
                 depends.contains(lib),
@@ -134,12 +139,52 @@ fn debs_hold_the_expected_files_and_dependencies() {
         }
         assert!(depends.contains("libc6"), "{depends}");
     }
-    let staged = target_dir().join("packaging/tessera-authority");
-    let ldd = ok("ldd", &[staged.as_os_str()]);
+    // Only the helper loads libtss2 and the libcrypto it needs: not the
+    // agent (whose every command would pay for loading them), not the authority.
+    let staged = |b: &str| target_dir().join("packaging").join(b);
+    for b in ["tessera-agent", "tessera-authority"] {
+        let needed = dt_needed(&staged(b));
+        assert!(
+            !needed
+                .iter()
+                .any(|l| l.starts_with("libtss2") || l.starts_with("libcrypto")),
+            "{b} needs {needed:?}"
+        );
+    }
+    let needed = dt_needed(&staged("tessera-agent-tpm"));
     assert!(
-        !ldd.contains("libtss2"),
-        "the authority links libtss2:\n{ldd}"
+        needed.iter().any(|l| l.starts_with("libtss2-esys")),
+        "the TPM helper needs {needed:?}"
     );
+}
+
+/// The `DT_NEEDED` entries of an ELF file (`readelf -d`, binutils).
+fn dt_needed(elf: &Path) -> Vec<String> {
+    let dynamic = ok("readelf", &[os("-d"), elf.as_os_str()]);
+    let needed: Vec<String> = dynamic
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| Some(l.split_once('[')?.1.split_once(']')?.0.to_string()))
+        .collect();
+    assert!(needed.iter().any(|l| l.starts_with("libc.so")), "{dynamic}");
+    needed
+}
+
+/// What the suite built (the binaries the end-to-end tests run), not only the
+/// packaged copies: the agent's own build has no libtss2 either.
+#[test]
+fn only_the_tpm_helper_links_libtss2() {
+    let agent = dt_needed(&bin("tessera-agent").expect("binary built"));
+    assert!(
+        !agent
+            .iter()
+            .any(|l| l.starts_with("libtss2") || l.starts_with("libcrypto")),
+        "tessera-agent needs {agent:?}"
+    );
+    let helper = dt_needed(&bin("tessera-agent-tpm").expect("binary built"));
+    for lib in ["libtss2-esys", "libtss2-tctildr"] {
+        assert!(helper.iter().any(|l| l.starts_with(lib)), "{helper:?}");
+    }
 }
 
 #[test]
@@ -203,6 +248,9 @@ fn rpms_hold_the_expected_files_and_pass_rpmlint() {
             format!("/usr/share/doc/{name}/README.md"),
             format!("/usr/share/{name}/grafana/tessera.json"),
         ];
+        if name == "tessera-agent" {
+            want.push("/usr/libexec/tessera/tessera-agent-tpm".into());
+        }
         want.sort();
         assert_eq!(got, want, "{name}");
         let configs = ok("rpm", &[os("-qcp"), r.as_os_str()]);
@@ -367,6 +415,10 @@ fn agent_deb_installs_upgrades_removes_and_purges() {
     );
     let help = ok("/usr/bin/tessera-agent", &[os("--help")]);
     assert!(help.contains("/etc/tessera/agent.toml"), "{help}");
+    // Where the agent looks for its TPM helper when none is beside it.
+    let helper = Path::new("/usr/bin/../libexec/tessera/tessera-agent-tpm");
+    let version = ok(helper.to_str().unwrap(), &[os("--version")]);
+    assert!(version.starts_with("tessera-agent-tpm "), "{version}");
 
     // A local edit and some state, as a running agent would leave.
     let edited = format!("{}\n# local edit\n", fs::read_to_string(config).unwrap());
@@ -389,6 +441,7 @@ fn agent_deb_installs_upgrades_removes_and_purges() {
 
     dpkg(&[os("--remove"), os("tessera-agent")]);
     assert!(!Path::new("/usr/bin/tessera-agent").exists());
+    assert!(!Path::new("/usr/libexec/tessera").exists());
     assert!(config.exists(), "remove keeps the conffile");
     assert!(
         data.join("agent-svid.pem").exists(),

@@ -242,6 +242,70 @@ fn units_and_packaged_configs_agree() {
     assert!(has(&auth_unit, "CapabilityBoundingSet="));
 }
 
+/// The system calls a system-call group of the unit's filter holds.
+fn syscall_group(group: &str) -> BTreeSet<String> {
+    let out = run(
+        "systemd-analyze",
+        &[OsStr::new("syscall-filter"), OsStr::new(group)],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
+/// With `method = "tpm"` the agent starts tessera-agent-tpm (packaged in
+/// /usr/libexec/tessera): the sandbox must let it fork, exec and set up the
+/// child (close_range, dropping ambient capabilities with prctl). The child
+/// stays in the unit's cgroup and mount namespace, so `DeviceAllow=` and
+/// `BindPaths=` of /dev/tpmrm0 apply to it.
+#[test]
+fn the_agent_unit_lets_it_start_its_tpm_helper() {
+    let unit = fs::read_to_string(systemd_dir().join("tessera-agent.service")).unwrap();
+    let (mut allowed, mut denied) = (BTreeSet::new(), BTreeSet::new());
+    for filter in unit
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("SystemCallFilter="))
+    {
+        let (set, list) = match filter.strip_prefix('~') {
+            Some(list) => (&mut denied, list),
+            None => (&mut allowed, filter),
+        };
+        for name in list.split_whitespace() {
+            match name.starts_with('@') {
+                true => set.extend(syscall_group(name)),
+                false => {
+                    set.insert(name.to_string());
+                }
+            }
+        }
+    }
+    for call in ["execve", "clone3", "prctl", "close_range", "pipe2", "wait4"] {
+        assert!(
+            allowed.contains(call) && !denied.contains(call),
+            "{call} is filtered"
+        );
+    }
+    // KillMode= stays control-group: stopping the unit stops the helper too.
+    for key in [
+        "NoExecPaths=",
+        "ExecPaths=",
+        "InaccessiblePaths=",
+        "KillMode=",
+    ] {
+        assert!(
+            !unit.lines().any(|l| l.trim().starts_with(key)),
+            "{key} set"
+        );
+    }
+    assert!(unit
+        .lines()
+        .any(|l| l.trim() == "DeviceAllow=/dev/tpmrm0 rw"));
+}
+
 // ---------------------------------------------------------------------------------------
 // sd_notify, spoken by the real binaries
 

@@ -7,7 +7,7 @@ use crate::harness::*;
 use std::fs;
 use std::path::{Path, PathBuf};
 use tessera_attestors::node::tpm::device::swtpm::Swtpm;
-use tessera_attestors::node::tpm::device::{PcrBank, PcrSelection, Tpm};
+use tessera_attestors::node::tpm::device::{PcrBank, PcrSelection, Tpm, TpmOps};
 use tessera_attestors::node::tpm::ekcert::EkCaStore;
 use tessera_attestors::node::tpm::eventlog::{self, event_type::EV_NO_ACTION, HashAlg};
 use tessera_attestors::node::tpm::evidence::TpmEvidence;
@@ -280,7 +280,7 @@ async fn tpm_evicted_ek_loses_identity_at_renewal_and_cannot_reattest() {
 
 pub(crate) struct Rig {
     pub(crate) _swtpm: Swtpm,
-    pub(crate) ev: TpmEvidence,
+    pub(crate) ev: TpmEvidence<Tpm>,
     pub(crate) key_dir: tempfile::TempDir,
 }
 

@@ -1,7 +1,7 @@
 //! Agent half of the `tpm` node attestor: EK + AK + event log as evidence,
 //! then ActivateCredential and a quote as the answer to the challenge.
 
-use super::device::{PcrBank, PcrSelection, Tpm};
+use super::ops::{PcrBank, PcrSelection, TpmOps};
 use crate::node::{EvidenceError, NodeEvidence};
 use prost::Message;
 use std::io::Read;
@@ -17,8 +17,9 @@ pub const ALG_SHA1: u32 = 0x0004;
 pub const ALG_SHA256: u32 = 0x000B;
 pub const ALG_SHA384: u32 = 0x000C;
 
-pub struct TpmEvidence {
-    pub tpm: Tpm,
+pub struct TpmEvidence<T> {
+    /// The TPM: `device::Tpm` in process, or the agent's helper client.
+    pub tpm: T,
     /// Where the AK blob lives (the agent's data_dir).
     pub key_dir: PathBuf,
     pub event_log_path: PathBuf,
@@ -28,7 +29,7 @@ fn failed(e: impl std::fmt::Display) -> EvidenceError {
     EvidenceError::Failed(e.to_string())
 }
 
-impl TpmEvidence {
+impl<T> TpmEvidence<T> {
     fn read_event_log(&self) -> Result<Vec<u8>, EvidenceError> {
         let f = std::fs::File::open(&self.event_log_path)
             .map_err(|e| failed(format!("event log {}: {e}", self.event_log_path.display())))?;
@@ -68,7 +69,7 @@ pub fn selection(bank: u32, pcrs: &[u32]) -> Result<PcrSelection, EvidenceError>
 }
 
 #[async_trait::async_trait]
-impl NodeEvidence for TpmEvidence {
+impl<T: TpmOps> NodeEvidence for TpmEvidence<T> {
     fn method(&self) -> &'static str {
         METHOD
     }

@@ -4,9 +4,11 @@ pub mod credential;
 pub mod device;
 pub mod ekcert;
 pub mod eventlog;
-#[cfg(feature = "tpm-device")]
 pub mod evidence;
 pub mod facts;
+#[cfg(feature = "tpm-helper")]
+pub mod helper;
+pub mod ops;
 pub mod policy;
 pub mod public;
 pub mod quote;

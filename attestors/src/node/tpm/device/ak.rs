@@ -16,10 +16,8 @@ use tss_esapi::structures::{Private, Public};
 use tss_esapi::traits::{Marshall, UnMarshall};
 
 use super::context::{flush, tss, State};
-use super::{ek, AkPublic, TpmError};
+use super::{ek, AkPublic, TpmError, AK_BLOB_FILE};
 
-/// File name of the AK blob inside the caller's directory.
-pub const AK_BLOB_FILE: &str = "tpm-ak.blob";
 const MAGIC: &[u8; 4] = b"TAK1";
 /// TPM_ALG_SHA256: the AK's nameAlg, first two bytes of its Name.
 const NAME_ALG_SHA256: [u8; 2] = [0x00, 0x0B];

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use super::public::EkTemplate;
 
-pub use ak::AK_BLOB_FILE;
+pub use super::ops::{AkPublic, Endorsement, PcrBank, PcrSelection, Quote, TpmOps, AK_BLOB_FILE};
 pub use quote::MAX_NONCE;
 
 /// Production TCTI: the kernel's resource manager.
@@ -63,57 +63,6 @@ pub enum TpmError {
     },
 }
 
-/// What identifies the TPM: its EK certificate (if the TPM has one in NV,
-/// DER without NV padding) and the EK public area as marshalled TPMT_PUBLIC.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endorsement {
-    pub ek_cert: Option<Vec<u8>>,
-    pub ek_public: Vec<u8>,
-}
-
-/// The AK as the authority sees it: marshalled TPMT_PUBLIC and its Name
-/// (`0x000B || SHA-256(public)`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AkPublic {
-    pub public: Vec<u8>,
-    pub name: Vec<u8>,
-}
-
-/// A quote: marshalled TPMS_ATTEST and TPMT_SIGNATURE, and the quoted PCR
-/// values in ascending PCR order (their SHA-256 is the attest's pcrDigest).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Quote {
-    pub attest: Vec<u8>,
-    pub signature: Vec<u8>,
-    pub pcr_values: Vec<(u32, Vec<u8>)>,
-}
-
-/// PCR bank to quote.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PcrBank {
-    Sha1,
-    Sha256,
-    Sha384,
-}
-
-/// One bank and a set of PCR indices (0–23).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PcrSelection {
-    pub bank: PcrBank,
-    pub pcrs: Vec<u32>,
-}
-
-impl Default for PcrSelection {
-    /// SHA-256, PCRs 0–9 and 14: what the firmware event log covers.
-    fn default() -> Self {
-        PcrSelection {
-            bank: PcrBank::Sha256,
-            pcrs: vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14],
-        }
-    }
-}
-
 /// Handle to the TPM. Cheap to clone; all clones share one context.
 #[derive(Clone)]
 pub struct Tpm {
@@ -149,9 +98,14 @@ impl Tpm {
             })
             .await
     }
+}
+
+#[async_trait::async_trait]
+impl TpmOps for Tpm {
+    type Error = TpmError;
 
     /// EK certificate and EK public area.
-    pub async fn endorsement(&self) -> Result<Endorsement, TpmError> {
+    async fn endorsement(&self) -> Result<Endorsement, TpmError> {
         self.owner
             .run(|state| ek::ensure(state)?.endorsement())
             .await
@@ -159,7 +113,7 @@ impl Tpm {
 
     /// The AK persisted in `blob_dir`, created (and persisted, mode 0600) if
     /// missing or no longer loadable on this TPM.
-    pub async fn attestation_key(&self, blob_dir: &Path) -> Result<AkPublic, TpmError> {
+    async fn attestation_key(&self, blob_dir: &Path) -> Result<AkPublic, TpmError> {
         let dir = blob_dir.to_path_buf();
         self.owner
             .run(move |state| ak::attestation_key(state, &dir))
@@ -168,7 +122,7 @@ impl Tpm {
 
     /// Recover the secret of a MakeCredential(EK, AK name) challenge. Both
     /// inputs are TPM2Bs (with their 2-byte size).
-    pub async fn activate_credential(
+    async fn activate_credential(
         &self,
         blob_dir: &Path,
         credential_blob: &[u8],
@@ -186,7 +140,7 @@ impl Tpm {
 
     /// Quote `pcrs` with the persisted AK; `nonce` (at most [`MAX_NONCE`]
     /// bytes) becomes the attest's extraData.
-    pub async fn quote(
+    async fn quote(
         &self,
         blob_dir: &Path,
         nonce: &[u8],

@@ -31,7 +31,6 @@
 use std::fs;
 use std::io::{self, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -78,6 +77,11 @@ impl Swtpm {
             .unwrap_or_else(|p| p.into_inner());
         self.child = spawn(self.dir.path(), self.port)?;
         Ok(())
+    }
+
+    /// The swtpm process (to stop it with SIGSTOP: a TPM that does not answer).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL, no TPM2_Shutdown: every command fails until [`Swtpm::start_again`].
@@ -167,16 +171,7 @@ impl Drop for Swtpm {
 /// sockets from other threads) past exec.
 pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut cmd = Command::new(program);
-    // SAFETY: runs between fork and exec and only makes one async-signal-safe
-    // syscall; CLOEXEC (not close) keeps std's exec-error pipe working.
-    unsafe {
-        cmd.pre_exec(|| {
-            let cloexec = nix::libc::CLOSE_RANGE_CLOEXEC as nix::libc::c_int;
-            // Best effort: kernels before 5.11 lack the flag.
-            let _ = nix::libc::close_range(3, u32::MAX, cloexec);
-            Ok(())
-        });
-    }
+    tessera_common::child::stdio_only(&mut cmd);
     cmd
 }
 
