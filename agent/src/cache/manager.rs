@@ -121,6 +121,8 @@ impl Manager {
     /// refusal of the agent itself drops every identity.
     pub async fn step(&mut self) -> Result<(), AuthorityError> {
         let result = self.sync_and_sign().await;
+        // What the round decoded and signed with is freed by now.
+        crate::heap::release_free_pages();
         if let Some(m) = &self.metrics {
             m.entry_sync(result.is_ok());
         }
