@@ -110,7 +110,10 @@ mod tests {
     fn unchanged_entries_keep_their_copy_and_parents_are_shared() {
         let first = resync([].iter(), &[pb_entry("a", 1), pb_entry("b", 1)]).unwrap();
         assert!(Arc::ptr_eq(&first[0].parent_id, &first[1].parent_id));
-        assert_eq!(first[1].selectors, vec![Selector::parse("unix:uid:b").unwrap()]);
+        assert_eq!(
+            first[1].selectors,
+            vec![Selector::parse("unix:uid:b").unwrap()]
+        );
         assert!(resync(first.iter(), &[pb_entry("a", 1), pb_entry("b", 1)]).is_none());
         let next = resync(first.iter(), &[pb_entry("b", 1), pb_entry("a", 2)]).unwrap();
         assert!(Arc::ptr_eq(&next[0], &first[1]), "unchanged, moved: kept");

@@ -207,9 +207,7 @@ impl Manager {
             .filter_map(|(i, (e, svid))| {
                 let urgency = match svid {
                     None => i64::MIN,
-                    Some(s) if s.entry.revision != e.revision || s.rotation_due(now) => {
-                        s.not_after
-                    }
+                    Some(s) if s.entry.revision != e.revision || s.rotation_due(now) => s.not_after,
                     Some(_) => return None,
                 };
                 let job = Job {
@@ -281,7 +279,10 @@ impl Manager {
                 tracing::info!(spiffe_id = %svid.spiffe_id, entry_id = %job.entry.id, not_after = svid.not_after, "X509-SVID updated");
                 let replaced = match job.target {
                     Target::Expansion(_) => self.templates.insert(svid),
-                    Target::Entry(i) => self.svids.get_mut(i).and_then(|slot| slot.replace(Arc::new(svid))),
+                    Target::Entry(i) => self
+                        .svids
+                        .get_mut(i)
+                        .and_then(|slot| slot.replace(Arc::new(svid))),
                 };
                 if let (Some(m), Some(_)) = (&self.metrics, replaced) {
                     m.svid_rotated();

@@ -3,9 +3,9 @@
 //! evicted once idle. The Workload API side ([`Demands`]) asks and waits; the
 //! manager side ([`Templates`]) signs and owns the SVIDs.
 
+use super::entry::Entry;
 use super::manager::Clock;
 pub use super::template_limits::TemplateLimits;
-use super::entry::Entry;
 use super::{same_arcs, CachedSvid, Snapshot};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -12,9 +12,10 @@ impl Manager {
         for d in &demands {
             let known = self.templates.template_of(&d.key.0).is_some();
             let met = self.templates.has(&d.key, &self.entries, now);
-            let queued = jobs
-                .iter()
-                .any(|j| j.entry.id == d.key.0 && matches!(&j.target, Target::Expansion(id) if *id == d.key.1));
+            let queued = jobs.iter().any(|j| {
+                j.entry.id == d.key.0
+                    && matches!(&j.target, Target::Expansion(id) if *id == d.key.1)
+            });
             if known && !met && !queued {
                 if let Some(e) = self.entries.iter().find(|e| e.id == d.key.0) {
                     jobs.push(Job {

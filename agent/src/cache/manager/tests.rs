@@ -344,7 +344,11 @@ async fn reordered_entries_keep_their_svids_and_share_the_entry() {
         entry("1", "spiffe://td/a", 1),
     ];
     m.step().await.unwrap();
-    assert_eq!(fake.signed.load(Ordering::SeqCst), 3, "nothing signed again");
+    assert_eq!(
+        fake.signed.load(Ordering::SeqCst),
+        3,
+        "nothing signed again"
+    );
     let snap = rx.borrow().clone();
     let ids: Vec<_> = snap.svids.iter().map(|s| s.spiffe_id.to_string()).collect();
     assert_eq!(ids, ["spiffe://td/c", "spiffe://td/a"]);
