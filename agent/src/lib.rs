@@ -6,6 +6,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod data_dir;
+pub mod heap;
 pub mod identity;
 pub mod metrics;
 pub mod node;

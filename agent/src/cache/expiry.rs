@@ -63,7 +63,7 @@ fn expire(tx: &watch::Sender<Arc<Snapshot>>, clock: &dyn Clock) {
             return false;
         }
         for s in &gone {
-            tracing::warn!(spiffe_id = %s.spiffe_id, entry_id = %s.entry_id, not_after = s.not_after,
+            tracing::warn!(spiffe_id = %s.spiffe_id, entry_id = %s.entry.id, not_after = s.not_after,
                 "X509-SVID expired before it was renewed (authority unreachable?); no longer served");
         }
         *cur = Arc::new(Snapshot {

@@ -1,12 +1,13 @@
 //! Keeps the SVID cache current: syncs entries, signs new and due SVIDs in
 //! batches, drops expired ones, and publishes a snapshot on every change.
 
+use super::entry::{resync, Entry};
 use super::templates::{Demands, TemplateLimits, Templates};
 use super::{same_arcs, Bundle, CachedSvid, Snapshot, State};
 use crate::authority_client::{AuthorityClient, AuthorityError};
 use crate::metrics::Metrics;
 use crate::node::key_and_csr;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,8 +51,11 @@ pub struct Manager {
     authority: Arc<dyn AuthorityClient>,
     clock: Arc<dyn Clock>,
     tx: watch::Sender<Arc<Snapshot>>,
-    entries: Vec<pb::Entry>,
-    svids: HashMap<String, Arc<CachedSvid>>,
+    entries: Vec<Arc<Entry>>,
+    /// `svids[i]` is the SVID of `entries[i]` (None for a templated entry:
+    /// `templates` keeps its expansions'). A map by entry ID cost another
+    /// copy of each ID and a table slot, about 100 B an SVID.
+    svids: Vec<Option<Arc<CachedSvid>>>,
     bundle: Option<Arc<Bundle>>,
     state: State,
     /// Where `inspect` finds the synced entries (metadata only, never keys).
@@ -63,17 +67,15 @@ pub struct Manager {
 
 /// One SVID to sign: for an entry, or for an expansion of a templated entry.
 struct Job {
-    entry: pb::Entry,
-    expansion: Option<SpiffeId>,
+    entry: Arc<Entry>,
+    target: Target,
 }
 
-/// What a round signs: an entry by its position in `entries`, copied only
-/// when its batch is signed (a copy of every due entry up front is about
-/// 3 MB of short-lived strings for 10,000 entries, allocated among the SVIDs
-/// stored meanwhile), or a job ready to sign.
-enum Due {
+enum Target {
+    /// The entry's own SVID, at this position in `entries` (which does not
+    /// change while a round signs).
     Entry(usize),
-    Job(Box<Job>),
+    Expansion(SpiffeId),
 }
 
 impl Manager {
@@ -87,7 +89,7 @@ impl Manager {
             authority,
             tx,
             entries: Vec::new(),
-            svids: HashMap::new(),
+            svids: Vec::new(),
             bundle: None,
             state: State::Syncing,
             templates: Templates::new(TemplateLimits::default(), clock.clone()),
@@ -119,6 +121,8 @@ impl Manager {
     /// refusal of the agent itself drops every identity.
     pub async fn step(&mut self) -> Result<(), AuthorityError> {
         let result = self.sync_and_sign().await;
+        // What the round decoded and signed with is freed by now.
+        crate::heap::release_free_pages();
         if let Some(m) = &self.metrics {
             m.entry_sync(result.is_ok());
         }
@@ -144,75 +148,85 @@ impl Manager {
                 self.bundle = Some(Arc::new(bundle));
             }
         }
-        if self.entries != resp.entries {
-            self.entries = resp.entries;
-            // Decoding grew it by doubling: up to half of it unused, for good.
-            self.entries.shrink_to_fit();
-            self.templates.set_entries(&self.entries);
-            self.write_entries_file();
+        if let Some(entries) = resync(self.entries.iter(), &resp.entries) {
+            self.set_entries(entries);
         }
+        // Not held while the round signs: 10,000 decoded entries are 5 MB.
+        drop(resp.entries);
         // Once serving, each signed batch is published as it lands (see `sign`);
         // before that, workloads are told to wait for the whole first round.
         let serving = self.state == State::Ready;
         self.state = State::Ready;
-        let live: HashSet<&str> = self.entries.iter().map(|e| e.id.as_str()).collect();
-        self.svids.retain(|id, _| live.contains(id.as_str()));
         let now = self.clock.now();
         self.templates.evict(now);
-        let mut due: Vec<Due> = self.due(now).into_iter().map(Due::Entry).collect();
+        let mut due = self.due(now);
         due.extend(
             self.templates
                 .due(&self.entries, now)
                 .into_iter()
-                .map(|(entry, id)| {
-                    Due::Job(Box::new(Job {
-                        entry,
-                        expansion: Some(id),
-                    }))
+                .map(|(entry, id)| Job {
+                    entry,
+                    target: Target::Expansion(id),
                 }),
         );
         self.sign(due, serving).await
     }
 
-    /// Positions in `entries` of those whose own SVID is missing, outdated
-    /// or due, the most urgent first (missing, then the earliest notAfter):
-    /// when there are more than one round signs in time, what expires first
-    /// is renewed first. Templated entries are signed per expansion, on demand.
-    fn due(&self, now: i64) -> Vec<usize> {
-        let mut due: Vec<(i64, usize)> = self
+    /// A new entry list: each entry keeps its SVID, under its new position
+    /// (not one that became templated: its expansions are signed instead).
+    fn set_entries(&mut self, entries: Vec<Arc<Entry>>) {
+        let old = std::mem::take(&mut self.svids);
+        let by_id: HashMap<&str, &Arc<CachedSvid>> = old
+            .iter()
+            .flatten()
+            .map(|s| (s.entry.id.as_str(), s))
+            .collect();
+        self.svids = entries
+            .iter()
+            .map(|e| match by_id.get(e.id.as_str()) {
+                Some(s) if !is_template(&e.spiffe_id) => Some(Arc::clone(s)),
+                _ => None,
+            })
+            .collect();
+        self.entries = entries;
+        self.templates.set_entries(&self.entries);
+        self.write_entries_file();
+    }
+
+    /// Entries whose own SVID is missing, outdated or due, the most urgent
+    /// first (missing, then the earliest notAfter): when there are more than
+    /// one round signs in time, what expires first is renewed first.
+    /// Templated entries are signed per expansion, on demand.
+    fn due(&self, now: i64) -> Vec<Job> {
+        let mut due: Vec<(i64, Job)> = self
             .entries
             .iter()
+            .zip(&self.svids)
             .enumerate()
-            .filter(|(_, e)| !is_template(&e.spiffe_id))
-            .filter_map(|(i, e)| {
-                let urgency = match self.svids.get(&e.id) {
+            .filter(|(_, (e, _))| !is_template(&e.spiffe_id))
+            .filter_map(|(i, (e, svid))| {
+                let urgency = match svid {
                     None => i64::MIN,
-                    Some(s) if s.revision != e.revision || s.rotation_due(now) => s.not_after,
+                    Some(s) if s.entry.revision != e.revision || s.rotation_due(now) => s.not_after,
                     Some(_) => return None,
                 };
-                Some((urgency, i))
+                let job = Job {
+                    entry: e.clone(),
+                    target: Target::Entry(i),
+                };
+                Some((urgency, job))
             })
             .collect();
         due.sort_by_key(|(urgency, _)| *urgency);
-        due.into_iter().map(|(_, i)| i).collect()
+        due.into_iter().map(|(_, job)| job).collect()
     }
 
     /// Signs `due` in batches; with `publish_each`, every batch reaches
     /// workloads as soon as it is stored instead of after the last one.
-    async fn sign(&mut self, due: Vec<Due>, publish_each: bool) -> Result<(), AuthorityError> {
+    async fn sign(&mut self, due: Vec<Job>, publish_each: bool) -> Result<(), AuthorityError> {
         let mut due = due.into_iter();
         loop {
-            let chunk: Vec<Job> = due
-                .by_ref()
-                .take(BATCH)
-                .filter_map(|d| match d {
-                    Due::Entry(i) => self.entries.get(i).map(|e| Job {
-                        entry: e.clone(),
-                        expansion: None,
-                    }),
-                    Due::Job(j) => Some(*j),
-                })
-                .collect();
+            let chunk: Vec<Job> = due.by_ref().take(BATCH).collect();
             if chunk.is_empty() {
                 return Ok(());
             }
@@ -224,11 +238,10 @@ impl Manager {
                 reqs.push(pb::X509SignRequest {
                     entry_id: j.entry.id.clone(),
                     csr,
-                    spiffe_id: j
-                        .expansion
-                        .as_ref()
-                        .map(|id| id.to_string())
-                        .unwrap_or_default(),
+                    spiffe_id: match &j.target {
+                        Target::Expansion(id) => id.to_string(),
+                        Target::Entry(_) => String::new(),
+                    },
                 });
             }
             // One outcome per job, in order (checked by the authority client).
@@ -253,24 +266,23 @@ impl Manager {
         let template = self.templates.template_of(&job.entry.id).cloned();
         let checked = if s.entry_id == job.entry.id {
             let now = self.clock.now();
-            cached_svid(
-                &job.entry,
-                job.expansion.clone(),
-                template,
-                s.svid_chain,
-                key,
-                now,
-            )
+            let expansion = match &job.target {
+                Target::Expansion(id) => Some(id.clone()),
+                Target::Entry(_) => None,
+            };
+            cached_svid(&job.entry, expansion, template, s.svid_chain, key, now)
         } else {
             Err(format!("answer for entry {:?} in its place", s.entry_id))
         };
         match checked {
             Ok(svid) => {
                 tracing::info!(spiffe_id = %svid.spiffe_id, entry_id = %job.entry.id, not_after = svid.not_after, "X509-SVID updated");
-                let replaced = if svid.template.is_some() {
-                    self.templates.insert(svid)
-                } else {
-                    self.svids.insert(job.entry.id.clone(), Arc::new(svid))
+                let replaced = match job.target {
+                    Target::Expansion(_) => self.templates.insert(svid),
+                    Target::Entry(i) => self
+                        .svids
+                        .get_mut(i)
+                        .and_then(|slot| slot.replace(Arc::new(svid))),
                 };
                 if let (Some(m), Some(_)) = (&self.metrics, replaced) {
                     m.svid_rotated();
@@ -286,10 +298,12 @@ impl Manager {
     /// authorised since the last sync): its SVID goes, every other stays.
     fn drop_refused(&mut self, job: &Job, why: &str) {
         tracing::warn!(entry_id = %job.entry.id, spiffe_id = %job.entry.spiffe_id, reason = %why, "authority refused one entry; dropping its SVID");
-        match &job.expansion {
-            Some(id) => self.templates.remove(&job.entry.id, id),
-            None => {
-                self.svids.remove(&job.entry.id);
+        match &job.target {
+            Target::Expansion(id) => self.templates.remove(&job.entry.id, id),
+            Target::Entry(i) => {
+                if let Some(slot) = self.svids.get_mut(*i) {
+                    *slot = None;
+                }
             }
         }
     }
@@ -298,7 +312,8 @@ impl Manager {
         let svids: Vec<Arc<CachedSvid>> = self
             .entries
             .iter()
-            .flat_map(|e| match self.svids.get(&e.id) {
+            .zip(&self.svids)
+            .flat_map(|(e, svid)| match svid {
                 Some(s) => vec![s.clone()],
                 None => self.templates.svids_of(&e.id),
             })
@@ -333,14 +348,15 @@ impl Manager {
     /// Whether an SVID is due for renewal now (the clock may have been stepped).
     fn due_now(&self) -> bool {
         let now = self.clock.now();
-        self.svids.values().any(|s| s.rotation_due(now))
+        self.svids.iter().flatten().any(|s| s.rotation_due(now))
             || !self.templates.due(&self.entries, now).is_empty()
     }
 
     /// Earliest rotation or expiry among cached SVIDs.
     pub fn next_deadline(&self) -> Option<i64> {
         self.svids
-            .values()
+            .iter()
+            .flatten()
             .map(|s| s.rotate_at.min(s.not_after))
             .chain(self.templates.next_deadline())
             .min()
@@ -355,8 +371,8 @@ impl Manager {
             .iter()
             .map(|e| {
                 serde_json::json!({
-                    "id": e.id, "spiffe_id": e.spiffe_id, "parent_id": e.parent_id,
-                    "selectors": e.selectors.iter().map(|s| format!("{}:{}", s.r#type, s.value)).collect::<Vec<_>>(),
+                    "id": e.id, "spiffe_id": e.spiffe_id, "parent_id": &*e.parent_id,
+                    "selectors": e.selectors.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
                 })
             })
             .collect();

@@ -1,6 +1,7 @@
 //! The SVID cache: entries synced from the authority, one X.509-SVID per
 //! entry, published as immutable snapshots every Workload API stream watches.
 
+pub mod entry;
 pub mod expiry;
 pub mod jwt;
 pub mod manager;
@@ -9,6 +10,7 @@ pub mod selector_index;
 pub mod template_limits;
 pub mod templates;
 
+use entry::Entry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use templates::TemplateEntry;
@@ -20,11 +22,10 @@ use tessera_common::{Selector, SpiffeId};
 /// One entitled identity with its current X.509-SVID.
 #[derive(Debug)]
 pub struct CachedSvid {
-    pub entry_id: String,
+    /// The entry as it was when this SVID was signed (ID, selectors, hint).
+    pub entry: Arc<Entry>,
+    /// The entry's, or for a templated entry this expansion.
     pub spiffe_id: SpiffeId,
-    pub selectors: Vec<Selector>,
-    pub hint: String,
-    pub revision: i64,
     /// Set for an expansion of a templated entry: it serves only workloads
     /// whose selectors expand the template to `spiffe_id`.
     pub template: Option<SpiffeTemplate>,

@@ -29,7 +29,7 @@ impl SelectorIndex {
         hits.retain(|&i| {
             svids
                 .get(i)
-                .is_some_and(|s| all_present(&s.selectors, have))
+                .is_some_and(|s| all_present(&s.entry.selectors, have))
         });
         hits
     }
@@ -40,7 +40,7 @@ impl SelectorIndex {
 fn file(svids: &[Arc<CachedSvid>]) -> HashMap<Selector, Vec<usize>> {
     let mut index: HashMap<Selector, Vec<usize>> = HashMap::new();
     for (i, s) in svids.iter().enumerate() {
-        if let Some(first) = s.selectors.first() {
+        if let Some(first) = s.entry.selectors.first() {
             index.entry(first.clone()).or_default().push(i);
         }
     }
@@ -53,12 +53,9 @@ mod tests {
 
     fn svid(i: usize, selectors: Vec<Selector>) -> Arc<CachedSvid> {
         Arc::new(CachedSvid {
-            entry_id: format!("e{i}"),
+            entry: crate::cache::entry::Entry::test(&format!("e{i}"), "", selectors, ""),
             spiffe_id: tessera_common::SpiffeId::parse_workload(&format!("spiffe://td/w{i}"))
                 .unwrap(),
-            selectors,
-            hint: String::new(),
-            revision: 0,
             template: None,
             chain: Vec::new(),
             key: Vec::new().into(),
@@ -96,7 +93,7 @@ mod tests {
         for _ in 0..300 {
             let have = rng.selectors(8);
             let scan: Vec<usize> = (0..svids.len())
-                .filter(|&i| all_present(&svids[i].selectors, &have))
+                .filter(|&i| all_present(&svids[i].entry.selectors, &have))
                 .collect();
             assert_eq!(index.matching(&svids, &have), scan, "workload {have:?}");
         }

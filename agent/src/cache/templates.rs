@@ -3,6 +3,7 @@
 //! evicted once idle. The Workload API side ([`Demands`]) asks and waits; the
 //! manager side ([`Templates`]) signs and owns the SVIDs.
 
+use super::entry::Entry;
 use super::manager::Clock;
 pub use super::template_limits::TemplateLimits;
 use super::{same_arcs, CachedSvid, Snapshot};
@@ -11,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use tessera_common::selector::all_present;
 use tessera_common::spiffe_template::{is_template, SpiffeTemplate};
 use tessera_common::{Selector, SpiffeId};
-use tessera_proto::authority as pb;
 use tokio::sync::{mpsc, oneshot};
 
 /// (entry id, expanded SPIFFE ID).
@@ -148,7 +148,7 @@ impl Demands {
             if !snap
                 .svids
                 .iter()
-                .any(|s| s.entry_id == key.0 && s.spiffe_id == key.1)
+                .any(|s| s.entry.id == key.0 && s.spiffe_id == key.1)
             {
                 let (reply, rx) = oneshot::channel();
                 self.tx
@@ -229,7 +229,7 @@ impl Templates {
     }
 
     /// Takes the templated entries out of a sync.
-    pub fn set_entries(&mut self, entries: &[pb::Entry]) {
+    pub fn set_entries(&mut self, entries: &[Arc<Entry>]) {
         self.entries = entries
             .iter()
             .filter(|e| is_template(&e.spiffe_id))
@@ -237,7 +237,7 @@ impl Templates {
                 Ok(template) => Some(Arc::new(TemplateEntry {
                     entry_id: e.id.clone(),
                     template,
-                    selectors: e.selectors.iter().map(Selector::from).collect(),
+                    selectors: e.selectors.clone(),
                 })),
                 Err(err) => {
                     tracing::warn!(entry_id = %e.id, error = %err, "templated entry ignored");
@@ -266,28 +266,29 @@ impl Templates {
     }
 
     /// Cached expansions to sign again: due for rotation or entry changed.
-    pub fn due(&self, entries: &[pb::Entry], now: i64) -> Vec<(pb::Entry, SpiffeId)> {
+    pub fn due(&self, entries: &[Arc<Entry>], now: i64) -> Vec<(Arc<Entry>, SpiffeId)> {
         self.svids
             .iter()
             .filter_map(|(k, s)| {
                 let e = entries.iter().find(|e| e.id == k.0)?;
-                (s.revision != e.revision || s.rotation_due(now)).then(|| (e.clone(), k.1.clone()))
+                (s.entry.revision != e.revision || s.rotation_due(now))
+                    .then(|| (e.clone(), k.1.clone()))
             })
             .collect()
     }
 
     /// True when `key` has a current SVID (a demand for it is already met).
-    pub fn has(&self, key: &Key, entries: &[pb::Entry], now: i64) -> bool {
+    pub fn has(&self, key: &Key, entries: &[Arc<Entry>], now: i64) -> bool {
         self.svids.get(key).is_some_and(|s| {
             s.ms_left(now.saturating_mul(1000)) > 0
                 && entries
                     .iter()
-                    .any(|e| e.id == key.0 && e.revision == s.revision)
+                    .any(|e| e.id == key.0 && e.revision == s.entry.revision)
         })
     }
 
     pub fn insert(&mut self, svid: CachedSvid) -> Option<Arc<CachedSvid>> {
-        let key = (svid.entry_id.clone(), svid.spiffe_id.clone());
+        let key = (svid.entry.id.clone(), svid.spiffe_id.clone());
         self.svids.insert(key, Arc::new(svid))
     }
 

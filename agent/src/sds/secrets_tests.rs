@@ -1,6 +1,7 @@
 //! The SDS naming rules on a snapshot with real certificates.
 
 use super::*;
+use crate::cache::entry::Entry;
 use crate::cache::State;
 
 fn cert(cn: &str) -> Vec<u8> {
@@ -12,11 +13,8 @@ fn cert(cn: &str) -> Vec<u8> {
 
 fn svid(entry: &str, id: &str, sel: &str) -> Arc<CachedSvid> {
     Arc::new(CachedSvid {
-        entry_id: entry.into(),
+        entry: Entry::test(entry, id, vec![Selector::parse(sel).unwrap()], ""),
         spiffe_id: id.parse().unwrap(),
-        selectors: vec![Selector::parse(sel).unwrap()],
-        hint: String::new(),
-        revision: 1,
         template: None,
         chain: [cert(id), cert("intermediate")].concat(),
         key: vec![7; 16].into(),
@@ -100,7 +98,7 @@ fn default_names_map_to_svid_and_bundles() {
     assert_eq!(first[0].as_ref(), &cert_of(&snap.svids[0])[..]);
     assert!(inline_of(&tls.private_key).starts_with("-----BEGIN PRIVATE KEY-----\n"));
     assert_eq!(s.svids.len(), 1);
-    assert_eq!(s.svids[0].entry_id, "1", "default is the first entry");
+    assert_eq!(s.svids[0].entry.id, "1", "default is the first entry");
     for vc in &secrets[1..] {
         let Some(secret::Type::ValidationContext(v)) = &vc.r#type else {
             panic!("{} is not a validation_context", vc.name);
@@ -124,7 +122,7 @@ fn spiffe_ids_and_trust_domain_ids() {
     )
     .unwrap();
     assert_eq!(names_of(&s), vec!["spiffe://td/b", "spiffe://td"]);
-    assert_eq!(s.svids[0].entry_id, "2");
+    assert_eq!(s.svids[0].entry.id, "2");
 }
 
 #[test]

@@ -23,7 +23,7 @@ pub fn identities(
     let ids: Vec<_> = snap
         .matching(selectors)
         .into_iter()
-        .filter(|s| s.hint.is_empty() || hints.insert(s.hint.clone()))
+        .filter(|s| s.entry.hint.is_empty() || hints.insert(s.entry.hint.clone()))
         .collect();
     if ids.is_empty() {
         return Err(WorkloadError::NoIdentity);
@@ -50,7 +50,7 @@ pub fn x509_svid(
             // dropped once sent.
             x509_svid_key: s.key.to_vec(),
             bundle: bundle.clone(),
-            hint: s.hint.clone(),
+            hint: s.entry.hint.clone(),
         })
         .collect();
     Ok(wl::X509svidResponse {
@@ -90,14 +90,12 @@ pub fn jwt_bundles(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::entry::Entry;
 
     fn svid(entry: &str, id: &str, sel: &str, hint: &str) -> Arc<CachedSvid> {
         Arc::new(CachedSvid {
-            entry_id: entry.into(),
+            entry: Entry::test(entry, id, vec![Selector::parse(sel).unwrap()], hint),
             spiffe_id: id.parse().unwrap(),
-            selectors: vec![Selector::parse(sel).unwrap()],
-            hint: hint.into(),
-            revision: 1,
             template: None,
             chain: vec![1],
             key: vec![2].into(),

@@ -311,7 +311,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 .jwt_cache
                 .get(
                     self.authority.as_ref(),
-                    &s.entry_id,
+                    &s.entry.id,
                     // A templated entry's JWT-SVID names the caller's expansion.
                     s.template.as_ref().map_or("", |_| s.spiffe_id.as_str()),
                     &r.audience,
@@ -334,7 +334,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             svids.push(wl::Jwtsvid {
                 spiffe_id: s.spiffe_id.to_string(),
                 svid: token,
-                hint: s.hint.clone(),
+                hint: s.entry.hint.clone(),
             });
         }
         Ok(Response::new(wl::JwtsvidResponse { svids }))

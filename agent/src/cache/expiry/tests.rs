@@ -2,6 +2,7 @@
 //! time elapsed since the test started (waits are short and real).
 
 use super::*;
+use crate::cache::entry::Entry;
 use crate::cache::{CachedSvid, State};
 use std::time::Instant;
 
@@ -27,11 +28,8 @@ impl Clock for TestClock {
 /// An SVID that expires `secs` after the test's start.
 fn svid(name: &str, secs: i64) -> Arc<CachedSvid> {
     Arc::new(CachedSvid {
-        entry_id: name.into(),
+        entry: Entry::test(name, &format!("spiffe://td/{name}"), Vec::new(), ""),
         spiffe_id: format!("spiffe://td/{name}").parse().unwrap(),
-        selectors: Vec::new(),
-        hint: String::new(),
-        revision: 1,
         template: None,
         chain: Vec::new(),
         key: Vec::new().into(),
@@ -53,7 +51,7 @@ fn snapshot(svids: Vec<Arc<CachedSvid>>) -> Arc<Snapshot> {
 }
 
 fn names(s: &Snapshot) -> Vec<String> {
-    s.svids.iter().map(|s| s.entry_id.clone()).collect()
+    s.svids.iter().map(|s| s.entry.id.clone()).collect()
 }
 
 /// Waits for the next snapshot; returns it and when (ms since start) it came.

@@ -1,6 +1,6 @@
 //! Expansions of templated entries that a Workload API caller waits for.
 
-use super::{Due, Job, Manager};
+use super::{Job, Manager, Target};
 use crate::cache::templates::Demand;
 
 impl Manager {
@@ -12,24 +12,20 @@ impl Manager {
         for d in &demands {
             let known = self.templates.template_of(&d.key.0).is_some();
             let met = self.templates.has(&d.key, &self.entries, now);
-            let queued = jobs
-                .iter()
-                .any(|j| j.entry.id == d.key.0 && j.expansion.as_ref() == Some(&d.key.1));
+            let queued = jobs.iter().any(|j| {
+                j.entry.id == d.key.0
+                    && matches!(&j.target, Target::Expansion(id) if *id == d.key.1)
+            });
             if known && !met && !queued {
                 if let Some(e) = self.entries.iter().find(|e| e.id == d.key.0) {
                     jobs.push(Job {
                         entry: e.clone(),
-                        expansion: Some(d.key.1.clone()),
+                        target: Target::Expansion(d.key.1.clone()),
                     });
                 }
             }
         }
-        let result = self
-            .sign(
-                jobs.into_iter().map(|j| Due::Job(Box::new(j))).collect(),
-                false,
-            )
-            .await;
+        let result = self.sign(jobs, false).await;
         self.publish();
         let now = self.clock.now();
         for d in demands {

@@ -1,15 +1,16 @@
 //! A signed chain checked against what was asked, as the cache keeps it.
 
+use crate::cache::entry::Entry;
 use crate::cache::rotation::{random_jitter, rotate_at};
 use crate::cache::{CachedSvid, Monotonic};
+use std::sync::Arc;
 use tessera_common::secret::SecretBytes;
 use tessera_common::spiffe_template::SpiffeTemplate;
-use tessera_common::{x509, Selector, SpiffeId};
-use tessera_proto::authority as pb;
+use tessera_common::{x509, SpiffeId};
 
 /// `expansion`: the ID asked for a templated entry (`template`), else the entry's own.
 pub(super) fn cached_svid(
-    entry: &pb::Entry,
+    entry: &Arc<Entry>,
     expansion: Option<SpiffeId>,
     template: Option<SpiffeTemplate>,
     chain: Vec<u8>,
@@ -35,11 +36,8 @@ pub(super) fn cached_svid(
     // notBefore is back-dated for clock skew: time rotation from receipt.
     let rotate_at = rotate_at(not_before.max(now), not_after, random_jitter());
     Ok(CachedSvid {
-        entry_id: entry.id.clone(),
+        entry: entry.clone(),
         spiffe_id: id,
-        selectors: entry.selectors.iter().map(Selector::from).collect(),
-        hint: entry.hint.clone(),
-        revision: entry.revision,
         template,
         chain,
         key,

@@ -223,7 +223,7 @@ async fn revision_change_resigns_and_removed_entry_disappears() {
     assert_eq!(fake.signed.load(Ordering::SeqCst), 3);
     let snap = rx.borrow().clone();
     assert_eq!(snap.svids.len(), 1);
-    assert_eq!(snap.svids[0].revision, 2);
+    assert_eq!(snap.svids[0].entry.revision, 2);
 }
 
 #[tokio::test]
@@ -282,7 +282,7 @@ async fn an_entry_refused_at_signing_drops_only_its_svid() {
         .expect("one refused entry is not a failed round");
     let snap = rx.borrow().clone();
     assert_eq!(snap.state, State::Ready);
-    let ids: Vec<_> = snap.svids.iter().map(|s| s.entry_id.as_str()).collect();
+    let ids: Vec<_> = snap.svids.iter().map(|s| s.entry.id.as_str()).collect();
     assert_eq!(ids, vec!["0", "2", "4"]);
     assert!(
         snap.svids.iter().all(|s| s.rotate_at > clock.now()),
@@ -320,13 +320,41 @@ async fn svid_for_another_id_is_not_cached() {
     let (mut m, rx, _, _) = setup(vec![entry("1", "spiffe://td/a", 1)]);
     m.step().await.unwrap();
     // An SVID naming another ID than its entry is refused.
-    let e = entry("1", "spiffe://td/a", 1);
+    let e = rx.borrow().svids[0].entry.clone();
     let chain = rx.borrow().svids[0].chain.clone();
-    let mut wrong = e.clone();
-    wrong.spiffe_id = "spiffe://td/b".into();
+    let wrong = crate::cache::entry::Entry::test("1", "spiffe://td/b", Vec::new(), "");
     assert!(cached_svid(&wrong, None, None, chain.clone(), Vec::new().into(), 0).is_err());
     assert!(cached_svid(&e, None, None, chain, Vec::new().into(), 0).is_ok());
 }
 
 mod templated;
 mod urgency;
+
+#[tokio::test]
+async fn reordered_entries_keep_their_svids_and_share_the_entry() {
+    let (mut m, rx, fake, _) = setup(vec![
+        entry("1", "spiffe://td/a", 1),
+        entry("2", "spiffe://td/b", 1),
+        entry("3", "spiffe://td/c", 1),
+    ]);
+    m.step().await.unwrap();
+    let first: Vec<_> = rx.borrow().svids.iter().map(|s| s.chain.clone()).collect();
+    *fake.entries.lock().unwrap() = vec![
+        entry("3", "spiffe://td/c", 1),
+        entry("1", "spiffe://td/a", 1),
+    ];
+    m.step().await.unwrap();
+    assert_eq!(
+        fake.signed.load(Ordering::SeqCst),
+        3,
+        "nothing signed again"
+    );
+    let snap = rx.borrow().clone();
+    let ids: Vec<_> = snap.svids.iter().map(|s| s.spiffe_id.to_string()).collect();
+    assert_eq!(ids, ["spiffe://td/c", "spiffe://td/a"]);
+    assert_eq!(snap.svids[0].chain, first[2]);
+    assert_eq!(snap.svids[1].chain, first[0]);
+    for (s, e) in snap.svids.iter().zip(&m.entries) {
+        assert!(Arc::ptr_eq(&s.entry, e), "one copy of the entry");
+    }
+}

@@ -19,11 +19,12 @@ async fn missing_then_earliest_expiry_is_signed_first() {
         .lock()
         .unwrap()
         .push(entry("3", "spiffe://td/c", 1));
-    m.entries = fake.entries.lock().unwrap().clone();
+    let synced = fake.entries.lock().unwrap().clone();
+    m.set_entries(resync(m.entries.iter(), &synced).unwrap());
     let order: Vec<String> = m
         .due(clock.now())
         .iter()
-        .map(|&i| m.entries[i].id.clone())
+        .map(|j| j.entry.id.clone())
         .collect();
     assert_eq!(order, ["3", "1", "2"]);
 }
