@@ -244,7 +244,10 @@ fn units_and_packaged_configs_agree() {
 
 /// The system calls of a system-call group, its nested groups expanded.
 fn syscall_group(group: &str) -> BTreeSet<String> {
-    let out = run("systemd-analyze", &[OsStr::new("syscall-filter"), OsStr::new(group)]);
+    let out = run(
+        "systemd-analyze",
+        &[OsStr::new("syscall-filter"), OsStr::new(group)],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let mut calls = BTreeSet::new();
     for line in text(&out.stdout).lines().skip(1).map(str::trim) {
