@@ -59,6 +59,12 @@ fn main() -> ExitCode {
         }
     };
     tessera_common::logging::init(&args.log_level, args.log_json);
+    // The activation secret passes through this process: no core dump and no
+    // ptrace by the same user.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::error!("TPM helper: cannot make the process non-dumpable: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();

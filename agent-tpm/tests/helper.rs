@@ -134,3 +134,25 @@ async fn a_helper_killed_mid_call_fails_the_call_and_the_next_call_starts_anothe
     assert_ne!(second, first);
     assert_eq!(tpm.attestation_key(dir.path()).await.expect("ak"), ak);
 }
+
+/// An exec from the helper (a `cmd:` TCTI, a library's child) can gain no
+/// privilege (setuid or file capabilities), and it holds no ambient ones.
+#[tokio::test]
+async fn the_helper_can_gain_no_privilege() {
+    let swtpm = Swtpm::start().expect("swtpm");
+    let tpm = TpmHelper::start(command(swtpm.tcti()), CALL_TIMEOUT)
+        .await
+        .expect("helper");
+    let pid = tpm.pid().await.expect("running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(field("NoNewPrivs:"), "1", "{status}");
+    assert_eq!(field("CapAmb:"), "0000000000000000", "{status}");
+}

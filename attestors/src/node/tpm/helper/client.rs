@@ -143,13 +143,18 @@ impl Conn {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         tessera_common::child::stdio_only(cmd.as_std_mut());
-        // SAFETY: one async-signal-safe syscall between fork and exec.
+        // SAFETY: two async-signal-safe syscalls between fork and exec.
         unsafe {
-            // The helper needs none of the agent's ambient capabilities
-            // (it reaches /dev/tpmrm0 through the tss group).
+            // The helper needs none of the agent's capabilities (it reaches
+            // /dev/tpmrm0 through the tss group) and may gain none by exec;
+            // if either cannot be dropped it does not start.
             cmd.pre_exec(|| {
-                let clear = nix::libc::PR_CAP_AMBIENT_CLEAR_ALL as nix::libc::c_ulong;
-                let _ = nix::libc::prctl(nix::libc::PR_CAP_AMBIENT, clear, 0, 0, 0);
+                use nix::libc::{c_ulong, prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL};
+                if prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL as c_ulong, 0, 0, 0) != 0
+                    || prctl(nix::libc::PR_SET_NO_NEW_PRIVS, 1 as c_ulong, 0, 0, 0) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             });
         }
