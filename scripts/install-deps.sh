@@ -16,6 +16,8 @@ lean=(prometheus)
 # A real container (tests/tests/e2e/containers.rs): podman with runc (crun refuses hybrid
 # cgroup hosts) and busybox-static for the image's rootfs; no network stack needed.
 lean+=(podman runc busybox-static)
+# A FUSE daemon serving a forged executable (attestors/src/workload/unix/exe_fs/tests.rs).
+lean+=(python3-fusepy)
 # PostgreSQL server binaries (/usr/lib/postgresql/15/bin) for the private cluster the
 # datastore checks and tests/tests/e2e/postgres_replicas.rs start (tests/postgres).
 lean+=(postgresql)

@@ -5,6 +5,7 @@
 
 mod cgroupfs;
 mod concurrency;
+mod exe_fs;
 mod hash_cache;
 mod mark;
 mod names;
@@ -22,6 +23,7 @@ use tessera_common::Selector;
 
 use cgroupfs::Mounts;
 use concurrency::{default_hash_permits, Hasher};
+use exe_fs::Trust;
 use hash_cache::{sha256_reader, FileKey, DEFAULT_CAPACITY};
 pub use mark::ProcessMark;
 use names::Names;
@@ -43,6 +45,8 @@ pub enum UnixError {
     PidReused,
     #[error("process credentials changed during attestation")]
     CredentialsChanged,
+    #[error("process executed another file during attestation")]
+    ExecutableChanged,
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -228,10 +232,10 @@ impl UnixAttestor {
         if first.exited() {
             return Err(UnixError::ProcessGone);
         }
-        let (mut selectors, status) = self
+        let (mut selectors, seen) = self
             .gather(dir)
             .map_err(|e| self.classify(p.pid, start, e))?;
-        self.recheck(p.pid, start, &status)?;
+        self.recheck(p.pid, start, &seen)?;
         if p.exited() {
             return Err(UnixError::ProcessGone);
         }
@@ -249,7 +253,7 @@ impl UnixAttestor {
         self.hasher.stats()
     }
 
-    fn gather(&self, dir: &ProcDir) -> Result<(Vec<Selector>, Status), UnixError> {
+    fn gather(&self, dir: &ProcDir) -> Result<(Vec<Selector>, Seen), UnixError> {
         let status = dir.status()?;
         let mut out = Vec::new();
 
@@ -282,7 +286,7 @@ impl UnixAttestor {
         if let Some(p) = agent_view_path(&link, &meta) {
             out.extend(checked("unix", format!("path:{p}")));
         }
-        if let Some(digest) = self.exe_digest(&exe, &meta, &dir.path_of("exe"))? {
+        if let Some(digest) = self.exe_digest(&exe, &meta, dir)? {
             out.push(Selector::new(
                 "unix",
                 format!("sha256:{}", hex::encode(digest)),
@@ -300,24 +304,27 @@ impl UnixAttestor {
                 out.push(Selector::new("systemd", format!("invocation_id:{id}")));
             }
         }
-        Ok((out, status))
+        let exe = (meta.dev(), meta.ino());
+        Ok((out, Seen { status, exe }))
     }
 
-    /// SHA-256 of the open executable (`meta`: its metadata), from the cache when its
-    /// identity is unchanged. `Ok(None)` (no selector) when it is too large or changes while
-    /// being read.
+    /// SHA-256 of the open executable (`meta`: its metadata), from the cache when the kernel
+    /// keeps its file system's attributes and its identity is unchanged. `Ok(None)` (no
+    /// selector) when it is too large, changes while being read, or is on a file system
+    /// whose content the agent's read cannot prove to be what the process runs.
     fn exe_digest(
         &self,
         file: &File,
         meta: &Metadata,
-        path: &Path,
+        dir: &ProcDir,
     ) -> Result<Option<[u8; 32]>, UnixError> {
+        let path = dir.path_of("exe");
         let io_err = |source| UnixError::Io {
-            path: path.to_path_buf(),
+            path: path.clone(),
             source,
         };
         let key = FileKey::from_metadata(meta);
-        self.hasher.digest(key, || {
+        let hash = || {
             if key.size() > MAX_HASH_SIZE {
                 tracing::warn!(path = %path.display(), size = key.size(), "executable too large to hash");
                 return Ok(None);
@@ -331,7 +338,15 @@ impl UnixAttestor {
                 return Ok(None);
             }
             Ok(Some(digest))
-        })
+        };
+        match exe_fs::trust(file, dir) {
+            Trust::Local => self.hasher.digest(key, hash),
+            Trust::Remote => self.hasher.digest_uncached(hash),
+            Trust::Unproven(why) => {
+                tracing::warn!(path = %path.display(), reason = why, "executable content cannot be proven; no sha256 selector");
+                Ok(None)
+            }
+        }
     }
 
     /// Turns a "not found" error seen mid-attestation into what actually happened.
@@ -356,7 +371,7 @@ impl UnixAttestor {
     }
 
     /// The final check, through a fresh lookup of `pid` so that reuse is visible.
-    fn recheck(&self, pid: i32, start_time: u64, status: &Status) -> Result<(), UnixError> {
+    fn recheck(&self, pid: i32, start_time: u64, seen: &Seen) -> Result<(), UnixError> {
         let dir = ProcDir::open(&self.proc_root, pid)?;
         let st = dir.stat().map_err(gone_as_process_gone)?;
         if st.start_time != start_time {
@@ -365,11 +380,24 @@ impl UnixAttestor {
         if st.exited() {
             return Err(UnixError::ProcessGone);
         }
-        if dir.status().map_err(gone_as_process_gone)? != *status {
+        if dir.status().map_err(gone_as_process_gone)? != seen.status {
             return Err(UnixError::CredentialsChanged);
+        }
+        // An exec after the executable was read would leave its selectors with a process that
+        // now runs something else (an exec of the same file is the same file).
+        let exe = dir.stat_at("exe").map_err(gone_as_process_gone)?;
+        if proc::file_id(&exe) != seen.exe {
+            return Err(UnixError::ExecutableChanged);
         }
         Ok(())
     }
+}
+
+/// What the attestation read that its final check compares against a fresh look.
+struct Seen {
+    status: Status,
+    /// (device, inode) of the executable that was hashed.
+    exe: (u64, u64),
 }
 
 /// `link` (where `/proc/<pid>/exe` points, in the caller's mount namespace) if, resolved in

@@ -149,6 +149,12 @@ pub(crate) fn parse_cgroup(s: &str) -> Result<Option<CgroupPath>, String> {
     }))
 }
 
+/// (device, inode) of a stat(2) result, as `MetadataExt` gives them.
+#[allow(clippy::unnecessary_cast)] // dev_t and ino_t are narrower on some targets
+pub(crate) fn file_id(st: &FileStat) -> (u64, u64) {
+    (st.st_dev as u64, st.st_ino as u64)
+}
+
 /// True for errors meaning "this process no longer exists" (ENOENT on lookup, ESRCH on read).
 pub(crate) fn is_gone(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(nix::libc::ESRCH)

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use nix::unistd::{Gid, Group, Uid, User};
 use sha2::{Digest, Sha256};
 
-fn sha256_hex(path: &Path) -> String {
+pub(crate) fn sha256_hex(path: &Path) -> String {
     hex::encode(Sha256::digest(fs::read(path).unwrap()))
 }
 
-fn values(sels: &[Selector], kind: &str, prefix: &str) -> Vec<String> {
+pub(crate) fn values(sels: &[Selector], kind: &str, prefix: &str) -> Vec<String> {
     sels.iter()
         .filter(|s| s.kind == kind)
         .filter_map(|s| s.value.strip_prefix(prefix).map(str::to_owned))
@@ -24,7 +24,7 @@ fn one(sels: &[Selector], kind: &str, prefix: &str) -> String {
     v.into_iter().next().unwrap()
 }
 
-fn spawn_retrying(cmd: impl Fn() -> Command) -> Child {
+pub(crate) fn spawn_retrying(cmd: impl Fn() -> Command) -> Child {
     // ETXTBSY: another test thread may have forked while a freshly written binary was open.
     for _ in 0..50 {
         match cmd().spawn() {
@@ -102,6 +102,7 @@ fn second_attest_hits_cache() {
 #[test]
 fn cache_hit_does_not_read_file() {
     let a = UnixAttestor::new();
+    let me = ProcDir::open(Path::new("/proc"), std::process::id() as i32).unwrap();
     let f = tempfile::NamedTempFile::new().unwrap();
     fs::write(f.path(), b"real content").unwrap();
     let file = File::open(f.path()).unwrap();
@@ -110,8 +111,7 @@ fn cache_hit_does_not_read_file() {
     a.hasher.digest(key, || Ok(Some([0xab; 32]))).unwrap();
     assert_eq!(a.cache_stats(), (0, 1));
     assert_eq!(
-        a.exe_digest(&file, &file.metadata().unwrap(), f.path())
-            .unwrap(),
+        a.exe_digest(&file, &file.metadata().unwrap(), &me).unwrap(),
         Some([0xab; 32])
     );
     assert_eq!(a.cache_stats(), (1, 1));
@@ -122,13 +122,11 @@ fn cache_hit_does_not_read_file() {
     let file = File::open(g.path()).unwrap();
     let want: [u8; 32] = Sha256::digest(b"other").into();
     assert_eq!(
-        a.exe_digest(&file, &file.metadata().unwrap(), g.path())
-            .unwrap(),
+        a.exe_digest(&file, &file.metadata().unwrap(), &me).unwrap(),
         Some(want)
     );
     assert_eq!(
-        a.exe_digest(&file, &file.metadata().unwrap(), g.path())
-            .unwrap(),
+        a.exe_digest(&file, &file.metadata().unwrap(), &me).unwrap(),
         Some(want)
     );
     assert_eq!(a.cache_stats(), (2, 2));
@@ -386,34 +384,48 @@ fn fake_proc_oversized_file() {
 #[test]
 fn fake_proc_recheck() {
     let bin = tempfile::tempdir().unwrap();
-    let fp = FakeProc::new(&fake_exe(bin.path(), "prog"));
+    let exe = fake_exe(bin.path(), "prog");
+    let fp = FakeProc::new(&exe);
     let a = fp.attestor();
-    let status = proc::parse_status(&status_text(1001)).unwrap();
-    a.recheck(fp.pid, 1000, &status).unwrap();
+    let meta = fs::metadata(&exe).unwrap();
+    let seen = Seen {
+        status: proc::parse_status(&status_text(1001)).unwrap(),
+        exe: (meta.dev(), meta.ino()),
+    };
+    a.recheck(fp.pid, 1000, &seen).unwrap();
 
     // Another process now has the pid.
     fp.write("stat", &stat_line('S', 2000));
     assert!(matches!(
-        a.recheck(fp.pid, 1000, &status),
+        a.recheck(fp.pid, 1000, &seen),
         Err(UnixError::PidReused)
     ));
 
     fp.write("stat", &stat_line('Z', 1000));
     assert!(matches!(
-        a.recheck(fp.pid, 1000, &status),
+        a.recheck(fp.pid, 1000, &seen),
         Err(UnixError::ProcessGone)
     ));
 
     fp.write("stat", &stat_line('S', 1000));
     fp.write("status", &status_text(0));
     assert!(matches!(
-        a.recheck(fp.pid, 1000, &status),
+        a.recheck(fp.pid, 1000, &seen),
         Err(UnixError::CredentialsChanged)
+    ));
+
+    // The process executed another file after its executable was read and hashed.
+    fp.write("status", &status_text(1001));
+    fs::remove_file(fp.dir().join("exe")).unwrap();
+    std::os::unix::fs::symlink(fake_exe(bin.path(), "other"), fp.dir().join("exe")).unwrap();
+    assert!(matches!(
+        a.recheck(fp.pid, 1000, &seen),
+        Err(UnixError::ExecutableChanged)
     ));
 
     fs::remove_dir_all(fp.dir()).unwrap();
     assert!(matches!(
-        a.recheck(fp.pid, 1000, &status),
+        a.recheck(fp.pid, 1000, &seen),
         Err(UnixError::ProcessGone)
     ));
     assert!(matches!(a.attest(fp.pid), Err(UnixError::ProcessGone)));
