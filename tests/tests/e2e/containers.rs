@@ -237,6 +237,15 @@ async fn podman_container_selectors_and_svid() {
         !sels.iter().any(|s| s.starts_with("container:image_id:")),
         "no daemon yet: {sels:?}"
     );
+    // The binary is on the container's overlay, which root mounted in the container's own
+    // mount namespace: the agent vouches for its hash.
+    let busybox = std::process::Command::new("sha256sum")
+        .arg("/bin/busybox")
+        .output()
+        .expect("sha256sum");
+    let busybox = String::from_utf8_lossy(&busybox.stdout);
+    let busybox = busybox.split_whitespace().next().expect("a sha256sum line");
+    assert!(has(&sels, &format!("unix:sha256:{busybox}")), "{sels:?}");
 
     podman.serve(&api_socket).await;
     let (sels, entries) = inspect_json(&d, pid).await;
