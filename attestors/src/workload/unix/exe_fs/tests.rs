@@ -202,16 +202,25 @@ fn in_namespace(flags: &str, mount: &str, then: &str) -> Killed {
     )
 }
 
-#[test]
-fn an_overlay_root_mounted_is_hashed_once() {
+/// A process that runs `lower/prog` (a copy of `sleep`) from an overlay mounted under
+/// `unshare <flags>`; `None` without root.
+fn overlay_workload(flags: &str) -> Option<(tempfile::TempDir, Killed)> {
     if !is_root() {
         eprintln!("needs root (mounts overlay); skipped");
-        return;
+        return None;
     }
     let tmp = tempfile::tempdir().unwrap();
     let (prog, mount) = overlay_dirs(tmp.path());
-    let w = in_namespace("-m", &mount, &format!("{} 60", prog.display()));
+    let w = in_namespace(flags, &mount, &format!("{} 60", prog.display()));
     wait_exec(w.0.id(), &prog);
+    Some((tmp, w))
+}
+
+#[test]
+fn an_overlay_root_mounted_is_hashed_once() {
+    let Some((tmp, w)) = overlay_workload("-m") else {
+        return;
+    };
     let a = UnixAttestor::new();
     let want = vec![sha256_hex(&tmp.path().join("lower/prog"))];
     assert_eq!(hashes(&a, w.0.id()), want);
@@ -223,14 +232,9 @@ fn an_overlay_root_mounted_is_hashed_once() {
 /// layers they serve (e.g. a FUSE mount): no hash for it.
 #[test]
 fn an_overlay_mounted_in_a_user_namespace_gets_no_hash() {
-    if !is_root() {
-        eprintln!("needs root (unshare); skipped");
+    let Some((_tmp, w)) = overlay_workload("-Urm") else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let (prog, mount) = overlay_dirs(tmp.path());
-    let w = in_namespace("-Urm", &mount, &format!("{} 60", prog.display()));
-    wait_exec(w.0.id(), &prog);
+    };
     assert_eq!(hashes(&UnixAttestor::new(), w.0.id()), Vec::<String>::new());
 }
 
