@@ -12,7 +12,7 @@ mod names;
 mod pidfd;
 mod proc;
 
-use std::fs::{File, Metadata};
+use std::fs::File;
 use std::os::fd::BorrowedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -278,15 +278,15 @@ impl UnixAttestor {
         // Path and hash both come from the one opened file: the hash is read through it, and
         // the path counts only if it names that same file in the agent's view.
         let exe = dir.open_file("exe")?;
-        let meta = exe.metadata().map_err(|source| UnixError::Io {
+        let key = FileKey::of(&exe).map_err(|source| UnixError::Io {
             path: dir.path_of("exe"),
             source,
         })?;
         let link = dir.readlink("exe")?;
-        if let Some(p) = agent_view_path(&link, &meta) {
+        if let Some(p) = agent_view_path(&link, &key) {
             out.extend(checked("unix", format!("path:{p}")));
         }
-        if let Some(digest) = self.exe_digest(&exe, &meta, dir)? {
+        if let Some(digest) = self.exe_digest(&exe, key, dir)? {
             out.push(Selector::new(
                 "unix",
                 format!("sha256:{}", hex::encode(digest)),
@@ -304,18 +304,17 @@ impl UnixAttestor {
                 out.push(Selector::new("systemd", format!("invocation_id:{id}")));
             }
         }
-        let exe = (meta.dev(), meta.ino());
-        Ok((out, Seen { status, exe }))
+        Ok((out, Seen { status, exe: key }))
     }
 
-    /// SHA-256 of the open executable (`meta`: its metadata), from the cache when the kernel
+    /// SHA-256 of the open executable (`key`: its key), from the cache when the kernel
     /// keeps its file system's attributes and its identity is unchanged. `Ok(None)` (no
     /// selector) when it is too large, changes while being read, or is on a file system
     /// whose content the agent's read cannot prove to be what the process runs.
     fn exe_digest(
         &self,
         file: &File,
-        meta: &Metadata,
+        key: FileKey,
         dir: &ProcDir,
     ) -> Result<Option<[u8; 32]>, UnixError> {
         let path = dir.path_of("exe");
@@ -323,7 +322,6 @@ impl UnixAttestor {
             path: path.clone(),
             source,
         };
-        let key = FileKey::from_metadata(meta);
         let hash = || {
             if key.size() > MAX_HASH_SIZE {
                 tracing::warn!(path = %path.display(), size = key.size(), "executable too large to hash");
@@ -333,7 +331,7 @@ impl UnixAttestor {
                 tracing::warn!(path = %path.display(), "executable grew past the hash limit");
                 return Ok(None);
             };
-            if FileKey::from_metadata(&file.metadata().map_err(io_err)?) != key {
+            if FileKey::of(file).map_err(io_err)? != key {
                 tracing::warn!(path = %path.display(), "executable changed while hashing");
                 return Ok(None);
             }
@@ -341,7 +339,6 @@ impl UnixAttestor {
         };
         match exe_fs::trust(file, dir) {
             Trust::Local => self.hasher.digest(key, hash),
-            Trust::Remote => self.hasher.digest_uncached(hash),
             Trust::Unproven(why) => {
                 tracing::warn!(path = %path.display(), reason = why, "executable content cannot be proven; no sha256 selector");
                 Ok(None)
@@ -384,9 +381,9 @@ impl UnixAttestor {
             return Err(UnixError::CredentialsChanged);
         }
         // An exec after the executable was read would leave its selectors with a process that
-        // now runs something else (an exec of the same file is the same file).
+        // now runs something else (an exec of the same, unchanged file is the same content).
         let exe = dir.stat_at("exe").map_err(gone_as_process_gone)?;
-        if proc::file_id(&exe) != seen.exe {
+        if !seen.exe.same_as(&exe) {
             return Err(UnixError::ExecutableChanged);
         }
         Ok(())
@@ -396,15 +393,15 @@ impl UnixAttestor {
 /// What the attestation read that its final check compares against a fresh look.
 struct Seen {
     status: Status,
-    /// (device, inode) of the executable that was hashed.
-    exe: (u64, u64),
+    /// The executable that was hashed.
+    exe: FileKey,
 }
 
 /// `link` (where `/proc/<pid>/exe` points, in the caller's mount namespace) if, resolved in
 /// the agent's own view, it is the file the process runs (same device and inode). A caller
 /// that bind-mounted its binary over another path in a namespace of its own, or whose binary
 /// was deleted or replaced, gets no path; the hash still names the binary.
-fn agent_view_path<'a>(link: &'a std::ffi::OsStr, exe: &Metadata) -> Option<&'a str> {
+fn agent_view_path<'a>(link: &'a std::ffi::OsStr, exe: &FileKey) -> Option<&'a str> {
     let Some(p) = link.to_str() else {
         // Lossy conversion could make it equal to another path; no entry can name it anyway.
         tracing::warn!(exe = ?link, "executable path is not UTF-8; no path selector");

@@ -129,16 +129,6 @@ impl Hasher {
         }
     }
 
-    /// A fresh digest by `hash` (under a permit), neither read from nor kept in the cache.
-    pub fn digest_uncached(
-        &self,
-        hash: impl Fn() -> Result<Option<[u8; 32]>, UnixError>,
-    ) -> Result<Option<[u8; 32]>, UnixError> {
-        self.state().hashes += 1;
-        let _permit = self.permits.acquire();
-        hash()
-    }
-
     /// (cache hits, cache misses).
     pub fn stats(&self) -> (u64, u64) {
         self.state().cache.stats()

@@ -19,8 +19,12 @@ use nix::sys::statfs::fstatfs;
 
 use super::proc::{file_id, ProcDir};
 
-/// `/proc/<pid>/mountinfo` above this is not searched (a host with 10,000 mounts has ~2 MiB).
-const MAX_MOUNTINFO: u64 = 16 * 1024 * 1024;
+/// `/proc/<pid>/mountinfo` above this is not searched (a node with 10,000 mounts has about
+/// 2 MiB). Only namespaces that a fully privileged root owns get this far.
+const MAX_MOUNTINFO: u64 = 4 * 1024 * 1024;
+/// The kernel walks the mount list from the start on every read of `mountinfo`: few, large
+/// reads.
+const MOUNTINFO_BUF: usize = 256 * 1024;
 
 /// `linux/magic.h`: file systems whose content and attributes the kernel keeps.
 const LOCAL: &[(u32, &str)] = &[
@@ -34,16 +38,6 @@ const LOCAL: &[(u32, &str)] = &[
     (0x7371_7368, "squashfs"),
     (0xE0F5_E1E2, "erofs"),
 ];
-/// Network file systems: mounted by root, served by the host's servers, but the client may
-/// answer from attributes it cached, so a key can outlive the content it was read with.
-const REMOTE: &[(u32, &str)] = &[
-    (0x6969, "nfs"),
-    (0xFE53_4D42, "smb2"),
-    (0xFF53_4D42, "cifs"),
-    (0x00C3_6400, "ceph"),
-    (0x0102_1997, "9p"),
-    (0x5346_414F, "afs"),
-];
 const OVERLAYFS: u32 = 0x794C_7630;
 /// `_IO(0xb7, 0x1)`, `linux/nsfs.h`.
 const NS_GET_USERNS: libc::c_ulong = 0xB701;
@@ -52,8 +46,6 @@ const NS_GET_USERNS: libc::c_ulong = 0xB701;
 pub(crate) enum Trust {
     /// Hashed once per file key.
     Local,
-    /// Hashed at every attestation.
-    Remote,
     /// No `sha256` selector; the reason is logged.
     Unproven(&'static str),
 }
@@ -68,13 +60,12 @@ pub(crate) fn trust(exe: &File, dir: &ProcDir) -> Trust {
     if LOCAL.iter().any(|(m, _)| *m == magic) {
         return Trust::Local;
     }
-    if REMOTE.iter().any(|(m, _)| *m == magic) {
-        return Trust::Remote;
-    }
     if magic == OVERLAYFS {
         return overlay_trust(exe, dir);
     }
-    Trust::Unproven("not on a file system whose content the kernel keeps (e.g. FUSE)")
+    // FUSE and network file systems among them: another party answers the reads, and on a
+    // network file system another client can rewrite the file while it runs here.
+    Trust::Unproven("not on a local file system whose content the kernel keeps")
 }
 
 /// An overlay's layers are whatever its mounter chose. Trusted when a root as privileged as
@@ -83,17 +74,19 @@ pub(crate) fn trust(exe: &File, dir: &ProcDir) -> Trust {
 /// user namespace (an unprivileged user's overlay lives in a namespace their own user
 /// namespace owns, and mounts never propagate into a more privileged one).
 fn overlay_trust(exe: &File, dir: &ProcDir) -> Trust {
+    // Ownership first: it is cheap, and a user can fill a namespace of their own with mounts
+    // to make the scan costly.
+    match namespace_owned_by_agent_userns(dir) {
+        Ok(true) => {}
+        Ok(false) => return Trust::Unproven("overlay: mounted in a user namespace"),
+        Err(why) => return Trust::Unproven(why),
+    }
     let Some(mnt_id) = mount_id(exe) else {
         return Trust::Unproven("overlay: the kernel does not report the mount ID");
     };
     match in_mountinfo(dir, mnt_id) {
-        Ok(true) => {}
-        Ok(false) => return Trust::Unproven("overlay: not mounted in the process's namespace"),
-        Err(why) => return Trust::Unproven(why),
-    }
-    match namespace_owned_by_agent_userns(dir) {
         Ok(true) => Trust::Local,
-        Ok(false) => Trust::Unproven("overlay: mounted in a user namespace"),
+        Ok(false) => Trust::Unproven("overlay: not mounted in the process's namespace"),
         Err(why) => Trust::Unproven(why),
     }
 }
@@ -123,7 +116,7 @@ fn in_mountinfo(dir: &ProcDir, mnt_id: u64) -> Result<bool, &'static str> {
         .open_file("mountinfo")
         .map_err(|_| "overlay: cannot open the process's mountinfo")?;
     let want = mnt_id.to_string();
-    let mut lines = BufReader::new(file.take(MAX_MOUNTINFO + 1));
+    let mut lines = BufReader::with_capacity(MOUNTINFO_BUF, file.take(MAX_MOUNTINFO + 1));
     let mut line = Vec::new();
     let mut total = 0u64;
     loop {

@@ -1,9 +1,13 @@
 //! SHA-256 of executables, cached by file identity so repeat attestations don't re-read them.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::Metadata;
+use std::ffi::CStr;
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+use nix::libc;
+use nix::sys::stat::FileStat;
 
 use sha2::{Digest, Sha256};
 
@@ -12,29 +16,81 @@ pub(crate) const DEFAULT_CAPACITY: usize = 4096;
 const BUF_SIZE: usize = 64 * 1024;
 
 /// Identity of a file's content. Any write changes mtime/ctime, and ctime cannot be set back,
-/// so a replaced or modified file gets a new key.
+/// so a replaced or modified file gets a new key. Device numbers come back (a loop device's
+/// with the next image, whose inodes carry whatever attributes the image says), so the key
+/// also names the mount and the btrfs subvolume, by IDs that are never reused where the
+/// kernel has them (Linux >= 6.8 and 6.10).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct FileKey {
     dev: u64,
     ino: u64,
     size: u64,
     mtime: i64,
-    mtime_nsec: i64,
+    mtime_nsec: u32,
     ctime: i64,
-    ctime_nsec: i64,
+    ctime_nsec: u32,
+    mnt: u64,
+    subvol: u64,
 }
 
 impl FileKey {
-    pub fn from_metadata(m: &Metadata) -> Self {
-        FileKey {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: m.mtime(),
-            mtime_nsec: m.mtime_nsec(),
-            ctime: m.ctime(),
-            ctime_nsec: m.ctime_nsec(),
+    /// The key of the open file `f`.
+    pub fn of(f: &File) -> io::Result<Self> {
+        Self::at(f.as_fd(), c"", libc::AT_EMPTY_PATH)
+    }
+
+    /// The key of `name` in directory `dir` (`statx` with `flags`).
+    pub fn at(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<Self> {
+        // SAFETY: all-zero is a valid `statx`.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        let want = libc::STATX_BASIC_STATS
+            | libc::STATX_MNT_ID
+            | libc::STATX_MNT_ID_UNIQUE
+            | libc::STATX_SUBVOL;
+        // SAFETY: `dir` is open, `name` is NUL-terminated, `stx` is valid for writes.
+        let rc = unsafe { libc::statx(dir.as_raw_fd(), name.as_ptr(), flags, want, &mut stx) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
         }
+        let has = |bit| stx.stx_mask & bit != 0;
+        if !has(libc::STATX_BASIC_STATS & !libc::STATX_BTIME) {
+            return Err(io::Error::other("statx returned no basic attributes"));
+        }
+        Ok(FileKey {
+            dev: libc::makedev(stx.stx_dev_major, stx.stx_dev_minor),
+            ino: stx.stx_ino,
+            size: stx.stx_size,
+            mtime: stx.stx_mtime.tv_sec,
+            mtime_nsec: stx.stx_mtime.tv_nsec,
+            ctime: stx.stx_ctime.tv_sec,
+            ctime_nsec: stx.stx_ctime.tv_nsec,
+            mnt: match has(libc::STATX_MNT_ID_UNIQUE) || has(libc::STATX_MNT_ID) {
+                true => stx.stx_mnt_id,
+                false => 0,
+            },
+            subvol: if has(libc::STATX_SUBVOL) {
+                stx.stx_subvol
+            } else {
+                0
+            },
+        })
+    }
+
+    /// Whether `st` (a later stat(2) of what should be the same file) shows the same file
+    /// with the same content.
+    pub fn same_as(&self, st: &FileStat) -> bool {
+        let (dev, ino) = super::proc::file_id(st);
+        (dev, ino, self.size as i64) == (self.dev, self.ino, st.st_size)
+            && (st.st_mtime, st.st_mtime_nsec) == (self.mtime, i64::from(self.mtime_nsec))
+            && (st.st_ctime, st.st_ctime_nsec) == (self.ctime, i64::from(self.ctime_nsec))
+    }
+
+    pub fn dev(&self) -> u64 {
+        self.dev
+    }
+
+    pub fn ino(&self) -> u64 {
+        self.ino
     }
 
     pub fn size(&self) -> u64 {
@@ -51,6 +107,8 @@ impl FileKey {
             mtime_nsec: 6,
             ctime: 7,
             ctime_nsec: 8,
+            mnt: 9,
+            subvol: 0,
         }
     }
 }
@@ -163,6 +221,8 @@ mod tests {
             FileKey { mtime_nsec: 0, ..k },
             FileKey { ctime: 0, ..k },
             FileKey { ctime_nsec: 0, ..k },
+            FileKey { mnt: 10, ..k },
+            FileKey { subvol: 1, ..k },
         ] {
             assert_eq!(c.get(&changed), None);
         }

@@ -5,14 +5,16 @@
 //! Workload API attests a connection once and checks this mark on every later call,
 //! attesting again in full when it changed.
 
-use nix::libc::{dev_t, gid_t, ino_t, uid_t};
+use nix::libc::{self, gid_t, uid_t};
 
+use super::hash_cache::FileKey;
 use super::{gone_as_process_gone, PinnedProcess, UnixAttestor, UnixError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcessMark {
-    exe_dev: dev_t,
-    exe_ino: ino_t,
+    /// The executable and its content's identity (an exec of another file, or of the same
+    /// file rewritten, changes it).
+    exe: FileKey,
     /// The owner of `/proc/<pid>`: the effective ids (root's when the process is not dumpable,
     /// which a credential change also toggles).
     uid: uid_t,
@@ -39,13 +41,21 @@ impl UnixAttestor {
 /// The mark read through the directory held since pin time: a lookup of `exe` in it and a
 /// stat of the open directory, where absolute paths walked `/proc` and the pid's entry twice
 /// a call. It can only ever read the pinned process, whoever has the pid now.
+///
+/// The executable's attributes are the kernel's cached ones (`AT_STATX_DONT_SYNC`): this
+/// runs on the async runtime's threads, and a FUSE daemon (even behind an overlay a user
+/// mounted in a namespace of their own) could otherwise hold them in GETATTR forever.
 fn read_mark(p: &PinnedProcess) -> Result<ProcessMark, UnixError> {
     let dir = p.dir.as_ref().ok_or(UnixError::ProcessGone)?;
-    let exe = dir.stat_at("exe").map_err(gone_as_process_gone)?;
+    let exe = FileKey::at(dir.fd(), c"exe", libc::AT_STATX_DONT_SYNC).map_err(|source| {
+        gone_as_process_gone(UnixError::Io {
+            path: dir.path_of("exe"),
+            source,
+        })
+    })?;
     let owner = dir.stat_self().map_err(gone_as_process_gone)?;
     Ok(ProcessMark {
-        exe_dev: exe.st_dev,
-        exe_ino: exe.st_ino,
+        exe,
         uid: owner.st_uid,
         gid: owner.st_gid,
     })

@@ -190,6 +190,10 @@ impl ProcDir {
         Ok(ProcDir { dir, path })
     }
 
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.dir)
+    }
+
     pub fn path_of(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }

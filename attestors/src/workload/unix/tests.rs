@@ -106,12 +106,13 @@ fn cache_hit_does_not_read_file() {
     let f = tempfile::NamedTempFile::new().unwrap();
     fs::write(f.path(), b"real content").unwrap();
     let file = File::open(f.path()).unwrap();
-    let key = FileKey::from_metadata(&file.metadata().unwrap());
+    let key = FileKey::of(&file).unwrap();
     // Primed with a digest the content does not have: a hit must not read the file.
     a.hasher.digest(key, || Ok(Some([0xab; 32]))).unwrap();
     assert_eq!(a.cache_stats(), (0, 1));
     assert_eq!(
-        a.exe_digest(&file, &file.metadata().unwrap(), &me).unwrap(),
+        a.exe_digest(&file, FileKey::of(&file).unwrap(), &me)
+            .unwrap(),
         Some([0xab; 32])
     );
     assert_eq!(a.cache_stats(), (1, 1));
@@ -122,11 +123,13 @@ fn cache_hit_does_not_read_file() {
     let file = File::open(g.path()).unwrap();
     let want: [u8; 32] = Sha256::digest(b"other").into();
     assert_eq!(
-        a.exe_digest(&file, &file.metadata().unwrap(), &me).unwrap(),
+        a.exe_digest(&file, FileKey::of(&file).unwrap(), &me)
+            .unwrap(),
         Some(want)
     );
     assert_eq!(
-        a.exe_digest(&file, &file.metadata().unwrap(), &me).unwrap(),
+        a.exe_digest(&file, FileKey::of(&file).unwrap(), &me)
+            .unwrap(),
         Some(want)
     );
     assert_eq!(a.cache_stats(), (2, 2));
@@ -387,10 +390,9 @@ fn fake_proc_recheck() {
     let exe = fake_exe(bin.path(), "prog");
     let fp = FakeProc::new(&exe);
     let a = fp.attestor();
-    let meta = fs::metadata(&exe).unwrap();
     let seen = Seen {
         status: proc::parse_status(&status_text(1001)).unwrap(),
-        exe: (meta.dev(), meta.ino()),
+        exe: FileKey::of(&File::open(&exe).unwrap()).unwrap(),
     };
     a.recheck(fp.pid, 1000, &seen).unwrap();
 
@@ -414,8 +416,15 @@ fn fake_proc_recheck() {
         Err(UnixError::CredentialsChanged)
     ));
 
-    // The process executed another file after its executable was read and hashed.
+    // The process executed another file after its executable was read and hashed, or the
+    // same file rewritten meanwhile.
     fp.write("status", &status_text(1001));
+    a.recheck(fp.pid, 1000, &seen).unwrap();
+    fs::write(&exe, b"#!another binary\n").unwrap();
+    assert!(matches!(
+        a.recheck(fp.pid, 1000, &seen),
+        Err(UnixError::ExecutableChanged)
+    ));
     fs::remove_file(fp.dir().join("exe")).unwrap();
     std::os::unix::fs::symlink(fake_exe(bin.path(), "other"), fp.dir().join("exe")).unwrap();
     assert!(matches!(

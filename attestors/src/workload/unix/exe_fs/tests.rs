@@ -64,110 +64,128 @@ fn the_agents_own_files_are_local() {
     );
 }
 
-/// A FUSE daemon serves `prog` with the same attributes throughout, first as one binary,
-/// then as another. Were the attributes trusted, the second binary would be attested with the
-/// first one's hash from the cache; were the daemon's bytes trusted, it could serve the agent
-/// the first binary while the kernel runs the second.
+/// A FUSE daemon serving `prog` with the same attributes throughout: the first binary, or
+/// the second once `switch` exists; once `stall` exists it never answers GETATTR.
 const FUSE_DAEMON: &str = r#"
-import errno, os, stat, sys
+import errno, os, stat, sys, time
 from fusepy import FUSE, FuseOSError, Operations
-first, second, switch, mnt = sys.argv[1:5]
+first, second, switch, stall, mnt = sys.argv[1:6]
 data = {False: open(first, "rb").read(), True: open(second, "rb").read()}
 assert len(data[False]) == len(data[True])
 class Fs(Operations):
-    def content(self):
-        return data[os.path.exists(switch)]
     def getattr(self, path, fh=None):
         if path == "/":
             return dict(st_mode=stat.S_IFDIR | 0o755, st_nlink=2, st_ino=1)
         if path != "/prog":
             raise FuseOSError(errno.ENOENT)
+        while os.path.exists(stall):
+            time.sleep(1)
         return dict(st_mode=stat.S_IFREG | 0o755, st_nlink=1, st_ino=42,
                     st_size=len(data[False]), st_mtime=1e9, st_ctime=1e9, st_atime=1e9)
     def readdir(self, path, fh):
         return [".", "..", "prog"]
     def read(self, path, size, offset, fh):
-        return self.content()[offset:offset + size]
+        return data[os.path.exists(switch)][offset:offset + size]
 FUSE(Fs(), mnt, foreground=True, use_ino=True, allow_other=True)
 "#;
 
+/// `FUSE_DAEMON` mounted in a temp dir, serving copies of `sleep` (first) and `tail` (second)
+/// padded to one size (zeros after an ELF image are never loaded), so one file key.
 struct FuseMount {
     daemon: Killed,
-    mnt: PathBuf,
+    tmp: tempfile::TempDir,
+}
+
+impl FuseMount {
+    /// `None` without root.
+    fn serve() -> Option<FuseMount> {
+        if !is_root() {
+            eprintln!("needs root (mounts FUSE); skipped");
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let (sleep, tail) = (
+            fs::read(which("sleep")).unwrap(),
+            fs::read(which("tail")).unwrap(),
+        );
+        let len = sleep.len().max(tail.len());
+        for (name, mut bytes) in [("first", sleep), ("second", tail)] {
+            bytes.resize(len, 0);
+            fs::write(tmp.path().join(name), bytes).unwrap();
+        }
+        fs::create_dir(tmp.path().join("mnt")).unwrap();
+        fs::write(tmp.path().join("daemon.py"), FUSE_DAEMON).unwrap();
+        // Debian's python3-fusepy, for Debian's python3 (not whatever `python3` is on PATH).
+        let daemon = Killed(
+            Command::new("/usr/bin/python3")
+                .arg("daemon.py")
+                .args(["first", "second", "switch", "stall", "mnt"])
+                .current_dir(tmp.path())
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("/usr/bin/python3 (scripts/install-deps.sh installs python3-fusepy)"),
+        );
+        let fuse = FuseMount { daemon, tmp };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !fuse.prog().exists() {
+            let daemon = fs::read_to_string(format!("/proc/{}/stat", fuse.daemon.0.id()));
+            assert!(
+                !daemon.unwrap_or_default().contains(") Z "),
+                "the FUSE daemon exited"
+            );
+            assert!(Instant::now() < deadline, "the FUSE mount did not appear");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(fuse)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    fn prog(&self) -> PathBuf {
+        self.path("mnt/prog")
+    }
+
+    /// Runs `prog` with `args`.
+    fn run(&self, args: &[&str]) -> Killed {
+        Killed(spawn_retrying(|| {
+            let mut c = Command::new(self.prog());
+            c.args(args);
+            c
+        }))
+    }
 }
 
 impl Drop for FuseMount {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.path("mnt"))
+            .status();
+        // Aborts any request still waiting for the daemon.
         let _ = self.daemon.0.kill();
     }
 }
 
+/// Were the attributes trusted, the second binary would be attested with the first one's hash
+/// from the cache; were the daemon's bytes trusted, it could serve the agent the first binary
+/// while the kernel runs the second.
 #[test]
 fn a_fuse_daemon_cannot_pass_one_binary_off_as_another() {
-    if !is_root() {
-        eprintln!("needs root (mounts FUSE); skipped");
+    let Some(fuse) = FuseMount::serve() else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let (sleep, tail) = (
-        fs::read(which("sleep")).unwrap(),
-        fs::read(which("tail")).unwrap(),
-    );
-    let len = sleep.len().max(tail.len());
-    // Zeros after an ELF image are never loaded; the two files get one size, so one key.
-    let pad = |mut b: Vec<u8>| {
-        b.resize(len, 0);
-        b
     };
-    let (first, second) = (tmp.path().join("first"), tmp.path().join("second"));
-    fs::write(&first, pad(sleep)).unwrap();
-    fs::write(&second, pad(tail)).unwrap();
-    let switch = tmp.path().join("switch");
-    let mnt = tmp.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
-    let script = tmp.path().join("daemon.py");
-    fs::write(&script, FUSE_DAEMON).unwrap();
-    // Debian's python3-fusepy, for Debian's python3 (not whatever `python3` is on PATH).
-    let daemon = Killed(
-        Command::new("/usr/bin/python3")
-            .arg(&script)
-            .args([&first, &second, &switch, &mnt])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("/usr/bin/python3 (scripts/install-deps.sh installs python3-fusepy)"),
-    );
-    let fuse = FuseMount { daemon, mnt };
-    let prog = fuse.mnt.join("prog");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !prog.exists() {
-        let daemon_stat = fs::read_to_string(format!("/proc/{}/stat", fuse.daemon.0.id()));
-        assert!(
-            !daemon_stat.unwrap_or_default().contains(") Z "),
-            "the FUSE daemon exited"
-        );
-        assert!(Instant::now() < deadline, "the FUSE mount did not appear");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let a = UnixAttestor::new();
-
-    let runs_first = Killed(spawn_retrying(|| {
-        let mut c = Command::new(&prog);
-        c.arg("60");
-        c
-    }));
+    let runs_first = fuse.run(&["60"]);
     let of_first = hashes(&a, runs_first.0.id());
     drop(runs_first);
 
-    fs::write(&switch, b"").unwrap();
-    let runs_second = Killed(spawn_retrying(|| {
-        let mut c = Command::new(&prog);
-        c.args(["-f", "/dev/null"]);
-        c
-    }));
+    fs::write(fuse.path("switch"), b"").unwrap();
+    let runs_second = fuse.run(&["-f", "/dev/null"]);
     let of_second = hashes(&a, runs_second.0.id());
     assert!(
-        !of_second.contains(&sha256_hex(&first)),
+        !of_second.contains(&sha256_hex(&fuse.path("first"))),
         "the second binary was attested as the first: {of_second:?}"
     );
     let none = Vec::<String>::new();
@@ -175,6 +193,32 @@ fn a_fuse_daemon_cannot_pass_one_binary_off_as_another() {
         (of_first, of_second),
         (none.clone(), none),
         "bytes a FUSE daemon served are not proof of what runs"
+    );
+}
+
+/// The mark is read on the async runtime's threads before every call: a daemon that stops
+/// answering must not hold it (and with two such callers, every worker thread).
+#[test]
+fn a_stalled_fuse_daemon_does_not_hold_the_mark() {
+    let Some(fuse) = FuseMount::serve() else {
+        return;
+    };
+    let a = std::sync::Arc::new(UnixAttestor::new());
+    let w = fuse.run(&["60"]);
+    let pinned = std::sync::Arc::new(a.pin(w.0.id() as i32).unwrap());
+    let before = a.mark(&pinned).unwrap();
+    fs::write(fuse.path("stall"), b"").unwrap();
+    // Past the kernel's 1 s attribute cache, a synced stat asks the daemon.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (a2, p2) = (a.clone(), pinned.clone());
+    std::thread::spawn(move || tx.send(a2.mark(&p2).map_err(|e| e.to_string())));
+    let got = rx.recv_timeout(Duration::from_secs(5));
+    // Unblocks the reader (if it is stuck) before the verdict.
+    drop(fuse);
+    assert_eq!(
+        got.expect("the mark waited on the FUSE daemon").unwrap(),
+        before
     );
 }
 
@@ -261,4 +305,89 @@ fn an_overlay_from_another_namespace_gets_no_hash() {
     let got = hashes(&UnixAttestor::new(), w.0.id());
     assert!(!got.contains(&hex::encode(digest)), "{got:?}");
     assert_eq!(got, Vec::<String>::new());
+}
+
+fn sh(script: &str) -> String {
+    let out = Command::new("sh").args(["-ec", script]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Two disk images, byte for byte the same but for one file's data blocks, mounted in turn
+/// on the same loop device: the same device number, inode and attributes (ctime included:
+/// an image's inodes say what they like). Only the mount tells them apart.
+#[test]
+fn an_image_mounted_again_on_the_same_loop_device_is_hashed_again() {
+    if !is_root() {
+        eprintln!("needs root (loop mounts); skipped");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().display();
+    let (sleep, tail) = (
+        fs::read(which("sleep")).unwrap(),
+        fs::read(which("tail")).unwrap(),
+    );
+    let len = sleep.len().max(tail.len());
+    let pad = |mut b: Vec<u8>| {
+        b.resize(len, 0);
+        b
+    };
+    fs::write(tmp.path().join("first"), pad(sleep)).unwrap();
+    fs::write(tmp.path().join("second"), pad(tail)).unwrap();
+    fs::create_dir(tmp.path().join("mnt")).unwrap();
+    sh(&format!(
+        "mkfs.ext4 -q -b 4096 {t}/a.img 16M
+         mount -o loop {t}/a.img {t}/mnt && cp {t}/first {t}/mnt/prog && chmod 755 {t}/mnt/prog && umount {t}/mnt
+         cp {t}/a.img {t}/b.img"
+    ));
+    // The file's blocks in image b (one extent of `mkfs`'s fresh file system) get `second`.
+    let blocks = sh(&format!("debugfs -R 'blocks /prog' {t}/b.img 2>/dev/null"));
+    let first_block: u64 = blocks.split_whitespace().next().unwrap().parse().unwrap();
+    sh(&format!(
+        "dd if={t}/second of={t}/b.img bs=4096 seek={first_block} conv=notrunc status=none"
+    ));
+    let dev = sh(&format!("losetup -f --show {t}/a.img"))
+        .trim()
+        .to_owned();
+    struct Detach(String, PathBuf);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.1).status();
+            let _ = Command::new("losetup").args(["-d", &self.0]).status();
+        }
+    }
+    let loop_dev = Detach(dev.clone(), tmp.path().join("mnt"));
+    let prog = tmp.path().join("mnt/prog");
+    let a = UnixAttestor::new();
+    let run = |args: &[&str]| {
+        Killed(spawn_retrying(|| {
+            let mut c = Command::new(&prog);
+            c.args(args);
+            c
+        }))
+    };
+
+    sh(&format!("mount {dev} {t}/mnt"));
+    let w = run(&["60"]);
+    assert_eq!(
+        hashes(&a, w.0.id()),
+        vec![sha256_hex(&tmp.path().join("first"))]
+    );
+    drop(w);
+    sh(&format!(
+        "umount {t}/mnt && losetup -d {dev} && losetup {dev} {t}/b.img && mount {dev} {t}/mnt"
+    ));
+    let w = run(&["-f", "/dev/null"]);
+    assert_eq!(
+        hashes(&a, w.0.id()),
+        vec![sha256_hex(&tmp.path().join("second"))],
+        "the image mounted second was attested with the first one's hash"
+    );
+    drop(w);
+    drop(loop_dev);
 }
