@@ -4,13 +4,14 @@
 //!
 //! On the multi-threaded runtime it runs on the calling worker thread inside
 //! `block_in_place`, which first hands the worker's core (its queue of tasks) to another
-//! thread, so every other task keeps running. A new connection then pays no round trip to
-//! the blocking pool and back (two cross-thread wake-ups, the bulk of a cache hit's cost on a
-//! loaded machine). The hand-off itself takes a blocking-pool thread, though, and a core
-//! whose hand-off finds the pool full stops until a thread frees: so once `INLINE_MAX`
-//! attestations are running (slow or stalled ones, say), further ones wait on the pool as
-//! before, where a full pool delays only attestations. On a current-thread runtime, where
-//! `block_in_place` panics, they always go to the pool.
+//! thread, so every other task keeps running, and the call does not wait for a pool thread
+//! to be scheduled and then for its worker to be woken. Measured on a loaded 2-core machine:
+//! the hash-hit call's p99 fell from about 4 ms to 1 ms; its p50 did not move (the hand-off
+//! still wakes a thread, which often takes the core). That hand-off needs a blocking-pool
+//! thread, and a core whose hand-off finds the pool full stops until one frees: so once
+//! `INLINE_MAX` attestations are in flight (slow or stalled ones, say), further ones wait on
+//! the pool as before, where a full pool delays only attestations. On a current-thread
+//! runtime, where `block_in_place` panics, they always go to the pool.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
