@@ -120,6 +120,7 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
         trust_domain: cfg.trust_domain.clone(),
         shutdown: stop_rx.clone(),
         metrics: metrics.clone(),
+        attestations: Arc::default(),
     };
     let mut server = tokio::spawn(workload_api::serve(
         incoming,

@@ -2,6 +2,7 @@
 //! by the kernel (the process pinned at connect), health and reflection on the
 //! same socket, every connection bounded (see `limits`, `track`).
 
+mod blocking;
 mod error;
 mod exit;
 mod follow;
@@ -13,6 +14,7 @@ mod responses;
 mod service;
 mod track;
 
+pub use blocking::Attestations;
 pub use error::WorkloadError;
 pub use limits::Limits;
 pub use responses::identities;

@@ -1,6 +1,7 @@
 //! The Workload API handlers: attest the caller, then answer from the
 //! snapshot; streams follow the snapshot watch.
 
+use super::blocking::Attestations;
 use super::exit::ExitWatch;
 use super::follow::Stream_;
 use super::responses;
@@ -54,6 +55,8 @@ pub struct WorkloadApi {
     /// Turns true when the agent stops: every stream ends.
     pub shutdown: watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
+    /// Where attestations run (see `blocking`).
+    pub attestations: Arc<Attestations>,
 }
 
 /// Who is calling, as the kernel and /proc tell it: every issuance and denial
@@ -205,10 +208,12 @@ impl WorkloadApi {
         let attestor = self.attestor.clone();
         let process = peer.process.clone();
         let start = Instant::now();
-        let selectors = tokio::task::spawn_blocking(move || attestor.attest(&process))
+        let selectors = self
+            .attestations
+            .run(move || attestor.attest(&process))
             .await
-            .map_err(|e| WorkloadError::Attestation(e.to_string()))
-            .and_then(|r| r.map_err(WorkloadError::Attestation));
+            .and_then(|r| r)
+            .map_err(WorkloadError::Attestation);
         self.metrics.workload_attested(start.elapsed());
         let selectors: Arc<[Selector]> = selectors?.into();
         tracing::debug!(pid = peer.process.pid(), ?selectors, "workload attested");
