@@ -382,8 +382,7 @@ impl UnixAttestor {
         }
         // An exec after the executable was read would leave its selectors with a process that
         // now runs something else (an exec of the same, unchanged file is the same content).
-        let exe = dir.stat_at("exe").map_err(gone_as_process_gone)?;
-        if !seen.exe.same_as(&exe) {
+        if dir.exe_key(0)? != seen.exe {
             return Err(UnixError::ExecutableChanged);
         }
         Ok(())

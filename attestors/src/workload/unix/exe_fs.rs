@@ -22,8 +22,8 @@ use super::proc::{file_id, ProcDir};
 /// `/proc/<pid>/mountinfo` above this is not searched (a node with 10,000 mounts has about
 /// 2 MiB). Only namespaces that a fully privileged root owns get this far.
 const MAX_MOUNTINFO: u64 = 4 * 1024 * 1024;
-/// The kernel walks the mount list from the start on every read of `mountinfo`: few, large
-/// reads.
+/// Few, large reads: before Linux 5.8 each read of `mountinfo` walked the mount list from
+/// its start.
 const MOUNTINFO_BUF: usize = 256 * 1024;
 
 /// `linux/magic.h`: file systems whose content and attributes the kernel keeps.
@@ -37,6 +37,7 @@ const LOCAL: &[(u32, &str)] = &[
     (0x8584_58F6, "ramfs"),
     (0x7371_7368, "squashfs"),
     (0xE0F5_E1E2, "erofs"),
+    (0x2FC1_2FC1, "zfs"),
 ];
 const OVERLAYFS: u32 = 0x794C_7630;
 /// `_IO(0xb7, 0x1)`, `linux/nsfs.h`.

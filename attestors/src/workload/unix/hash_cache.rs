@@ -7,7 +7,6 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use nix::libc;
-use nix::sys::stat::FileStat;
 
 use sha2::{Digest, Sha256};
 
@@ -52,9 +51,11 @@ impl FileKey {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
-        let has = |bit| stx.stx_mask & bit != 0;
-        if !has(libc::STATX_BASIC_STATS & !libc::STATX_BTIME) {
-            return Err(io::Error::other("statx returned no basic attributes"));
+        let has = |bits| stx.stx_mask & bits == bits;
+        if !has(libc::STATX_INO | libc::STATX_SIZE | libc::STATX_MTIME | libc::STATX_CTIME) {
+            return Err(io::Error::other(
+                "statx left out the inode, size, mtime or ctime",
+            ));
         }
         Ok(FileKey {
             dev: libc::makedev(stx.stx_dev_major, stx.stx_dev_minor),
@@ -74,15 +75,6 @@ impl FileKey {
                 0
             },
         })
-    }
-
-    /// Whether `st` (a later stat(2) of what should be the same file) shows the same file
-    /// with the same content.
-    pub fn same_as(&self, st: &FileStat) -> bool {
-        let (dev, ino) = super::proc::file_id(st);
-        (dev, ino, self.size as i64) == (self.dev, self.ino, st.st_size)
-            && (st.st_mtime, st.st_mtime_nsec) == (self.mtime, i64::from(self.mtime_nsec))
-            && (st.st_ctime, st.st_ctime_nsec) == (self.ctime, i64::from(self.ctime_nsec))
     }
 
     pub fn dev(&self) -> u64 {

@@ -47,12 +47,7 @@ impl UnixAttestor {
 /// mounted in a namespace of their own) could otherwise hold them in GETATTR forever.
 fn read_mark(p: &PinnedProcess) -> Result<ProcessMark, UnixError> {
     let dir = p.dir.as_ref().ok_or(UnixError::ProcessGone)?;
-    let exe = FileKey::at(dir.fd(), c"exe", libc::AT_STATX_DONT_SYNC).map_err(|source| {
-        gone_as_process_gone(UnixError::Io {
-            path: dir.path_of("exe"),
-            source,
-        })
-    })?;
+    let exe = dir.exe_key(libc::AT_STATX_DONT_SYNC)?;
     let owner = dir.stat_self().map_err(gone_as_process_gone)?;
     Ok(ProcessMark {
         exe,

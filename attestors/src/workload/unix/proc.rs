@@ -7,10 +7,11 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
-use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
+use nix::fcntl::{openat, readlinkat, OFlag};
+use nix::sys::stat::{fstat, FileStat, Mode};
 
 use super::cgroupfs::Hierarchy;
+use super::hash_cache::FileKey;
 use super::UnixError;
 
 /// Cap for /proc files; a real stat or cgroup file is far smaller.
@@ -236,11 +237,11 @@ impl ProcDir {
         Ok(buf)
     }
 
-    /// stat(2) of `name` in the directory, following the `exe` magic link: no path walk
-    /// from `/`.
-    pub fn stat_at(&self, name: &str) -> Result<FileStat, UnixError> {
-        fstatat(Some(self.dir.as_raw_fd()), name, AtFlags::empty())
-            .map_err(|e| self.io_err(name, e.into()))
+    /// The file key of the executable (`statx` with `flags` through the `exe` magic link: no
+    /// path walk from `/`); `ProcessGone` once the process has exited.
+    pub fn exe_key(&self, flags: nix::libc::c_int) -> Result<FileKey, UnixError> {
+        FileKey::at(self.fd(), c"exe", flags)
+            .map_err(|e| super::gone_as_process_gone(self.io_err("exe", e)))
     }
 
     /// stat(2) of the directory itself. Its owner is the process's effective uid and gid
