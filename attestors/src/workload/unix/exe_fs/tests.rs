@@ -89,8 +89,24 @@ class Fs(Operations):
 FUSE(Fs(), mnt, foreground=True, use_ino=True, allow_other=True)
 "#;
 
-/// `FUSE_DAEMON` mounted in a temp dir, serving copies of `sleep` (first) and `tail` (second)
-/// padded to one size (zeros after an ELF image are never loaded), so one file key.
+/// A temp dir with `first` (a copy of `sleep`) and `second` (of `tail`), padded to one size
+/// (zeros after an ELF image are never loaded), and an empty `mnt`.
+fn two_binaries() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sleep, tail) = (
+        fs::read(which("sleep")).unwrap(),
+        fs::read(which("tail")).unwrap(),
+    );
+    let len = sleep.len().max(tail.len());
+    for (name, mut bytes) in [("first", sleep), ("second", tail)] {
+        bytes.resize(len, 0);
+        fs::write(tmp.path().join(name), bytes).unwrap();
+    }
+    fs::create_dir(tmp.path().join("mnt")).unwrap();
+    tmp
+}
+
+/// `FUSE_DAEMON` mounted on `mnt` of `two_binaries`: one file key for both.
 struct FuseMount {
     daemon: Killed,
     tmp: tempfile::TempDir,
@@ -103,17 +119,7 @@ impl FuseMount {
             eprintln!("needs root (mounts FUSE); skipped");
             return None;
         }
-        let tmp = tempfile::tempdir().unwrap();
-        let (sleep, tail) = (
-            fs::read(which("sleep")).unwrap(),
-            fs::read(which("tail")).unwrap(),
-        );
-        let len = sleep.len().max(tail.len());
-        for (name, mut bytes) in [("first", sleep), ("second", tail)] {
-            bytes.resize(len, 0);
-            fs::write(tmp.path().join(name), bytes).unwrap();
-        }
-        fs::create_dir(tmp.path().join("mnt")).unwrap();
+        let tmp = two_binaries();
         fs::write(tmp.path().join("daemon.py"), FUSE_DAEMON).unwrap();
         // Debian's python3-fusepy, for Debian's python3 (not whatever `python3` is on PATH).
         let daemon = Killed(
@@ -326,20 +332,8 @@ fn an_image_mounted_again_on_the_same_loop_device_is_hashed_again() {
         eprintln!("needs root (loop mounts); skipped");
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = two_binaries();
     let t = tmp.path().display();
-    let (sleep, tail) = (
-        fs::read(which("sleep")).unwrap(),
-        fs::read(which("tail")).unwrap(),
-    );
-    let len = sleep.len().max(tail.len());
-    let pad = |mut b: Vec<u8>| {
-        b.resize(len, 0);
-        b
-    };
-    fs::write(tmp.path().join("first"), pad(sleep)).unwrap();
-    fs::write(tmp.path().join("second"), pad(tail)).unwrap();
-    fs::create_dir(tmp.path().join("mnt")).unwrap();
     sh(&format!(
         "mkfs.ext4 -q -b 4096 {t}/a.img 16M
          mount -o loop {t}/a.img {t}/mnt && cp {t}/first {t}/mnt/prog && chmod 755 {t}/mnt/prog && umount {t}/mnt
