@@ -45,34 +45,22 @@ const OVERLAYFS: u32 = 0x794C_7630;
 /// `_IO(0xb7, 0x1)`, `linux/nsfs.h`.
 const NS_GET_USERNS: libc::c_ulong = 0xB701;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Trust {
-    /// Hashed once per file key.
-    Local,
-    /// No `sha256` selector; the reason is logged.
-    Unproven(String),
-}
-
-/// How far the open executable `exe` (on device `dev`) of the process behind `dir` can be
-/// vouched for.
-pub(crate) fn trust(exe: &File, dev: u64, dir: &ProcDir) -> Trust {
-    let Ok(fs) = fstatfs(exe.as_fd()) else {
-        return Trust::Unproven("statfs of the executable failed".into());
-    };
+/// Ok when the agent's read of the open executable `exe` (on device `dev`) of the process
+/// behind `dir` proves what the process runs; else why not. Checked when a file key is first
+/// hashed: the key names the mount, so what held for it holds for every later hit.
+pub(crate) fn provable(exe: &File, dev: u64, dir: &ProcDir) -> Result<(), String> {
+    let fs = fstatfs(exe.as_fd()).map_err(|e| format!("statfs of the executable: {e}"))?;
     // `f_type` is signed on some targets; the magic is its low 32 bits.
     let magic = fs.filesystem_type().0 as u32;
     if LOCAL.iter().any(|(m, _)| *m == magic) {
-        return match backing::check(Path::new("/sys"), dev) {
-            Ok(()) => Trust::Local,
-            Err(why) => Trust::Unproven(why),
-        };
+        return backing::check(Path::new("/sys"), dev);
     }
     if magic == OVERLAYFS {
-        return overlay_trust(exe, dir);
+        return overlay_provable(exe, dir).map_err(String::from);
     }
     // FUSE and network file systems among them: another party answers the reads, and on a
     // network file system another client can rewrite the file while it runs here.
-    Trust::Unproven("not on a local file system whose content the kernel keeps".into())
+    Err("not on a local file system whose content the kernel keeps".into())
 }
 
 /// An overlay's layers are whatever its mounter chose. Trusted when a root as privileged as
@@ -80,21 +68,16 @@ pub(crate) fn trust(exe: &File, dev: u64, dir: &ProcDir) -> Trust {
 /// executable descriptor was passed in from), and that namespace is owned by the agent's
 /// user namespace (an unprivileged user's overlay lives in a namespace their own user
 /// namespace owns, and mounts never propagate into a more privileged one).
-fn overlay_trust(exe: &File, dir: &ProcDir) -> Trust {
+fn overlay_provable(exe: &File, dir: &ProcDir) -> Result<(), &'static str> {
     // Ownership first: it is cheap, and a user can fill a namespace of their own with mounts
     // to make the scan costly.
-    match namespace_owned_by_agent_userns(dir) {
-        Ok(true) => {}
-        Ok(false) => return Trust::Unproven("overlay: mounted in a user namespace".into()),
-        Err(why) => return Trust::Unproven(why.into()),
+    if !namespace_owned_by_agent_userns(dir)? {
+        return Err("overlay: mounted in a user namespace");
     }
-    let Some(mnt_id) = mount_id(exe) else {
-        return Trust::Unproven("overlay: the kernel does not report the mount ID".into());
-    };
-    match in_mountinfo(dir, mnt_id) {
-        Ok(true) => Trust::Local,
-        Ok(false) => Trust::Unproven("overlay: not mounted in the process's namespace".into()),
-        Err(why) => Trust::Unproven(why.into()),
+    let mnt_id = mount_id(exe).ok_or("overlay: the kernel does not report the mount ID")?;
+    match in_mountinfo(dir, mnt_id)? {
+        true => Ok(()),
+        false => Err("overlay: not mounted in the process's namespace"),
     }
 }
 
