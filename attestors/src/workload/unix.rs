@@ -24,6 +24,7 @@ use tessera_common::Selector;
 
 use cgroupfs::Mounts;
 use concurrency::{default_hash_permits, Hasher};
+use exe_fs::Trust;
 use hash_cache::{sha256_reader, FileKey, DEFAULT_CAPACITY};
 pub use mark::ProcessMark;
 use names::Names;
@@ -323,10 +324,6 @@ impl UnixAttestor {
             source,
         };
         let hash = || {
-            if let Err(why) = exe_fs::provable(file, key.dev(), dir) {
-                tracing::warn!(path = %path.display(), reason = why, "executable content cannot be proven; no sha256 selector");
-                return Ok(None);
-            }
             if key.size() > MAX_HASH_SIZE {
                 tracing::warn!(path = %path.display(), size = key.size(), "executable too large to hash");
                 return Ok(None);
@@ -341,7 +338,13 @@ impl UnixAttestor {
             }
             Ok(Some(digest))
         };
-        self.hasher.digest(key, hash)
+        match exe_fs::trust(file, key.dev(), dir) {
+            Trust::Local => self.hasher.digest(key, hash),
+            Trust::Unproven(why) => {
+                tracing::warn!(path = %path.display(), reason = why, "executable content cannot be proven; no sha256 selector");
+                Ok(None)
+            }
+        }
     }
 
     /// Turns a "not found" error seen mid-attestation into what actually happened.

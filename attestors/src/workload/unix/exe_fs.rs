@@ -45,22 +45,34 @@ const OVERLAYFS: u32 = 0x794C_7630;
 /// `_IO(0xb7, 0x1)`, `linux/nsfs.h`.
 const NS_GET_USERNS: libc::c_ulong = 0xB701;
 
-/// Ok when the agent's read of the open executable `exe` (on device `dev`) of the process
-/// behind `dir` proves what the process runs; else why not. Checked when a file key is first
-/// hashed: the key names the mount, so what held for it holds for every later hit.
-pub(crate) fn provable(exe: &File, dev: u64, dir: &ProcDir) -> Result<(), String> {
-    let fs = fstatfs(exe.as_fd()).map_err(|e| format!("statfs of the executable: {e}"))?;
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Trust {
+    /// Hashed once per file key.
+    Local,
+    /// No `sha256` selector; the reason is logged.
+    Unproven(String),
+}
+
+/// How far the open executable `exe` (on device `dev`) of the process behind `dir` can be
+/// vouched for.
+pub(crate) fn trust(exe: &File, dev: u64, dir: &ProcDir) -> Trust {
+    let Ok(fs) = fstatfs(exe.as_fd()) else {
+        return Trust::Unproven("statfs of the executable failed".into());
+    };
     // `f_type` is signed on some targets; the magic is its low 32 bits.
     let magic = fs.filesystem_type().0 as u32;
     if LOCAL.iter().any(|(m, _)| *m == magic) {
-        return backing::check(Path::new("/sys"), dev);
+        return match backing::check(Path::new("/sys"), dev) {
+            Ok(()) => Trust::Local,
+            Err(why) => Trust::Unproven(why),
+        };
     }
     if magic == OVERLAYFS {
-        return overlay_provable(exe, dir).map_err(String::from);
+        return overlay_trust(exe, dir);
     }
     // FUSE and network file systems among them: another party answers the reads, and on a
     // network file system another client can rewrite the file while it runs here.
-    Err("not on a local file system whose content the kernel keeps".into())
+    Trust::Unproven("not on a local file system whose content the kernel keeps".into())
 }
 
 /// An overlay's layers are whatever its mounter chose. Trusted when a root as privileged as
@@ -68,16 +80,21 @@ pub(crate) fn provable(exe: &File, dev: u64, dir: &ProcDir) -> Result<(), String
 /// executable descriptor was passed in from), and that namespace is owned by the agent's
 /// user namespace (an unprivileged user's overlay lives in a namespace their own user
 /// namespace owns, and mounts never propagate into a more privileged one).
-fn overlay_provable(exe: &File, dir: &ProcDir) -> Result<(), &'static str> {
+fn overlay_trust(exe: &File, dir: &ProcDir) -> Trust {
     // Ownership first: it is cheap, and a user can fill a namespace of their own with mounts
     // to make the scan costly.
-    if !namespace_owned_by_agent_userns(dir)? {
-        return Err("overlay: mounted in a user namespace");
+    match namespace_owned_by_agent_userns(dir) {
+        Ok(true) => {}
+        Ok(false) => return Trust::Unproven("overlay: mounted in a user namespace".into()),
+        Err(why) => return Trust::Unproven(why.into()),
     }
-    let mnt_id = mount_id(exe).ok_or("overlay: the kernel does not report the mount ID")?;
-    match in_mountinfo(dir, mnt_id)? {
-        true => Ok(()),
-        false => Err("overlay: not mounted in the process's namespace"),
+    let Some(mnt_id) = mount_id(exe) else {
+        return Trust::Unproven("overlay: the kernel does not report the mount ID".into());
+    };
+    match in_mountinfo(dir, mnt_id) {
+        Ok(true) => Trust::Local,
+        Ok(false) => Trust::Unproven("overlay: not mounted in the process's namespace".into()),
+        Err(why) => Trust::Unproven(why.into()),
     }
 }
 
