@@ -3,7 +3,6 @@
 //! Emits `unix:uid|user|gid|group|supplementary_gid|path|sha256:<v>`, `cgroup:path:<v>` and
 //! the `systemd:`, `container:` and `k8s:` selectors derived from that path.
 
-mod backing;
 mod cgroupfs;
 mod concurrency;
 mod exe_fs;
@@ -338,7 +337,7 @@ impl UnixAttestor {
             }
             Ok(Some(digest))
         };
-        match exe_fs::trust(file, key.dev(), dir) {
+        match exe_fs::trust(file, dir) {
             Trust::Local => self.hasher.digest(key, hash),
             Trust::Unproven(why) => {
                 tracing::warn!(path = %path.display(), reason = why, "executable content cannot be proven; no sha256 selector");

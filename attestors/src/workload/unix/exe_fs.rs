@@ -11,14 +11,12 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
 use std::sync::OnceLock;
 
 use nix::libc;
 use nix::sys::stat::fstat;
 use nix::sys::statfs::fstatfs;
 
-use super::backing;
 use super::proc::{file_id, ProcDir};
 
 /// `/proc/<pid>/mountinfo` above this is not searched (a node with 10,000 mounts has about
@@ -45,34 +43,30 @@ const OVERLAYFS: u32 = 0x794C_7630;
 /// `_IO(0xb7, 0x1)`, `linux/nsfs.h`.
 const NS_GET_USERNS: libc::c_ulong = 0xB701;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Trust {
     /// Hashed once per file key.
     Local,
     /// No `sha256` selector; the reason is logged.
-    Unproven(String),
+    Unproven(&'static str),
 }
 
-/// How far the open executable `exe` (on device `dev`) of the process behind `dir` can be
-/// vouched for.
-pub(crate) fn trust(exe: &File, dev: u64, dir: &ProcDir) -> Trust {
+/// How far the open executable `exe` of the process behind `dir` can be vouched for.
+pub(crate) fn trust(exe: &File, dir: &ProcDir) -> Trust {
     let Ok(fs) = fstatfs(exe.as_fd()) else {
-        return Trust::Unproven("statfs of the executable failed".into());
+        return Trust::Unproven("statfs of the executable failed");
     };
     // `f_type` is signed on some targets; the magic is its low 32 bits.
     let magic = fs.filesystem_type().0 as u32;
     if LOCAL.iter().any(|(m, _)| *m == magic) {
-        return match backing::check(Path::new("/sys"), dev) {
-            Ok(()) => Trust::Local,
-            Err(why) => Trust::Unproven(why),
-        };
+        return Trust::Local;
     }
     if magic == OVERLAYFS {
         return overlay_trust(exe, dir);
     }
     // FUSE and network file systems among them: another party answers the reads, and on a
     // network file system another client can rewrite the file while it runs here.
-    Trust::Unproven("not on a local file system whose content the kernel keeps".into())
+    Trust::Unproven("not on a local file system whose content the kernel keeps")
 }
 
 /// An overlay's layers are whatever its mounter chose. Trusted when a root as privileged as
@@ -85,16 +79,16 @@ fn overlay_trust(exe: &File, dir: &ProcDir) -> Trust {
     // to make the scan costly.
     match namespace_owned_by_agent_userns(dir) {
         Ok(true) => {}
-        Ok(false) => return Trust::Unproven("overlay: mounted in a user namespace".into()),
-        Err(why) => return Trust::Unproven(why.into()),
+        Ok(false) => return Trust::Unproven("overlay: mounted in a user namespace"),
+        Err(why) => return Trust::Unproven(why),
     }
     let Some(mnt_id) = mount_id(exe) else {
-        return Trust::Unproven("overlay: the kernel does not report the mount ID".into());
+        return Trust::Unproven("overlay: the kernel does not report the mount ID");
     };
     match in_mountinfo(dir, mnt_id) {
         Ok(true) => Trust::Local,
-        Ok(false) => Trust::Unproven("overlay: not mounted in the process's namespace".into()),
-        Err(why) => Trust::Unproven(why.into()),
+        Ok(false) => Trust::Unproven("overlay: not mounted in the process's namespace"),
+        Err(why) => Trust::Unproven(why),
     }
 }
 
