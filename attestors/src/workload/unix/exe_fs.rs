@@ -7,7 +7,6 @@
 //! An unchanged file key stands for unchanged content only where the kernel itself keeps the
 //! attributes.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -17,6 +16,7 @@ use nix::libc;
 use nix::sys::stat::fstat;
 use nix::sys::statfs::fstatfs;
 
+use super::hash_cache::statx;
 use super::proc::{file_id, ProcDir};
 
 /// `/proc/<pid>/mountinfo` above this is not searched (a node with 10,000 mounts has about
@@ -95,20 +95,9 @@ fn overlay_trust(exe: &File, dir: &ProcDir) -> Trust {
 /// The mount `exe` is on (Linux >= 5.8). The open file holds the mount, so its ID cannot be
 /// freed and reused while the caller holds `exe`.
 fn mount_id(exe: &File) -> Option<u64> {
-    let empty = CString::default();
-    // SAFETY: all-zero is a valid `statx`.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: `exe` is open, `empty` is NUL-terminated, `stx` is valid for writes.
-    let rc = unsafe {
-        libc::statx(
-            exe.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_MNT_ID,
-            &mut stx,
-        )
-    };
-    (rc == 0 && stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
+    // The old IDs, which `mountinfo` lists, not the unique ones.
+    let stx = statx(exe.as_fd(), c"", libc::AT_EMPTY_PATH, libc::STATX_MNT_ID).ok()?;
+    (stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
 }
 
 /// Whether mount `mnt_id` is in the mount namespace of the process behind `dir`.

@@ -40,17 +40,11 @@ impl FileKey {
 
     /// The key of `name` in directory `dir` (`statx` with `flags`).
     pub fn at(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<Self> {
-        // SAFETY: all-zero is a valid `statx`.
-        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
         let want = libc::STATX_BASIC_STATS
             | libc::STATX_MNT_ID
             | libc::STATX_MNT_ID_UNIQUE
             | libc::STATX_SUBVOL;
-        // SAFETY: `dir` is open, `name` is NUL-terminated, `stx` is valid for writes.
-        let rc = unsafe { libc::statx(dir.as_raw_fd(), name.as_ptr(), flags, want, &mut stx) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let stx = statx(dir, name, flags, want)?;
         let has = |bits| stx.stx_mask & bits == bits;
         if !has(libc::STATX_INO | libc::STATX_SIZE | libc::STATX_MTIME | libc::STATX_CTIME) {
             return Err(io::Error::other(
@@ -103,6 +97,24 @@ impl FileKey {
             subvol: 0,
         }
     }
+}
+
+/// statx(2) of `name` in `dir` (`c""` with `AT_EMPTY_PATH`: `dir` itself), asking for `mask`;
+/// `stx_mask` says what the kernel filled in.
+pub(crate) fn statx(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: libc::c_int,
+    mask: libc::c_uint,
+) -> io::Result<libc::statx> {
+    // SAFETY: all-zero is a valid `statx`.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `dir` is open, `name` is NUL-terminated, `stx` is valid for writes.
+    let rc = unsafe { libc::statx(dir.as_raw_fd(), name.as_ptr(), flags, mask, &mut stx) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stx)
 }
 
 /// Bounded map with FIFO eviction: simple, and an attacker churning binaries can at worst cost

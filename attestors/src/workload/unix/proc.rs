@@ -191,10 +191,6 @@ impl ProcDir {
         Ok(ProcDir { dir, path })
     }
 
-    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(&self.dir)
-    }
-
     pub fn path_of(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
@@ -240,7 +236,7 @@ impl ProcDir {
     /// The file key of the executable (`statx` with `flags` through the `exe` magic link: no
     /// path walk from `/`); `ProcessGone` once the process has exited.
     pub fn exe_key(&self, flags: nix::libc::c_int) -> Result<FileKey, UnixError> {
-        FileKey::at(self.fd(), c"exe", flags)
+        FileKey::at(std::os::fd::AsFd::as_fd(&self.dir), c"exe", flags)
             .map_err(|e| super::gone_as_process_gone(self.io_err("exe", e)))
     }
 
