@@ -86,8 +86,8 @@ fn cmdline(pcr: u32, ipl: Ipl) -> Option<String> {
             let (cmd, rest) = c.split_once(' ')?;
             matches!(cmd, "linux" | "linuxefi" | "linux16").then(|| rest.trim_start().to_string())
         }
-        // Unlabelled text where only grub's labels or systemd-boot write.
-        (8 | 12, Ipl::Text(c)) => Some(c),
+        // Not unlabelled text: the event type is not measured, so any text event in these
+        // PCRs could be relabelled EV_IPL.
         (8 | 12, Ipl::SdBootCmdline(c)) => Some(c.trim().to_string()),
         _ => None,
     }

@@ -251,3 +251,20 @@ fn the_seeds_cover_what_the_checks_read() {
         .iter()
         .any(|o| o.log.format == Format::Legacy && o.bank == HashAlg::Sha1));
 }
+
+/// Found by the property above: an event in PCR 12 whose digest is of its plain text
+/// ("WBCL"), relabelled EV_IPL (the event type is not measured), read as a kernel command
+/// line. Unlabelled text no longer counts as one.
+#[test]
+fn a_relabelled_text_event_is_no_command_line() {
+    let original = &ORIGINALS[4];
+    let mut forged = original.log.clone();
+    let relabel = Mutation::EventType {
+        at: 7014837403939765194,
+        ty: EV_IPL,
+    };
+    apply(&mut forged, &relabel);
+    if let Err(e) = check(original, &to_bytes(&forged)) {
+        panic!("{e}");
+    }
+}
