@@ -14,8 +14,7 @@ use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server
 use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::mpsc;
-use tokio_stream::{wrappers::ReceiverStream, Stream};
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -138,10 +137,8 @@ impl SecretDiscoveryService for Sds {
         // A caller with no identity at all is denied at once, as on the Workload API.
         let snap = self.api.snapshots.borrow().clone();
         identities(&snap, &caller.selectors).inspect_err(|e| caller.denied(WHAT, "-", e))?;
-        let (tx, out) = mpsc::channel(2);
-        let session = Session::new(caller, &self.api, self.names.clone(), tx);
-        tokio::spawn(session.run(req.into_inner()));
-        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+        let session = Session::new(caller, &self.api, self.names.clone(), req.into_inner());
+        Ok(Response::new(Box::pin(session.responses())))
     }
 
     async fn fetch_secrets(

@@ -1,7 +1,9 @@
 //! One StreamSecrets stream: Envoy's requests and the cache's snapshots in,
 //! responses out, with the xDS bookkeeping deciding when to answer. It ends
 //! like a Workload API stream: caller exited, agent stopping, or no longer
-//! anything to serve.
+//! anything to serve. As there, the session is polled by the HTTP/2 stream's
+//! own task and dropped with it: no task and channel of its own, whose
+//! cross-thread wake-up delayed the first response.
 
 use super::names::SdsNames;
 use super::secrets;
@@ -11,22 +13,30 @@ use crate::cache::templates::Demands;
 use crate::cache::{CachedSvid, Snapshot};
 use crate::workload_api::{stopped, Attest, Caller, RateLimit, WorkloadApi, WorkloadError};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
+use tokio_stream::Stream;
 use tonic::{Status, Streaming};
+
+/// What a step of the session gives: a response to send, nothing, or the error that
+/// ends the stream.
+type Step = Result<Option<DiscoveryResponse>, Status>;
 
 pub(super) struct Session {
     caller: Caller,
     names: Arc<SdsNames>,
+    inbound: Streaming<DiscoveryRequest>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     shutdown: watch::Receiver<bool>,
+    exited: Pin<Box<dyn Future<Output = ()> + Send>>,
     attestor: Arc<dyn Attest>,
     limiter: Arc<dyn RateLimit>,
     demands: Demands,
     xds: Xds,
     /// The SVIDs of the last response, so only new ones are logged as issued.
     last_svids: Vec<Arc<CachedSvid>>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
 }
 
 impl Session {
@@ -34,11 +44,13 @@ impl Session {
         caller: Caller,
         api: &WorkloadApi,
         names: Arc<SdsNames>,
-        tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+        inbound: Streaming<DiscoveryRequest>,
     ) -> Self {
         Session {
+            exited: Box::pin(caller.exited()),
             caller,
             names,
+            inbound,
             snapshots: api.snapshots.clone(),
             shutdown: api.shutdown.clone(),
             attestor: api.attestor.clone(),
@@ -46,32 +58,40 @@ impl Session {
             demands: api.demands.clone(),
             xds: Xds::default(),
             last_svids: Vec::new(),
-            tx,
         }
     }
 
-    pub async fn run(mut self, mut inbound: Streaming<DiscoveryRequest>) {
-        let exited = self.caller.exited();
-        tokio::pin!(exited);
-        let mut shutdown = self.shutdown.clone();
+    /// The responses; after an error the stream ends.
+    pub fn responses(self) -> impl Stream<Item = Result<DiscoveryResponse, Status>> + Send {
+        futures::stream::unfold(Some(self), |session| async move {
+            let mut session = session?;
+            let item = session.next().await?;
+            let more = item.is_ok().then_some(session);
+            Some((item, more))
+        })
+    }
+
+    /// The next response, or the error that ends the stream; `None` when Envoy
+    /// closes its side or the agent's snapshots end.
+    async fn next(&mut self) -> Option<Result<DiscoveryResponse, Status>> {
         loop {
             let step = tokio::select! {
-                msg = inbound.message() => match msg {
-                    Ok(Some(req)) => self.on_request(req).await,
+                msg = self.inbound.message() => match msg {
+                    Ok(Some(req)) => self.on_request(req),
                     // Envoy closed its side or went away.
-                    Ok(None) | Err(_) => return,
+                    Ok(None) | Err(_) => return None,
                 },
                 changed = self.snapshots.changed() => match changed {
                     Ok(()) => self.on_change().await,
-                    Err(_) => return,
+                    Err(_) => return None,
                 },
-                _ = self.tx.closed() => return,
-                _ = &mut exited => Err(self.gone()),
-                _ = stopped(&mut shutdown) => Err(Status::unavailable("agent is shutting down")),
+                _ = &mut self.exited => Err(self.gone()),
+                _ = stopped(&mut self.shutdown) => Err(Status::unavailable("agent is shutting down")),
             };
-            if let Err(st) = step {
-                let _ = self.tx.send(Err(st)).await;
-                return;
+            match step {
+                Ok(None) => {}
+                Ok(Some(r)) => return Some(Ok(r)),
+                Err(st) => return Some(Err(st)),
             }
         }
     }
@@ -82,7 +102,7 @@ impl Session {
         e.into()
     }
 
-    async fn on_request(&mut self, req: DiscoveryRequest) -> Result<(), Status> {
+    fn on_request(&mut self, req: DiscoveryRequest) -> Step {
         check(&req).inspect_err(|e| self.caller.denied(WHAT, "-", e))?;
         let step = self.xds.on_request(Received {
             names: &req.resource_names,
@@ -110,7 +130,7 @@ impl Session {
             ),
         }
         if !step.respond {
-            return Ok(());
+            return Ok(None);
         }
         // The first request was charged at attestation; later name changes are charged here.
         if step.kind != Kind::Initial && c.uid.is_some_and(|uid| !self.limiter.admit(uid)) {
@@ -118,10 +138,10 @@ impl Session {
             c.denied(WHAT, "-", &e);
             return Err(e.into());
         }
-        self.send(true).await
+        self.respond(true)
     }
 
-    async fn on_change(&mut self) -> Result<(), Status> {
+    async fn on_change(&mut self) -> Step {
         // Without a pidfd to wait on, every update checks that the caller still runs.
         if self.attestor.check(&self.caller.process).is_err() {
             return Err(self.gone());
@@ -132,28 +152,26 @@ impl Session {
         self.demands
             .refresh(&mut c.leases, &snap, &c.selectors)
             .await;
-        self.send(false).await
+        self.respond(false)
     }
 
     /// Answers with the subscribed names; unless `always`, only when that
     /// content differs from what was last sent.
-    async fn send(&mut self, always: bool) -> Result<(), Status> {
+    fn respond(&mut self, always: bool) -> Step {
         let Some(names) = self.xds.names() else {
-            return Ok(());
+            return Ok(None);
         };
         let snap = self.snapshots.borrow_and_update().clone();
         let s = secrets::build(&snap, &self.caller.selectors, &self.names, names)
             .inspect_err(|e| self.caller.denied(WHAT, &shown(names), e))?;
         if !always && !self.xds.wants_push(&s.version) {
-            return Ok(());
+            return Ok(None);
         }
         log_issued(&self.caller, &self.last_svids, &s.svids);
         self.last_svids = s.svids.clone();
         let nonce = format!("{:016x}", rand::random::<u64>());
         self.xds.sent(s.version.clone(), nonce.clone());
         tracing::debug!(pid = self.caller.pid, version = %s.version, %nonce, "SDS response sent");
-        // A closed channel means Envoy went away; the loop sees it next.
-        let _ = self.tx.send(Ok(response(s, nonce))).await;
-        Ok(())
+        Ok(Some(response(s, nonce)))
     }
 }

@@ -399,6 +399,14 @@ async fn rotation_is_pushed_only_to_streams_that_asked_for_it() {
     assert_eq!(names(&r2), vec![short.clone()]);
     // The other stream's SVID did not change: it hears nothing.
     steady.quiet("a stream whose SVID did not rotate").await;
+    // The agent stopping ends an open stream with Unavailable, and is not held by it.
+    let (stopped, end) = tokio::join!(
+        d.stop_agent_cleanly(),
+        next(&mut steady.rx, secs(10), "the stream as the agent stops")
+    );
+    stopped.expect("the agent stops with a stream open");
+    let st = assert_code(end, Code::Unavailable, "the stream as the agent stops");
+    assert!(st.message().contains("shutting down"), "{st:?}");
 }
 
 #[tokio::test]
