@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tessera_attestors::node::join_token;
 use tessera_common::duration::whole_secs;
+use tessera_common::selector::file_only_warning;
 use tessera_common::{Selector, SpiffeId, UnixTime};
 use tessera_proto::authority as pb;
 use tessera_proto::authority::admin_server::Admin;
@@ -72,6 +73,13 @@ pub fn check_peer(req: Request<()>) -> Result<Request<()>, Status> {
     }
 }
 
+/// The journal's counterpart of the CLI's warning, for entries made by scripts.
+fn warn_if_file_only(e: &Entry) {
+    if let Some(why) = file_only_warning(&e.selectors) {
+        tracing::warn!(entry_id = %e.id, spiffe_id = %e.spiffe_id, "entry: {why}");
+    }
+}
+
 #[tonic::async_trait]
 impl Admin for AdminApi {
     async fn create_entry(&self, req: Request<pb::Entry>) -> Result<Response<pb::Entry>, Status> {
@@ -79,6 +87,7 @@ impl Admin for AdminApi {
         let e = a.validate_entry(req.into_inner())?;
         let created = a.datastore.create_entry(e).await.map_err(ApiError::from)?;
         tracing::info!(entry_id = %created.id, spiffe_id = %created.spiffe_id, "entry created");
+        warn_if_file_only(&created);
         Ok(Response::new(entry_to_pb(created)))
     }
 
@@ -117,6 +126,7 @@ impl Admin for AdminApi {
             .map_err(ApiError::from)?;
         for c in &created {
             tracing::info!(entry_id = %c.id, spiffe_id = %c.spiffe_id, "entry created");
+            warn_if_file_only(c);
         }
         Ok(Response::new(pb::BatchCreateEntriesResponse {
             entries: created.into_iter().map(entry_to_pb).collect(),
@@ -137,6 +147,7 @@ impl Admin for AdminApi {
             return Ok(Response::new(entry_to_pb(updated)));
         }
         tracing::info!(entry_id = %updated.id, spiffe_id = %updated.spiffe_id, revision = updated.revision, changed = %changed.join(","), "entry updated");
+        warn_if_file_only(&updated);
         Ok(Response::new(entry_to_pb(updated)))
     }
 

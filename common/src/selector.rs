@@ -67,6 +67,21 @@ impl From<&tessera_proto::authority::Selector> for Selector {
     }
 }
 
+/// Why a set of selectors does not bound who gets the identity: every one of them is
+/// `unix:path` or `unix:sha256`, which name the file `/proc/<pid>/exe` points at, and any
+/// process may point that at a file it can execute (`PR_SET_MM_MAP` needs a capability
+/// only in its own user namespace). `None` when another selector bounds it.
+pub fn file_only_warning(selectors: &[Selector]) -> Option<&'static str> {
+    let names_a_file = |s: &Selector| {
+        s.kind == "unix" && (s.value.starts_with("path:") || s.value.starts_with("sha256:"))
+    };
+    (!selectors.is_empty() && selectors.iter().all(names_a_file)).then_some(
+        "its only selectors are unix:path/unix:sha256, which name a file, not the code \
+         that runs (any process can point its /proc/<pid>/exe at a file it may execute); \
+         add unix:uid, unix:gid, a systemd unit or a container selector",
+    )
+}
+
 /// True when every selector in `required` is among `have` (an entry matches a workload).
 pub fn all_present(required: &[Selector], have: &[Selector]) -> bool {
     !required.is_empty() && required.iter().all(|r| have.contains(r))
@@ -100,6 +115,31 @@ mod tests {
             Selector::parse(&"a:".repeat(600)),
             Err(SelectorError::TooLong)
         );
+    }
+
+    #[test]
+    fn a_binary_alone_is_warned_about() {
+        let s = |v: &[&str]| {
+            v.iter()
+                .map(|x| Selector::parse(x).unwrap())
+                .collect::<Vec<_>>()
+        };
+        for weak in [
+            &["unix:sha256:ab"][..],
+            &["unix:path:/usr/bin/passwd"],
+            &["unix:path:/bin/x", "unix:sha256:ab"],
+        ] {
+            assert!(file_only_warning(&s(weak)).is_some(), "{weak:?}");
+        }
+        for bounded in [
+            &[][..],
+            &["unix:uid:0"],
+            &["unix:sha256:ab", "unix:uid:1000"],
+            &["unix:path:/bin/x", "systemd:unit:x.service"],
+            &["k8s:sa:x"],
+        ] {
+            assert_eq!(file_only_warning(&s(bounded)), None, "{bounded:?}");
+        }
     }
 
     #[test]

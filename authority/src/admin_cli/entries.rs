@@ -4,6 +4,7 @@ use super::records::{self, Entries, Output};
 use super::{client, data_file};
 use crate::server::BoxError;
 use std::path::Path;
+use tessera_common::selector::file_only_warning;
 use tessera_common::Selector;
 use tessera_proto::authority as pb;
 
@@ -60,7 +61,20 @@ fn secs(d: Option<std::time::Duration>) -> i64 {
         .unwrap_or(0)
 }
 
+/// One stderr line for an entry whose selectors do not bound who gets its identity.
+fn warn_if_file_only(e: &pb::Entry) {
+    let selectors: Vec<Selector> = e.selectors.iter().map(Selector::from).collect();
+    if let Some(why) = file_only_warning(&selectors) {
+        eprintln!(
+            "warning: entry {} ({}): {why}",
+            records::shown(&e.id),
+            records::shown(&e.spiffe_id)
+        );
+    }
+}
+
 fn print_created(created: &[pb::Entry], out: Output) -> Result<(), BoxError> {
+    created.iter().for_each(warn_if_file_only);
     match out {
         Output::Text => created
             .iter()
@@ -127,6 +141,7 @@ pub async fn update(socket: &Path, id: String, a: UpdateArgs, out: Output) -> Re
         revision: a.revision,
     };
     let e = client(socket).await?.update_entry(req).await?.into_inner();
+    warn_if_file_only(&e);
     print_one(&e, out)
 }
 

@@ -1,4 +1,5 @@
-//! `entry update`, `entry create --data`, `entry list` filters.
+//! `entry update`, `entry create --data`, `entry list` filters, the warning about an
+//! entry selected only by its binary.
 
 use super::*;
 
@@ -348,4 +349,66 @@ async fn entry_list_filters_and_single_create_json() {
     assert!(bad
         .assert_one_line_error("bad selector")
         .contains("--selector"));
+}
+
+/// `unix:path` and `unix:sha256` name a file any process can point its exe at: an entry
+/// with nothing else is stored (it is the operator's call) but warned about, on the CLI's
+/// stderr and in the authority's journal, until another selector bounds it.
+#[tokio::test]
+async fn an_entry_selected_only_by_its_binary_is_warned_about() {
+    let d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
+    let weak = format!("unix:sha256:{}", "ab".repeat(32));
+    let out = d
+        .admin(&[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://example.org/weak",
+            "--parent-id",
+            &d.agent_id,
+            "--selector",
+            &weak,
+            "--selector",
+            "unix:path:/usr/bin/passwd",
+        ])
+        .await
+        .expect("run the admin CLI");
+    assert!(out.success(), "{}", out.stderr);
+    let id = out.stdout.trim().to_string();
+    let warning = out.stderr_lines();
+    assert!(
+        warning.len() == 1
+            && warning[0].starts_with(&format!(
+                "warning: entry {id} (spiffe://example.org/weak): "
+            ))
+            && warning[0].contains("unix:uid"),
+        "{}",
+        out.stderr
+    );
+    let journal = fs::read_to_string(d.dir.join("authority.log")).expect("authority log");
+    assert!(
+        journal
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains(&id) && l.contains("name a file")),
+        "{journal}"
+    );
+    let bounded = d
+        .admin(&[
+            "entry",
+            "update",
+            &id,
+            "--selector",
+            &weak,
+            "--selector",
+            "unix:uid:1000",
+        ])
+        .await
+        .expect("run the admin CLI");
+    assert!(
+        bounded.success() && bounded.stderr.is_empty(),
+        "{}",
+        bounded.stderr
+    );
 }
