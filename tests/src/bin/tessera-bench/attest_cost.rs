@@ -5,7 +5,7 @@
 //! server. Baselines: the same new-connection call on the bare server, and SHA-256 of the
 //! same binary read from disk (page cache, as the agent reads it).
 
-use crate::load::{closed_loop, stats, Stats};
+use crate::load::{alternating, closed_loop, stats, Samples};
 use crate::report::{Row, Target};
 use crate::workload::{connect, x509_call, Setup};
 use crate::Sizes;
@@ -23,8 +23,12 @@ const ENV: &str = "TESSERA_BENCH_ONE_CALL";
 const HIT_ALLOWANCE_US: f64 = 100.0;
 
 pub async fn run(sizes: Sizes, s: &Setup) -> Result<Vec<Row>> {
-    let bare = new_conn_calls(&s.baseline.socket, sizes.window).await?;
-    let hit = new_conn_calls(&s.agent, sizes.window).await?;
+    let (bare, hit) = alternating(
+        sizes.window,
+        |w| new_conn_calls(&s.baseline.socket, w),
+        |w| new_conn_calls(&s.agent, w),
+    )
+    .await?;
     let (miss_us, child_hit_us, size) = misses(sizes.runs, s)?;
     let hash_us = plain_hash_us(sizes.runs, &std::env::current_exe()?)?;
     ensure!(
@@ -61,7 +65,7 @@ pub async fn run(sizes: Sizes, s: &Setup) -> Result<Vec<Row>> {
 }
 
 /// One call per new connection, back to back, on `socket`.
-async fn new_conn_calls(socket: &Path, window: Duration) -> Result<Stats> {
+async fn new_conn_calls(socket: &Path, window: Duration) -> Result<Samples> {
     let socket = socket.to_path_buf();
     closed_loop(
         1,

@@ -1,9 +1,9 @@
 //! TCG event log parse + replay of every log in `tests/data/eventlogs`: in process,
 //! and as `tessera-agent eventlog` processes, against `tpm2_eventlog` processes
 //! less the cost of exec'ing `/bin/true`; and the agent's CLI start-up against
-//! `/bin/true`.
+//! `/bin/true`, the two run in turn.
 
-use crate::measure::{exec_us, median_us};
+use crate::measure::{exec_pair_us, exec_us, median_us};
 use crate::report::{Row, Target};
 use crate::Sizes;
 use anyhow::{bail, Context, Result};
@@ -62,10 +62,13 @@ pub fn run(sizes: Sizes) -> Result<Vec<Row>> {
             per(theirs)
         );
     }
-    let (startup, ok) = exec_us(sizes.runs, &agent, &[OsStr::new("--version")])?;
-    if !ok {
-        bail!("tessera-agent --version did not exit 0");
-    }
+    // Start-up against `/bin/true` run in turn with it, in many more runs: the two
+    // differ by a millisecond, which one burst of other work swamps.
+    let (startup, true_startup) = exec_pair_us(
+        sizes.runs * 8,
+        (&agent, &[OsStr::new("--version")]),
+        (truth, &[]),
+    )?;
     let per_log = format!("per log ({n} logs)");
     Ok(vec![
         Row::new(
@@ -83,7 +86,7 @@ pub fn run(sizes: Sizes) -> Result<Vec<Row>> {
         )
         .against(per(theirs), Target::Report),
         Row::new("cli start-up", "tessera-agent --version", "us", startup)
-            .against(true_us, Target::RatioAtMost(2.0)),
+            .against(true_startup, Target::RatioAtMost(2.0)),
     ])
 }
 

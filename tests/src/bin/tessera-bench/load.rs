@@ -1,5 +1,6 @@
 //! A closed-loop load generator: N clients, each on its own connection, calling back to
-//! back for a time window; every call's latency is kept.
+//! back for a time window; every call's latency is kept. Two such loads compared are run
+//! in turn, a slice of the window each, so a change in the machine's load meets both.
 
 use anyhow::{anyhow, Result};
 use std::future::Future;
@@ -13,6 +14,51 @@ pub struct Stats {
     pub rate: f64,
 }
 
+/// Every call's latency from one or more runs, and the time they ran.
+#[derive(Default)]
+pub struct Samples {
+    times: Vec<Duration>,
+    elapsed: f64,
+}
+
+impl Samples {
+    pub fn stats(self) -> Stats {
+        stats(self.times, self.elapsed)
+    }
+
+    fn add(&mut self, other: Samples) {
+        self.times.extend(other.times);
+        self.elapsed += other.elapsed;
+    }
+}
+
+/// How many slices each of two compared loads gets.
+const SLICES: u32 = 6;
+
+/// The loads `a(w)` and `b(w)`, each for `window` in all, in alternating slices of
+/// `window / 6` (a, b, b, a, a, b, ...): a burst of other work, or a drift of the
+/// machine's load, lands on both alike instead of on whichever ran at the time.
+pub async fn alternating<A, AFut, B, BFut>(window: Duration, a: A, b: B) -> Result<(Stats, Stats)>
+where
+    A: Fn(Duration) -> AFut,
+    AFut: Future<Output = Result<Samples>>,
+    B: Fn(Duration) -> BFut,
+    BFut: Future<Output = Result<Samples>>,
+{
+    let slice = window / SLICES;
+    let (mut sa, mut sb) = (Samples::default(), Samples::default());
+    for i in 0..SLICES {
+        if i % 2 == 0 {
+            sa.add(a(slice).await?);
+            sb.add(b(slice).await?);
+        } else {
+            sb.add(b(slice).await?);
+            sa.add(a(slice).await?);
+        }
+    }
+    Ok((sa.stats(), sb.stats()))
+}
+
 /// `clients` tasks, each with the client `connect` made for it (connected before the clock
 /// starts, and warmed with one untimed call), calling `call` back to back for `window`.
 pub async fn closed_loop<C, Conn, ConnFut, Call, CallFut>(
@@ -20,7 +66,7 @@ pub async fn closed_loop<C, Conn, ConnFut, Call, CallFut>(
     window: Duration,
     connect: Conn,
     call: Call,
-) -> Result<Stats>
+) -> Result<Samples>
 where
     C: Clone + Send + 'static,
     Conn: Fn() -> ConnFut,
@@ -58,8 +104,10 @@ where
                 .map_err(|e| anyhow!("a client task failed: {e}"))??,
         );
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    Ok(stats(all, elapsed))
+    Ok(Samples {
+        times: all,
+        elapsed: start.elapsed().as_secs_f64(),
+    })
 }
 
 /// Percentiles of `t`; the rate is calls per second over `elapsed` seconds.

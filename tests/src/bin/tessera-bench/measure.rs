@@ -2,6 +2,7 @@
 //! throughput on every core.
 
 use anyhow::{bail, Context, Result};
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,20 +21,49 @@ pub fn median_us(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> 
 
 /// Median wall time of running `program args` to completion (output discarded),
 /// in microseconds, and whether every run exited 0.
-pub fn exec_us(runs: usize, program: &Path, args: &[&std::ffi::OsStr]) -> Result<(f64, bool)> {
+pub fn exec_us(runs: usize, program: &Path, args: &[&OsStr]) -> Result<(f64, bool)> {
     let mut failed = false;
     let us = median_us(runs, || {
-        let st = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .with_context(|| format!("run {}", program.display()))?;
-        failed |= !st.success();
+        failed |= !exec(program, args)?;
         Ok(())
     })?;
     Ok((us, !failed))
+}
+
+/// `exec_us` of `a` and of `b`, run in turn (a, b, a, b, ...) so both meet the same
+/// load; fails unless every run exited 0.
+pub fn exec_pair_us(
+    runs: usize,
+    a: (&Path, &[&OsStr]),
+    b: (&Path, &[&OsStr]),
+) -> Result<(f64, f64)> {
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(1) {
+        for ((program, args), t) in [(a, &mut ta), (b, &mut tb)] {
+            let start = Instant::now();
+            if !exec(program, args)? {
+                bail!("{} did not exit 0", program.display());
+            }
+            t.push(start.elapsed());
+        }
+    }
+    let median = |mut t: Vec<Duration>| {
+        t.sort();
+        t[t.len() / 2].as_secs_f64() * 1e6
+    };
+    Ok((median(ta), median(tb)))
+}
+
+/// Runs `program args` to completion, output discarded; whether it exited 0.
+fn exec(program: &Path, args: &[&OsStr]) -> Result<bool> {
+    let st = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .with_context(|| format!("run {}", program.display()))?;
+    Ok(st.success())
 }
 
 /// Operations per second of `op` run in a loop on `threads` threads for `window`.

@@ -2,7 +2,7 @@
 //! timed to the first DiscoveryResponse, against FetchX509SVID's first message measured
 //! right next to it (same agent, same single client).
 
-use crate::load::closed_loop;
+use crate::load::{alternating, closed_loop};
 use crate::report::{Row, Target};
 use crate::workload::{x509_load, Setup};
 use crate::Sizes;
@@ -48,12 +48,11 @@ async fn first_response(mut c: Sds) -> Result<()> {
 }
 
 pub async fn run(sizes: Sizes, s: &Setup) -> Result<Vec<Row>> {
-    let x509 = x509_load(&s.agent, 1, sizes.window).await?;
-    let sds = closed_loop(
-        1,
+    let connect = || async { anyhow::Ok(Sds::new(tessera_tests::uds_channel(&s.agent).await?)) };
+    let (x509, sds) = alternating(
         sizes.window,
-        || async { anyhow::Ok(Sds::new(tessera_tests::uds_channel(&s.agent).await?)) },
-        first_response,
+        |w| x509_load(&s.agent, 1, w),
+        |w| closed_loop(1, w, connect, first_response),
     )
     .await?;
     Ok(vec![

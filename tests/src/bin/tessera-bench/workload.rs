@@ -3,7 +3,7 @@
 //! `baseline_server` answering the same bytes, with the same client code.
 
 use crate::baseline_server;
-use crate::load::{closed_loop, Stats};
+use crate::load::{alternating, closed_loop, Samples};
 use crate::report::{Row, Target};
 use crate::Sizes;
 use anyhow::{anyhow, ensure, Context, Result};
@@ -134,7 +134,7 @@ async fn jwt_call(mut c: Raw, audience: String) -> Result<()> {
 }
 
 /// One client per connection, `clients` of them, on `socket`.
-pub async fn x509_load(socket: &Path, clients: usize, window: Duration) -> Result<Stats> {
+pub async fn x509_load(socket: &Path, clients: usize, window: Duration) -> Result<Samples> {
     closed_loop(clients, window, || connect(socket), x509_call).await
 }
 
@@ -147,10 +147,13 @@ async fn x509_concurrency(sizes: Sizes, s: &Setup) -> Result<Vec<Row>> {
         } else {
             format!("{n} clients")
         };
-        let base = x509_load(&s.baseline.socket, n, sizes.window).await?;
-        let agent = x509_load(&s.agent, n, sizes.window)
-            .await
-            .with_context(|| who.clone())?;
+        let (base, agent) = alternating(
+            sizes.window,
+            |w| x509_load(&s.baseline.socket, n, w),
+            |w| x509_load(&s.agent, n, w),
+        )
+        .await
+        .with_context(|| who.clone())?;
         let rate_target = if n == 64 {
             Target::RatioAtLeast(0.8)
         } else {
@@ -175,15 +178,21 @@ async fn x509_concurrency(sizes: Sizes, s: &Setup) -> Result<Vec<Row>> {
 async fn jwt(sizes: Sizes, s: &Setup) -> Result<Vec<Row>> {
     const SCENARIO: &str = "FetchJWTSVID, 1 client";
     let cached = |c| jwt_call(c, "bench".into());
-    let base = closed_loop(1, sizes.window, || connect(&s.baseline.socket), cached).await?;
-    let agent = closed_loop(1, sizes.window, || connect(&s.agent), cached).await?;
+    let (base, agent) = alternating(
+        sizes.window,
+        |w| closed_loop(1, w, || connect(&s.baseline.socket), cached),
+        |w| closed_loop(1, w, || connect(&s.agent), cached),
+    )
+    .await?;
     // Every call a new audience: the agent has the authority sign each.
     let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let fresh = move |c| {
         let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         jwt_call(c, format!("bench-{n}"))
     };
-    let uncached = closed_loop(1, sizes.window, || connect(&s.agent), fresh).await?;
+    let uncached = closed_loop(1, sizes.window, || connect(&s.agent), fresh)
+        .await?
+        .stats();
     Ok(vec![
         Row::new(SCENARIO, "cached, p50", "µs", agent.p50)
             .against(base.p50, Target::RatioAtMost(1.3)),
