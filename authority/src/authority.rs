@@ -120,6 +120,10 @@ impl Authority {
             return bad("selectors: at least one selector is required".into());
         }
         for s in &e.selectors {
+            // Parsed joined, `unix:path` + `/x` would pass, and never match anything.
+            if s.r#type.contains(':') {
+                return bad(format!("selector: type {:?} contains ':'", s.r#type));
+            }
             Selector::parse(&format!("{}:{}", s.r#type, s.value))
                 .map_err(|err| ApiError::InvalidArgument(format!("selector: {err}")))?;
         }

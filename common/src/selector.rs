@@ -67,19 +67,39 @@ impl From<&tessera_proto::authority::Selector> for Selector {
     }
 }
 
-/// Why a set of selectors does not bound who gets the identity: every one of them is
-/// `unix:path` or `unix:sha256`, which name the file `/proc/<pid>/exe` points at, and any
-/// process may point that at a file it can execute (`PR_SET_MM_MAP` needs a capability
-/// only in its own user namespace). `None` when another selector bounds it.
+/// Why a set of selectors does not bound who gets the identity: it selects by `unix:path`
+/// or `unix:sha256`, which name the file `/proc/<pid>/exe` points at (any process may
+/// point that at a file it can execute: `PR_SET_MM_MAP` needs a capability only in its
+/// own user namespace), and none of its selectors names who runs the process. `None`
+/// otherwise.
 pub fn file_only_warning(selectors: &[Selector]) -> Option<&'static str> {
-    let names_a_file = |s: &Selector| {
-        s.kind == "unix" && (s.value.starts_with("path:") || s.value.starts_with("sha256:"))
-    };
-    (!selectors.is_empty() && selectors.iter().all(names_a_file)).then_some(
-        "its only selectors are unix:path/unix:sha256, which name a file, not the code \
-         that runs (any process can point its /proc/<pid>/exe at a file it may execute); \
-         add unix:uid, unix:gid, a systemd unit or a container selector",
+    let names_a_file = |s: &Selector| s.kind == "unix" && matches!(field(s), "path" | "sha256");
+    (selectors.iter().any(names_a_file) && !selectors.iter().any(names_a_principal)).then_some(
+        "it selects by unix:path/unix:sha256, which name a file, not the code that runs \
+         (any process can point its /proc/<pid>/exe at a file it may execute), and no \
+         selector names who runs it; add unix:uid, unix:gid, a systemd unit or a container id",
     )
+}
+
+/// A selector a caller cannot choose for itself that separates principals: its uid or
+/// groups, its systemd unit or cgroup, its container or pod. Not the slice, the runtime,
+/// the QoS class, nor the image or labels (whoever runs containers chooses those).
+fn names_a_principal(s: &Selector) -> bool {
+    matches!(
+        (s.kind.as_str(), field(s)),
+        (
+            "unix",
+            "uid" | "user" | "gid" | "group" | "supplementary_gid"
+        ) | ("systemd", "unit" | "invocation_id")
+            | ("cgroup", "path")
+            | ("container", "id")
+            | ("k8s", "pod_uid")
+    )
+}
+
+/// The field a selector's value starts with (`uid` of `unix:uid:0`).
+fn field(s: &Selector) -> &str {
+    s.value.split_once(':').map_or("", |(f, _)| f)
 }
 
 /// True when every selector in `required` is among `have` (an entry matches a workload).
@@ -118,7 +138,7 @@ mod tests {
     }
 
     #[test]
-    fn a_binary_alone_is_warned_about() {
+    fn a_binary_without_a_principal_is_warned_about() {
         let s = |v: &[&str]| {
             v.iter()
                 .map(|x| Selector::parse(x).unwrap())
@@ -128,15 +148,32 @@ mod tests {
             &["unix:sha256:ab"][..],
             &["unix:path:/usr/bin/passwd"],
             &["unix:path:/bin/x", "unix:sha256:ab"],
+            // Coarse: every system service, every docker container, a pod's QoS class.
+            &["unix:path:/bin/x", "systemd:slice:system.slice"],
+            &[
+                "unix:sha256:ab",
+                "container:runtime:docker",
+                "k8s:qos:burstable",
+            ],
+            // Chosen by whoever runs the container.
+            &[
+                "unix:sha256:ab",
+                "container:label:app:web",
+                "container:image_id:sha256:cd",
+            ],
         ] {
             assert!(file_only_warning(&s(weak)).is_some(), "{weak:?}");
         }
         for bounded in [
             &[][..],
             &["unix:uid:0"],
+            &["systemd:slice:system.slice"],
             &["unix:sha256:ab", "unix:uid:1000"],
+            &["unix:sha256:ab", "unix:gid:33"],
             &["unix:path:/bin/x", "systemd:unit:x.service"],
-            &["k8s:sa:x"],
+            &["unix:path:/bin/x", "container:id:ab"],
+            &["unix:path:/bin/x", "k8s:pod_uid:ab"],
+            &["unix:path:/bin/x", "cgroup:path:/system.slice/x.service"],
         ] {
             assert_eq!(file_only_warning(&s(bounded)), None, "{bounded:?}");
         }

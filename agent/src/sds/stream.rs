@@ -76,17 +76,22 @@ impl Session {
     async fn next(&mut self) -> Option<Result<DiscoveryResponse, Status>> {
         loop {
             let step = tokio::select! {
+                // The caller's exit and the agent's stop first: no request queued behind
+                // them is answered.
+                biased;
+                _ = &mut self.exited => Err(self.gone()),
+                _ = stopped(&mut self.shutdown) => Err(Status::unavailable("agent is shutting down")),
                 msg = self.inbound.message() => match msg {
                     Ok(Some(req)) => self.on_request(req),
-                    // Envoy closed its side or went away.
-                    Ok(None) | Err(_) => return None,
+                    // Envoy closed its side.
+                    Ok(None) => return None,
+                    // A request over the size limit, or not a request: Envoy is told why.
+                    Err(st) => Err(st),
                 },
                 changed = self.snapshots.changed() => match changed {
                     Ok(()) => self.on_change().await,
                     Err(_) => return None,
                 },
-                _ = &mut self.exited => Err(self.gone()),
-                _ = stopped(&mut self.shutdown) => Err(Status::unavailable("agent is shutting down")),
             };
             match step {
                 Ok(None) => {}

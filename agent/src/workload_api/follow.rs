@@ -89,11 +89,13 @@ where
     async fn next(&mut self) -> Option<Result<T, Status>> {
         loop {
             tokio::select! {
-                changed = self.rx.changed() => if changed.is_err() { return None },
+                // The caller's exit and the agent's stop before any update.
+                biased;
                 _ = &mut self.exited => return Some(self.gone()),
                 _ = stopped(&mut self.shutdown) => {
                     return Some(Err(Status::unavailable("agent is shutting down")));
                 }
+                changed = self.rx.changed() => if changed.is_err() { return None },
             }
             // Without a pidfd to wait on, every update checks that the caller still runs.
             if self.attestor.check(&self.caller.process).is_err() {

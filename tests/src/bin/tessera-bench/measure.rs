@@ -30,16 +30,20 @@ pub fn exec_us(runs: usize, program: &Path, args: &[&OsStr]) -> Result<(f64, boo
     Ok((us, !failed))
 }
 
-/// `exec_us` of `a` and of `b`, run in turn (a, b, a, b, ...) so both meet the same
-/// load; fails unless every run exited 0.
+/// `exec_us` of `a` and of `b`, run in turn (a, b, b, a, a, b, ...) so both meet the
+/// same load and neither always follows the other; fails unless every run exited 0.
 pub fn exec_pair_us(
     runs: usize,
     a: (&Path, &[&OsStr]),
     b: (&Path, &[&OsStr]),
 ) -> Result<(f64, f64)> {
     let (mut ta, mut tb) = (Vec::new(), Vec::new());
-    for _ in 0..runs.max(1) {
-        for ((program, args), t) in [(a, &mut ta), (b, &mut tb)] {
+    for i in 0..runs.max(1) {
+        let mut pair = [(a, &mut ta), (b, &mut tb)];
+        if i % 2 == 1 {
+            pair.reverse();
+        }
+        for ((program, args), t) in pair {
             let start = Instant::now();
             if !exec(program, args)? {
                 bail!("{} did not exit 0", program.display());

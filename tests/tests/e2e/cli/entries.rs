@@ -394,6 +394,24 @@ async fn an_entry_selected_only_by_its_binary_is_warned_about() {
             .any(|l| l.contains("WARN") && l.contains(&id) && l.contains("name a file")),
         "{journal}"
     );
+    // A slice holds every system service, whatever its uid: still warned about.
+    let coarse = d
+        .admin(&[
+            "entry",
+            "update",
+            &id,
+            "--selector",
+            &weak,
+            "--selector",
+            "systemd:slice:system.slice",
+        ])
+        .await
+        .expect("run the admin CLI");
+    assert!(
+        coarse.success() && coarse.stderr.starts_with("warning: entry "),
+        "{}",
+        coarse.stderr
+    );
     let bounded = d
         .admin(&[
             "entry",
@@ -410,5 +428,28 @@ async fn an_entry_selected_only_by_its_binary_is_warned_about() {
         bounded.success() && bounded.stderr.is_empty(),
         "{}",
         bounded.stderr
+    );
+    // Through the API a type can hold the ':' the CLI splits on: refused, not stored
+    // as an entry that never matches (and is not warned about).
+    let mut admin = tessera_proto::authority::admin_client::AdminClient::new(
+        tessera_tests::uds_channel(&d.admin_socket())
+            .await
+            .expect("connect to the admin socket"),
+    );
+    let joined = admin
+        .create_entry(tessera_proto::authority::Entry {
+            spiffe_id: "spiffe://example.org/joined".into(),
+            parent_id: d.agent_id.clone(),
+            selectors: vec![tessera_proto::authority::Selector {
+                r#type: "unix:path".into(),
+                value: "/usr/bin/passwd".into(),
+            }],
+            ..Default::default()
+        })
+        .await;
+    let st = joined.expect_err("a selector type with ':' is refused");
+    assert!(
+        st.code() == tonic::Code::InvalidArgument && st.message().starts_with("selector: type"),
+        "{st:?}"
     );
 }
