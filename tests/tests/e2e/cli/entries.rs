@@ -394,36 +394,31 @@ async fn an_entry_selected_only_by_its_binary_is_warned_about() {
             .any(|l| l.contains("WARN") && l.contains(&id) && l.contains("name a file")),
         "{journal}"
     );
+    // The binary with one more selector in place of the path.
+    let with = |extra: &'static str| {
+        let (d, id, weak) = (&d, &id, &weak);
+        async move {
+            d.admin(&[
+                "entry",
+                "update",
+                id,
+                "--selector",
+                weak,
+                "--selector",
+                extra,
+            ])
+            .await
+            .expect("run the admin CLI")
+        }
+    };
     // A slice holds every system service, whatever its uid: still warned about.
-    let coarse = d
-        .admin(&[
-            "entry",
-            "update",
-            &id,
-            "--selector",
-            &weak,
-            "--selector",
-            "systemd:slice:system.slice",
-        ])
-        .await
-        .expect("run the admin CLI");
+    let coarse = with("systemd:slice:system.slice").await;
     assert!(
         coarse.success() && coarse.stderr.starts_with("warning: entry "),
         "{}",
         coarse.stderr
     );
-    let bounded = d
-        .admin(&[
-            "entry",
-            "update",
-            &id,
-            "--selector",
-            &weak,
-            "--selector",
-            "unix:uid:1000",
-        ])
-        .await
-        .expect("run the admin CLI");
+    let bounded = with("unix:uid:1000").await;
     assert!(
         bounded.success() && bounded.stderr.is_empty(),
         "{}",
