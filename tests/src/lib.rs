@@ -25,7 +25,7 @@ pub use grpc::{
     uds_channel, Header, Raw,
 };
 pub use postgres::{Cluster, Replica};
-pub use process::{bin, child_command, tail, ChildGuard, Daemon};
+pub use process::{bin, child_command, cpu_time, tail, ChildGuard, Daemon};
 pub use readiness::Readiness;
 pub use tpm::{ek_ca_dir, hex, measure_boot, rhel8_log, swtpm_booted, testdata, tpm_verifier};
 

@@ -27,6 +27,31 @@ fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
+/// User plus system CPU time process `pid` (all its threads) has used so far, from
+/// `/proc/<pid>/stat` (clock-tick resolution, 10 ms at the usual 100 Hz).
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    // Fields 14 (utime) and 15 (stime); the command name (field 2) may hold spaces.
+    let after = stat
+        .rfind(')')
+        .map(|i| &stat[i + 1..])
+        .ok_or_else(|| anyhow!("{path}: no command name"))?;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| -> Result<u64> {
+        let v = f.get(i).ok_or_else(|| anyhow!("{path}: too few fields"))?;
+        v.parse()
+            .with_context(|| format!("{path}: field {}", i + 3))
+    };
+    let ticks = field(11)? + field(12)?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&hz| hz > 0)
+        .unwrap_or(100);
+    Ok(Duration::from_secs_f64(ticks as f64 / hz as f64))
+}
+
 /// `<name>` beside the running binary (a test binary lives in `<profile>/deps`, a
 /// bin in `<profile>`: so `target/release/tessera-bench` runs release daemons), else
 /// `<target dir>/debug/<name>`, the target dir being `CARGO_TARGET_DIR` or

@@ -7,7 +7,7 @@
 
 use crate::load::{alternating, closed_loop, stats, Samples};
 use crate::report::{Row, Target};
-use crate::workload::{connect, x509_call, Setup};
+use crate::workload::{connect, server_cpu, x509_call, Setup};
 use crate::Sizes;
 use anyhow::{anyhow, ensure, Context, Result};
 use aws_lc_rs::digest::{Context as Digest, SHA256};
@@ -25,8 +25,8 @@ const HIT_ALLOWANCE_US: f64 = 100.0;
 pub async fn run(sizes: Sizes, s: &Setup) -> Result<Vec<Row>> {
     let (bare, hit) = alternating(
         sizes.window,
-        |w| new_conn_calls(&s.baseline.socket, w),
-        |w| new_conn_calls(&s.agent, w),
+        (s.baseline.pid(), |w| new_conn_calls(&s.baseline.socket, w)),
+        (s.agent_pid, |w| new_conn_calls(&s.agent, w)),
     )
     .await?;
     let (miss_us, child_hit_us, size) = misses(sizes.runs, s)?;
@@ -47,6 +47,7 @@ pub async fn run(sizes: Sizes, s: &Setup) -> Result<Vec<Row>> {
         )
         .against(bare.p50, Target::RatioAtMost(hit_ratio)),
         Row::new(SCENARIO, "hash cache hit, p99", "µs", hit.p99).against(bare.p99, Target::Report),
+        server_cpu(SCENARIO, "hash cache hit", hit, bare)?,
         Row::new(
             SCENARIO,
             &format!("hash cache miss, p50 ({} MiB binary)", size >> 20),

@@ -28,6 +28,12 @@ pub struct Baseline {
     pub socket: PathBuf,
 }
 
+impl Baseline {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Baseline {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -1,6 +1,7 @@
 //! A closed-loop load generator: N clients, each on its own connection, calling back to
 //! back for a time window; every call's latency is kept. Two such loads compared are run
-//! in turn, a slice of the window each, so a change in the machine's load meets both.
+//! in turn, a slice of the window each, so a change in the machine's load meets both, and
+//! each is charged the CPU time its server process used in its slices.
 
 use anyhow::{anyhow, Result};
 use std::future::Future;
@@ -12,6 +13,8 @@ pub struct Stats {
     pub p50: f64,
     pub p99: f64,
     pub rate: f64,
+    /// The server process's CPU time (user + system) per call, when measured.
+    pub cpu_us: Option<f64>,
 }
 
 /// Every call's latency from one or more runs, and the time they ran.
@@ -20,14 +23,21 @@ pub struct Samples {
     times: Vec<Duration>,
     /// Calls that ended within their windows.
     done: u64,
+    /// Calls made but not timed (each client's first).
+    untimed: u64,
     elapsed: f64,
+    /// The server's CPU time over the runs, when measured.
+    cpu: Option<Duration>,
 }
 
 impl Samples {
     pub fn stats(self) -> Stats {
         let rate = self.done as f64 / self.elapsed.max(1e-9);
+        let calls = (self.times.len() as u64 + self.untimed).max(1) as f64;
+        let cpu_us = self.cpu.map(|c| c.as_secs_f64() * 1e6 / calls);
         Stats {
             rate,
+            cpu_us,
             ..stats(self.times, self.elapsed)
         }
     }
@@ -35,7 +45,12 @@ impl Samples {
     fn add(&mut self, other: Samples) {
         self.times.extend(other.times);
         self.done += other.done;
+        self.untimed += other.untimed;
         self.elapsed += other.elapsed;
+        self.cpu = match (self.cpu, other.cpu) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -44,8 +59,14 @@ const SLICES: u32 = 6;
 
 /// The loads `a(w)` and `b(w)`, each for `window` in all, in alternating slices of
 /// `window / 6` (a, b, b, a, a, b, ...): a burst of other work, or a drift of the
-/// machine's load, lands on both alike instead of on whichever ran at the time.
-pub async fn alternating<A, AFut, B, BFut>(window: Duration, a: A, b: B) -> Result<(Stats, Stats)>
+/// machine's load, lands on both alike instead of on whichever ran at the time. Each
+/// side is charged the CPU time of its server (the pid beside it) over its slices,
+/// the closing of the slice's connections included.
+pub async fn alternating<A, AFut, B, BFut>(
+    window: Duration,
+    (a_pid, a): (u32, A),
+    (b_pid, b): (u32, B),
+) -> Result<(Stats, Stats)>
 where
     A: Fn(Duration) -> AFut,
     AFut: Future<Output = Result<Samples>>,
@@ -56,17 +77,23 @@ where
     let (mut sa, mut sb) = (Samples::default(), Samples::default());
     for i in 0..SLICES {
         if i % 2 == 0 {
-            sa.add(a(slice).await?);
-            settle().await;
-            sb.add(b(slice).await?);
+            sa.add(charged(a_pid, a(slice)).await?);
+            sb.add(charged(b_pid, b(slice)).await?);
         } else {
-            sb.add(b(slice).await?);
-            settle().await;
-            sa.add(a(slice).await?);
+            sb.add(charged(b_pid, b(slice)).await?);
+            sa.add(charged(a_pid, a(slice)).await?);
         }
-        settle().await;
     }
     Ok((sa.stats(), sb.stats()))
+}
+
+/// One slice's samples with the CPU time server `pid` used for them.
+async fn charged(pid: u32, load: impl Future<Output = Result<Samples>>) -> Result<Samples> {
+    let before = tessera_tests::cpu_time(pid)?;
+    let mut samples = load.await?;
+    settle().await;
+    samples.cpu = Some(tessera_tests::cpu_time(pid)?.saturating_sub(before));
+    Ok(samples)
 }
 
 /// Lets the server just measured close the slice's connections before the next slice
@@ -128,7 +155,9 @@ where
     Ok(Samples {
         times: all,
         done,
+        untimed: clients.max(1) as u64,
         elapsed: window.as_secs_f64(),
+        cpu: None,
     })
 }
 
@@ -143,5 +172,6 @@ pub fn stats(mut t: Vec<Duration>, elapsed: f64) -> Stats {
         p50: at(0.5),
         p99: at(0.99),
         rate: t.len() as f64 / elapsed.max(1e-9),
+        cpu_us: None,
     }
 }

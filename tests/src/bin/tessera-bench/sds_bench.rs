@@ -4,7 +4,7 @@
 
 use crate::load::{alternating, closed_loop};
 use crate::report::{Row, Target};
-use crate::workload::{x509_load, Setup};
+use crate::workload::{server_cpu, x509_load, Setup};
 use crate::Sizes;
 use anyhow::{anyhow, ensure, Result};
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -51,8 +51,8 @@ pub async fn run(sizes: Sizes, s: &Setup) -> Result<Vec<Row>> {
     let connect = || async { anyhow::Ok(Sds::new(tessera_tests::uds_channel(&s.agent).await?)) };
     let (x509, sds) = alternating(
         sizes.window,
-        |w| x509_load(&s.agent, 1, w),
-        |w| closed_loop(1, w, connect, first_response),
+        (s.agent_pid, |w| x509_load(&s.agent, 1, w)),
+        (s.agent_pid, |w| closed_loop(1, w, connect, first_response)),
     )
     .await?;
     Ok(vec![
@@ -60,5 +60,6 @@ pub async fn run(sizes: Sizes, s: &Setup) -> Result<Vec<Row>> {
             .against(x509.p50, Target::RatioAtMost(1.3)),
         Row::new(SCENARIO, "p99 (baseline: FetchX509SVID p99)", "µs", sds.p99)
             .against(x509.p99, Target::RatioAtMost(1.3)),
+        server_cpu(SCENARIO, "agent (baseline: FetchX509SVID)", sds, x509)?,
     ])
 }

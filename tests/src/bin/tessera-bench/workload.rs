@@ -3,7 +3,7 @@
 //! `baseline_server` answering the same bytes, with the same client code.
 
 use crate::baseline_server;
-use crate::load::{alternating, closed_loop, Samples};
+use crate::load::{alternating, closed_loop, Samples, Stats};
 use crate::report::{Row, Target};
 use crate::Sizes;
 use anyhow::{anyhow, ensure, Context, Result};
@@ -18,6 +18,7 @@ pub struct Setup {
     /// Kept for its daemons, which stop when it is dropped.
     pub _deployment: Deployment,
     pub agent: PathBuf,
+    pub agent_pid: u32,
     pub baseline: baseline_server::Baseline,
     pub dir: tempfile::TempDir,
 }
@@ -66,7 +67,8 @@ async fn setup() -> Result<Setup> {
         &[("TESSERA_LOG", "info")],
     )?;
     agent.wait_ready(tessera_tests::STARTUP).await?;
-    eprintln!("workload scenarios: agent pid {}", agent.pid());
+    let agent_pid = agent.pid();
+    eprintln!("workload scenarios: agent pid {agent_pid}");
     d.extra.push(agent);
     let socket = d.socket_path();
     let x509 = deadline(
@@ -92,6 +94,7 @@ async fn setup() -> Result<Setup> {
     Ok(Setup {
         _deployment: d,
         agent: socket,
+        agent_pid,
         baseline,
         dir,
     })
@@ -149,8 +152,8 @@ async fn x509_concurrency(sizes: Sizes, s: &Setup) -> Result<Vec<Row>> {
         };
         let (base, agent) = alternating(
             sizes.window,
-            |w| x509_load(&s.baseline.socket, n, w),
-            |w| x509_load(&s.agent, n, w),
+            (s.baseline.pid(), |w| x509_load(&s.baseline.socket, n, w)),
+            (s.agent_pid, |w| x509_load(&s.agent, n, w)),
         )
         .await
         .with_context(|| who.clone())?;
@@ -171,6 +174,7 @@ async fn x509_concurrency(sizes: Sizes, s: &Setup) -> Result<Vec<Row>> {
             Row::new(SCENARIO, &format!("calls/s, {who}"), "1/s", agent.rate)
                 .against(base.rate, rate_target),
         );
+        rows.push(server_cpu(SCENARIO, &who, agent, base)?);
     }
     Ok(rows)
 }
@@ -180,8 +184,12 @@ async fn jwt(sizes: Sizes, s: &Setup) -> Result<Vec<Row>> {
     let cached = |c| jwt_call(c, "bench".into());
     let (base, agent) = alternating(
         sizes.window,
-        |w| closed_loop(1, w, || connect(&s.baseline.socket), cached),
-        |w| closed_loop(1, w, || connect(&s.agent), cached),
+        (s.baseline.pid(), |w| {
+            closed_loop(1, w, || connect(&s.baseline.socket), cached)
+        }),
+        (s.agent_pid, |w| {
+            closed_loop(1, w, || connect(&s.agent), cached)
+        }),
     )
     .await?;
     // Every call a new audience: the agent has the authority sign each.
@@ -197,9 +205,27 @@ async fn jwt(sizes: Sizes, s: &Setup) -> Result<Vec<Row>> {
         Row::new(SCENARIO, "cached, p50", "µs", agent.p50)
             .against(base.p50, Target::RatioAtMost(1.3)),
         Row::new(SCENARIO, "cached, p99", "µs", agent.p99).against(base.p99, Target::Report),
+        server_cpu(SCENARIO, "cached", agent, base)?,
         Row::new(SCENARIO, "uncached (new audience), p50", "µs", uncached.p50)
             .against(base.p50, Target::Report),
         Row::new(SCENARIO, "uncached (new audience), p99", "µs", uncached.p99)
             .against(base.p99, Target::Report),
     ])
+}
+
+/// The server's CPU time per call (user + system, all its threads, connection set-up and
+/// close included), agent against its baseline: what the call rate follows where client
+/// and server share the cores.
+pub fn server_cpu(scenario: &str, who: &str, agent: Stats, base: Stats) -> Result<Row> {
+    let cpu = |s: Stats| {
+        s.cpu_us
+            .ok_or_else(|| anyhow!("{scenario}: no CPU time measured"))
+    };
+    Ok(Row::new(
+        scenario,
+        &format!("server CPU per call, {who}"),
+        "µs",
+        cpu(agent)?,
+    )
+    .against(cpu(base)?, Target::Report))
 }

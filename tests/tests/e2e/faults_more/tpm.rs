@@ -2,7 +2,6 @@
 
 use super::{assert_valid, broken, first_msg, spawn_watch};
 use crate::harness::*;
-use std::fs;
 use std::time::{Duration, Instant};
 use tessera_proto::workload as pb;
 
@@ -22,15 +21,9 @@ async fn agent_svids_issued(d: &Deployment, agent: &str) -> usize {
 
 /// User plus system CPU seconds a process used so far.
 fn cpu_secs(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/pid/stat");
-    let after = &stat[stat.rfind(')').expect("comm") + 2..];
-    let f: Vec<&str> = after.split(' ').collect();
-    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100);
-    ticks as f64 / hz as f64
+    tessera_tests::cpu_time(pid)
+        .expect("cpu time")
+        .as_secs_f64()
 }
 
 #[tokio::test]
