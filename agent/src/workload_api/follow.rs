@@ -1,8 +1,10 @@
 //! A Workload API stream: the first message at once, then a new one whenever the snapshot
 //! changes what the caller gets. The stream is polled by the HTTP/2 stream's own task
 //! and dropped with it when the client goes: no task or channel of its own per call,
-//! which cost a spawn and two cross-thread wake-ups on every FetchX509SVID.
+//! which cost a spawn and two cross-thread wake-ups on every FetchX509SVID. It keeps what
+//! it sent last as the snapshot's shared parts (`Content`), not as a copy of the message.
 
+use super::responses::Content;
 use super::service::{stopped, Attest, Caller, WorkloadApi};
 use super::WorkloadError;
 use crate::cache::templates::{Demands, Leases};
@@ -17,16 +19,12 @@ use tonic::Status;
 
 pub type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// What a stream logs when it sends a message: `(caller, snapshot, previous, current)`.
-pub type OnSend<T> = fn(&Caller, &Snapshot, Option<&T>, &T);
-
 /// Everything a stream needs between its messages.
-struct Follow<T, F> {
+struct Follow<C, F> {
     caller: Caller,
     what: &'static str,
     build: F,
-    on_send: OnSend<T>,
-    last: T,
+    last: C,
     rx: watch::Receiver<Arc<Snapshot>>,
     shutdown: watch::Receiver<bool>,
     attestor: Arc<dyn Attest>,
@@ -38,31 +36,30 @@ struct Follow<T, F> {
 impl WorkloadApi {
     /// A stream that sends `build(snapshot)` now and again whenever it changes;
     /// it ends with the error when the caller's last identity goes away.
-    pub(crate) fn follow<T, F>(
+    pub(crate) fn follow<C, F>(
         &self,
         mut caller: Caller,
         what: &'static str,
         build: F,
-        on_send: OnSend<T>,
-    ) -> Result<Stream_<T>, Status>
+    ) -> Result<Stream_<C::Message>, Status>
     where
-        T: PartialEq + Clone + Send + 'static,
-        F: Fn(&Snapshot, &[Selector]) -> Result<T, WorkloadError> + Send + 'static,
+        C: Content,
+        F: Fn(&Snapshot, &[Selector]) -> Result<C, WorkloadError> + Send + 'static,
     {
         let mut rx = self.snapshots.clone();
         let snap = rx.borrow_and_update().clone();
         let first = build(&snap, &caller.selectors)
             .inspect_err(|e| caller.denied(what, "-", e))
             .map_err(Status::from)?;
-        on_send(&caller, &snap, None, &first);
+        first.log_issued(&caller, None);
+        let message = first.message();
         let state = Follow {
             exited: Box::pin(caller.exited()),
             held: std::mem::take(&mut caller.leases),
             caller,
             what,
             build,
-            on_send,
-            last: first.clone(),
+            last: first,
             rx,
             shutdown: self.shutdown.clone(),
             attestor: self.attestor.clone(),
@@ -75,18 +72,18 @@ impl WorkloadApi {
             let more = item.is_ok().then_some(state);
             Some((item, more))
         });
-        Ok(Box::pin(tokio_stream::once(Ok(first)).chain(updates)))
+        Ok(Box::pin(tokio_stream::once(Ok(message)).chain(updates)))
     }
 }
 
-impl<T, F> Follow<T, F>
+impl<C, F> Follow<C, F>
 where
-    T: PartialEq + Clone,
-    F: Fn(&Snapshot, &[Selector]) -> Result<T, WorkloadError>,
+    C: Content,
+    F: Fn(&Snapshot, &[Selector]) -> Result<C, WorkloadError>,
 {
     /// The next message, or the error that ends the stream; `None` when the agent's
     /// snapshots end.
-    async fn next(&mut self) -> Option<Result<T, Status>> {
+    async fn next(&mut self) -> Option<Result<C::Message, Status>> {
         loop {
             tokio::select! {
                 // The caller's exit and the agent's stop before any update.
@@ -111,11 +108,12 @@ where
                 snap = self.rx.borrow_and_update().clone();
             }
             match (self.build)(&snap, &self.caller.selectors) {
-                Ok(msg) if msg == self.last => {}
-                Ok(msg) => {
-                    (self.on_send)(&self.caller, &snap, Some(&self.last), &msg);
-                    self.last = msg.clone();
-                    return Some(Ok(msg));
+                Ok(content) if content == self.last => {}
+                Ok(content) => {
+                    content.log_issued(&self.caller, Some(&self.last));
+                    let message = content.message();
+                    self.last = content;
+                    return Some(Ok(message));
                 }
                 Err(e) => {
                     self.caller.denied(self.what, "-", &e);
@@ -125,7 +123,7 @@ where
         }
     }
 
-    fn gone(&self) -> Result<T, Status> {
+    fn gone(&self) -> Result<C::Message, Status> {
         let e = WorkloadError::Attestation("the connecting process has exited".into());
         self.caller.denied(self.what, "-", &e);
         Err(e.into())

@@ -1,7 +1,7 @@
 //! Workload API responses built from a snapshot and the caller's selectors;
 //! pure, so every rule here is unit-tested without a socket.
 
-use super::WorkloadError;
+use super::{Caller, WorkloadError};
 use crate::cache::{Bundle, CachedSvid, Snapshot, State};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,60 +31,139 @@ pub fn identities(
     Ok(ids)
 }
 
-fn bundle(snap: &Snapshot) -> Result<&Bundle, WorkloadError> {
-    snap.bundle.as_deref().ok_or(WorkloadError::NotSynced)
+fn bundle(snap: &Snapshot) -> Result<Arc<Bundle>, WorkloadError> {
+    snap.bundle.clone().ok_or(WorkloadError::NotSynced)
 }
 
-pub fn x509_svid(
-    snap: &Snapshot,
-    selectors: &[Selector],
-) -> Result<wl::X509svidResponse, WorkloadError> {
-    let ids = identities(snap, selectors)?;
-    let bundle = &bundle(snap)?.x509_der;
-    let svids = ids
-        .iter()
-        .map(|s| wl::X509svid {
-            spiffe_id: s.spiffe_id.to_string(),
-            x509_svid: s.chain.clone(),
-            // The response owns a plain copy (prost types cannot wipe); it is
-            // dropped once sent.
-            x509_svid_key: s.key.to_vec(),
-            bundle: bundle.clone(),
-            hint: s.entry.hint.clone(),
-        })
-        .collect();
-    Ok(wl::X509svidResponse {
+/// What a stream sends, held as shared parts of the snapshot: a stream compares it with
+/// what it sent last and builds the message only when it differs, so an open stream keeps
+/// no copy of its last message and a call builds its message once.
+pub trait Content: PartialEq + Send + 'static {
+    type Message: Send + 'static;
+    fn message(&self) -> Self::Message;
+    /// Logs each identity this hands out that `prev` did not (first answer or rotation).
+    fn log_issued(&self, _caller: &Caller, _prev: Option<&Self>) {}
+}
+
+/// A FetchX509SVID message: the caller's SVIDs and the bundle.
+pub struct X509Svids {
+    svids: Vec<Arc<CachedSvid>>,
+    bundle: Arc<Bundle>,
+}
+
+/// The same SVID as the message carries it.
+fn same_svid(a: &CachedSvid, b: &CachedSvid) -> bool {
+    std::ptr::eq(a, b)
+        || (a.chain == b.chain
+            && a.key == b.key
+            && a.spiffe_id == b.spiffe_id
+            && a.entry.hint == b.entry.hint)
+}
+
+impl PartialEq for X509Svids {
+    fn eq(&self, other: &Self) -> bool {
+        self.bundle.x509_der == other.bundle.x509_der
+            && self.svids.len() == other.svids.len()
+            && self
+                .svids
+                .iter()
+                .zip(&other.svids)
+                .all(|(a, b)| same_svid(a, b))
+    }
+}
+
+impl Content for X509Svids {
+    type Message = wl::X509svidResponse;
+
+    fn message(&self) -> wl::X509svidResponse {
+        let svids = self
+            .svids
+            .iter()
+            .map(|s| wl::X509svid {
+                spiffe_id: s.spiffe_id.to_string(),
+                x509_svid: s.chain.clone(),
+                // The response owns a plain copy (prost types cannot wipe); it is
+                // dropped once sent.
+                x509_svid_key: s.key.to_vec(),
+                bundle: self.bundle.x509_der.clone(),
+                hint: s.entry.hint.clone(),
+            })
+            .collect();
+        wl::X509svidResponse {
+            svids,
+            crl: Vec::new(),
+            federated_bundles: Default::default(),
+        }
+    }
+
+    fn log_issued(&self, caller: &Caller, prev: Option<&Self>) {
+        for s in &self.svids {
+            if !prev.is_some_and(|p| p.svids.iter().any(|o| o.chain == s.chain)) {
+                caller.issued("X509-SVID", s.spiffe_id.as_str(), s.not_after);
+            }
+        }
+    }
+}
+
+pub fn x509_svid(snap: &Snapshot, selectors: &[Selector]) -> Result<X509Svids, WorkloadError> {
+    let svids = identities(snap, selectors)?;
+    Ok(X509Svids {
         svids,
-        crl: Vec::new(),
-        federated_bundles: Default::default(),
+        bundle: bundle(snap)?,
     })
 }
 
-pub fn x509_bundles(
-    snap: &Snapshot,
-    selectors: &[Selector],
-) -> Result<wl::X509BundlesResponse, WorkloadError> {
-    identities(snap, selectors)?;
-    let b = bundle(snap)?;
-    Ok(wl::X509BundlesResponse {
-        crl: Vec::new(),
-        bundles: [(b.trust_domain.clone(), b.x509_der.clone())]
-            .into_iter()
-            .collect(),
-    })
+/// A FetchX509Bundles message: the trust domain's X.509 bundle.
+pub struct X509Bundle(Arc<Bundle>);
+
+impl PartialEq for X509Bundle {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.trust_domain == other.0.trust_domain && self.0.x509_der == other.0.x509_der
+    }
 }
 
-pub fn jwt_bundles(
-    snap: &Snapshot,
-    selectors: &[Selector],
-) -> Result<wl::JwtBundlesResponse, WorkloadError> {
+impl Content for X509Bundle {
+    type Message = wl::X509BundlesResponse;
+
+    fn message(&self) -> wl::X509BundlesResponse {
+        wl::X509BundlesResponse {
+            crl: Vec::new(),
+            bundles: [(self.0.trust_domain.clone(), self.0.x509_der.clone())]
+                .into_iter()
+                .collect(),
+        }
+    }
+}
+
+pub fn x509_bundles(snap: &Snapshot, selectors: &[Selector]) -> Result<X509Bundle, WorkloadError> {
     identities(snap, selectors)?;
-    let b = bundle(snap)?;
-    Ok(wl::JwtBundlesResponse {
-        bundles: [(b.trust_domain.clone(), b.jwks_json.clone())]
-            .into_iter()
-            .collect(),
-    })
+    bundle(snap).map(X509Bundle)
+}
+
+/// A FetchJWTBundles message: the trust domain's JWKS.
+pub struct JwtBundle(Arc<Bundle>);
+
+impl PartialEq for JwtBundle {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.trust_domain == other.0.trust_domain && self.0.jwks_json == other.0.jwks_json
+    }
+}
+
+impl Content for JwtBundle {
+    type Message = wl::JwtBundlesResponse;
+
+    fn message(&self) -> wl::JwtBundlesResponse {
+        wl::JwtBundlesResponse {
+            bundles: [(self.0.trust_domain.clone(), self.0.jwks_json.clone())]
+                .into_iter()
+                .collect(),
+        }
+    }
+}
+
+pub fn jwt_bundles(snap: &Snapshot, selectors: &[Selector]) -> Result<JwtBundle, WorkloadError> {
+    identities(snap, selectors)?;
+    bundle(snap).map(JwtBundle)
 }
 
 #[cfg(test)]
@@ -169,11 +248,50 @@ mod tests {
                 svid("4", "spiffe://td/d", "unix:uid:0", ""),
             ],
         );
-        let r = x509_svid(&s, &uid0()).unwrap();
+        let r = x509_svid(&s, &uid0()).unwrap().message();
         let ids: Vec<_> = r.svids.iter().map(|s| s.spiffe_id.as_str()).collect();
         assert_eq!(ids, vec!["spiffe://td/a", "spiffe://td/c", "spiffe://td/d"]);
         assert!(r.svids.iter().all(|s| s.bundle == vec![9]));
-        let b = x509_bundles(&s, &uid0()).unwrap();
+        let b = x509_bundles(&s, &uid0()).unwrap().message();
         assert_eq!(b.bundles.get("spiffe://td"), Some(&vec![9]));
+    }
+
+    /// A stream sends again only when what the message would hold changed: the same SVIDs
+    /// re-signed into new snapshot entries are no update; a new chain or bundle is one.
+    #[test]
+    fn content_compares_what_the_message_holds() {
+        let caller = uid0();
+        let s = |svids| snap(State::Ready, svids);
+        let a = x509_svid(
+            &s(vec![svid("1", "spiffe://td/a", "unix:uid:0", "")]),
+            &caller,
+        );
+        let same = x509_svid(
+            &s(vec![svid("1", "spiffe://td/a", "unix:uid:0", "")]),
+            &caller,
+        );
+        assert!(a.as_ref().unwrap() == same.as_ref().unwrap());
+
+        let mut rotated = svid("1", "spiffe://td/a", "unix:uid:0", "");
+        Arc::get_mut(&mut rotated).unwrap().chain = vec![7];
+        let rotated = x509_svid(&s(vec![rotated]), &caller).unwrap();
+        assert!(a.as_ref().unwrap() != &rotated);
+
+        let mut other_bundle = s(vec![svid("1", "spiffe://td/a", "unix:uid:0", "")]);
+        other_bundle.bundle = Some(Arc::new(Bundle {
+            trust_domain: "spiffe://td".into(),
+            x509_der: vec![8],
+            jwks_json: b"{\"keys\":[]}".to_vec(),
+        }));
+        let new_x509 = x509_svid(&other_bundle, &caller).unwrap();
+        assert!(a.as_ref().unwrap() != &new_x509);
+        let old = s(vec![svid("1", "spiffe://td/a", "unix:uid:0", "")]);
+        assert!(
+            x509_bundles(&old, &caller).unwrap() != x509_bundles(&other_bundle, &caller).unwrap()
+        );
+        // The JWKS did not change: no JWT bundle update.
+        assert!(
+            jwt_bundles(&old, &caller).unwrap() == jwt_bundles(&other_bundle, &caller).unwrap()
+        );
     }
 }

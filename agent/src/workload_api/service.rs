@@ -135,31 +135,6 @@ impl Caller {
     }
 }
 
-fn no_log<T>(_: &Caller, _: &Snapshot, _: Option<&T>, _: &T) {}
-
-/// Logs each X.509-SVID that is new to this stream (first answer or rotation).
-fn log_x509(
-    c: &Caller,
-    snap: &Snapshot,
-    prev: Option<&wl::X509svidResponse>,
-    cur: &wl::X509svidResponse,
-) {
-    for s in &cur.svids {
-        let seen = prev.is_some_and(|p| p.svids.iter().any(|o| o.x509_svid == s.x509_svid));
-        if seen {
-            continue;
-        }
-        // From the snapshot the SVID was built from: parsing the chain on every call costs
-        // more than the rest of the call.
-        let not_after = snap
-            .svids
-            .iter()
-            .find(|v| v.chain == s.x509_svid)
-            .map_or(0, |v| v.not_after);
-        c.issued("X509-SVID", &s.spiffe_id, not_after);
-    }
-}
-
 impl WorkloadApi {
     /// The connection's pinned peer, once the uid's rate allows another call.
     fn admit<T>(&self, req: &Request<T>) -> Result<Peer, WorkloadError> {
@@ -261,7 +236,6 @@ impl SpiffeWorkloadApi for WorkloadApi {
             caller,
             "X509-SVID",
             responses::x509_svid,
-            log_x509,
         )?))
     }
 
@@ -274,7 +248,6 @@ impl SpiffeWorkloadApi for WorkloadApi {
             caller,
             "X.509 bundle",
             responses::x509_bundles,
-            no_log,
         )?))
     }
 
@@ -287,7 +260,6 @@ impl SpiffeWorkloadApi for WorkloadApi {
             caller,
             "JWT bundle",
             responses::jwt_bundles,
-            no_log,
         )?))
     }
 

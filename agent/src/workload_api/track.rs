@@ -116,14 +116,22 @@ impl Conn {
     }
 
     /// True once the current deadline has passed; otherwise the timer wakes this task then.
+    /// Each call moves the deadline later; the timer is moved only when it fires before the
+    /// deadline (or the deadline comes earlier), not after every call.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(deadline) = self.peer.activity.deadline() else {
             return false;
         };
-        if self.timer.deadline() != deadline {
+        if deadline < self.timer.deadline() {
             self.timer.as_mut().reset(deadline);
         }
-        self.timer.as_mut().poll(cx).is_ready()
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if self.timer.deadline() >= deadline {
+                return true;
+            }
+            self.timer.as_mut().reset(deadline);
+        }
+        false
     }
 }
 
