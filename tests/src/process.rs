@@ -27,29 +27,28 @@ fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// User plus system CPU time process `pid` (all its threads) has used so far, from
-/// `/proc/<pid>/stat` (clock-tick resolution, 10 ms at the usual 100 Hz).
+/// User plus system CPU time process `pid` (all its threads, exited ones included) has
+/// used so far, in nanoseconds, from its CPU-time clock.
 pub fn cpu_time(pid: u32) -> Result<Duration> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-    // Fields 14 (utime) and 15 (stime); the command name (field 2) may hold spaces.
-    let after = stat
-        .rfind(')')
-        .map(|i| &stat[i + 1..])
-        .ok_or_else(|| anyhow!("{path}: no command name"))?;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| -> Result<u64> {
-        let v = f.get(i).ok_or_else(|| anyhow!("{path}: too few fields"))?;
-        v.parse()
-            .with_context(|| format!("{path}: field {}", i + 3))
+    let pid = nix::libc::pid_t::try_from(pid).context("pid out of range")?;
+    let mut clock: nix::libc::clockid_t = 0;
+    // SAFETY: `clock` is valid for a write of its type.
+    let rc = unsafe { nix::libc::clock_getcpuclockid(pid, &mut clock) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc))
+            .with_context(|| format!("CPU clock of {pid}"));
+    }
+    let mut ts = nix::libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    let ticks = field(11)? + field(12)?;
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .filter(|&hz| hz > 0)
-        .unwrap_or(100);
-    Ok(Duration::from_secs_f64(ticks as f64 / hz as f64))
+    // SAFETY: `ts` is valid for a write of its type.
+    if unsafe { nix::libc::clock_gettime(clock, &mut ts) } != 0 {
+        return Err(io::Error::last_os_error()).with_context(|| format!("CPU time of {pid}"));
+    }
+    let secs = u64::try_from(ts.tv_sec).context("negative CPU time")?;
+    let nanos = u32::try_from(ts.tv_nsec).context("bad CPU time")?;
+    Ok(Duration::new(secs, nanos))
 }
 
 /// `<name>` beside the running binary (a test binary lives in `<profile>/deps`, a

@@ -276,6 +276,23 @@ mod tests {
         Arc::get_mut(&mut rotated).unwrap().chain = vec![7];
         let rotated = x509_svid(&s(vec![rotated]), &caller).unwrap();
         assert!(a.as_ref().unwrap() != &rotated);
+        let mut rekeyed = svid("1", "spiffe://td/a", "unix:uid:0", "");
+        Arc::get_mut(&mut rekeyed).unwrap().key = vec![3].into();
+        let rekeyed = x509_svid(&s(vec![rekeyed]), &caller).unwrap();
+        assert!(a.as_ref().unwrap() != &rekeyed);
+        let hinted = x509_svid(
+            &s(vec![svid("1", "spiffe://td/a", "unix:uid:0", "h")]),
+            &caller,
+        );
+        assert!(a.as_ref().unwrap() != hinted.as_ref().unwrap());
+        let two = |x, y| {
+            let (x, y) = (
+                svid("1", x, "unix:uid:0", ""),
+                svid("2", y, "unix:uid:0", ""),
+            );
+            x509_svid(&s(vec![x, y]), &caller).unwrap()
+        };
+        assert!(two("spiffe://td/a", "spiffe://td/b") != two("spiffe://td/b", "spiffe://td/a"));
 
         let mut other_bundle = s(vec![svid("1", "spiffe://td/a", "unix:uid:0", "")]);
         other_bundle.bundle = Some(Arc::new(Bundle {

@@ -6,6 +6,7 @@
 use super::exit::ExitWatch;
 use super::limits::ConnSlot;
 use super::memo::Memo;
+use futures::task::AtomicWaker;
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
 use std::io;
@@ -40,6 +41,9 @@ struct Activity {
     idle_since: Mutex<Instant>,
     first_request_timeout: Duration,
     idle_timeout: Duration,
+    /// The connection's task, when its timer has fired while a request was open: the end of
+    /// the last open request must then wake it to start the idle count.
+    waiting: AtomicWaker,
 }
 
 impl Activity {
@@ -64,7 +68,9 @@ impl Drop for OpenRequest {
     fn drop(&mut self) {
         // Set idle_since before the count can read zero.
         *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        if self.0.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.waiting.wake();
+        }
     }
 }
 
@@ -100,6 +106,7 @@ impl Conn {
             idle_since: Mutex::new(now),
             first_request_timeout,
             idle_timeout,
+            waiting: AtomicWaker::new(),
         });
         Conn {
             io,
@@ -119,6 +126,10 @@ impl Conn {
     /// Each call moves the deadline later; the timer is moved only when it fires before the
     /// deadline (or the deadline comes earlier), not after every call.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.timer.is_elapsed() {
+            // A fired timer wakes no one; registered before the count is read.
+            self.peer.activity.waiting.register(cx.waker());
+        }
         let Some(deadline) = self.peer.activity.deadline() else {
             return false;
         };

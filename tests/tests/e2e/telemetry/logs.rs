@@ -8,7 +8,9 @@ async fn issuance_and_denial_logs_name_pid_uid_path_and_spiffe_id() {
         .await
         .expect("start a deployment");
     let mut raw = d.raw().await.expect("connect to the agent");
-    wait_x509(&mut raw, &[&id]).await;
+    let svid = wait_x509(&mut raw, &[&id]).await;
+    let (_, leaf) = x509_parser::parse_x509_certificate(&svid.svids[0].x509_svid).unwrap();
+    let not_after = format!("not_after={}", leaf.validity().not_after.timestamp());
     within(
         secs(20),
         "FetchJWTSVID",
@@ -35,6 +37,9 @@ async fn issuance_and_denial_logs_name_pid_uid_path_and_spiffe_id() {
         let log = d.agent_log();
         std::future::ready(
             (has(&log, "X509-SVID issued", me, 0, exe, &id)
+                && log
+                    .lines()
+                    .any(|l| l.contains("X509-SVID issued") && l.contains(&not_after))
                 && has(&log, "JWT-SVID issued", me, 0, exe, &id))
             .then_some(()),
         )
