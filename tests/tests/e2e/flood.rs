@@ -132,6 +132,29 @@ fn closed_by_peer(fd: &OwnedFd) -> bool {
     rc > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0
 }
 
+/// A Workload API client on its own connection, and a probe of that connection.
+async fn probed_client(d: &Deployment) -> (Raw, OwnedFd) {
+    let sock = UnixStream::connect(d.socket_path()).unwrap();
+    let probe = OwnedFd::from(sock.try_clone().unwrap());
+    let client = Raw::new(
+        channel_from_fd(sock.into())
+            .await
+            .expect("HTTP/2 on a pre-connected socket"),
+    );
+    (client, probe)
+}
+
+/// Waits (at most 10 s) for the agent to close `probe`'s connection; how long it took.
+async fn closed_after(probe: &OwnedFd, what: &str) -> Duration {
+    let t = Instant::now();
+    poll(secs(10), what, || {
+        let closed = closed_by_peer(probe);
+        async move { closed.then_some(()) }
+    })
+    .await;
+    t.elapsed()
+}
+
 #[tokio::test]
 async fn connection_flood_from_one_uid_leaves_others_served() {
     let tel = free_listen();
@@ -313,20 +336,8 @@ async fn silent_and_idle_connections_are_closed() {
     );
 
     // One call, then idle: closed after idle_timeout. One open stream: kept.
-    let idle = UnixStream::connect(d.socket_path()).unwrap();
-    let idle_probe = OwnedFd::from(idle.try_clone().unwrap());
-    let mut idle_client = Raw::new(
-        channel_from_fd(idle.into())
-            .await
-            .expect("HTTP/2 on a pre-connected socket"),
-    );
-    let streaming = UnixStream::connect(d.socket_path()).unwrap();
-    let stream_probe = OwnedFd::from(streaming.try_clone().unwrap());
-    let mut stream_client = Raw::new(
-        channel_from_fd(streaming.into())
-            .await
-            .expect("HTTP/2 on a pre-connected socket"),
-    );
+    let (mut idle_client, idle_probe) = probed_client(&d).await;
+    let (mut stream_client, stream_probe) = probed_client(&d).await;
     let mut stream = open(
         "a long-lived FetchX509SVID stream",
         stream_client.fetch_x509svid(req(pb::X509svidRequest {})),
@@ -336,46 +347,23 @@ async fn silent_and_idle_connections_are_closed() {
     first(idle_client.fetch_x509svid(req(pb::X509svidRequest {})))
         .await
         .unwrap();
-    let t = Instant::now();
-    poll(secs(10), "the idle connection to be closed", || {
-        let closed = closed_by_peer(&idle_probe);
-        async move { closed.then_some(()) }
-    })
-    .await;
-    assert!(
-        t.elapsed() >= Duration::from_millis(1500),
-        "closed too early"
-    );
+    let took = closed_after(&idle_probe, "the idle connection to be closed").await;
+    assert!(took >= Duration::from_millis(1500), "closed too early");
     assert!(
         !closed_by_peer(&stream_probe),
         "a connection with an open stream is not idle"
     );
     // The stream ends after both timeouts have passed: idle from then on, and closed.
     drop(stream);
-    let t = Instant::now();
-    poll(
-        secs(10),
-        "the connection whose stream ended to be closed",
-        || {
-            let closed = closed_by_peer(&stream_probe);
-            async move { closed.then_some(()) }
-        },
-    )
-    .await;
+    let took = closed_after(&stream_probe, "the connection whose stream ended to close").await;
     assert!(
-        t.elapsed() >= Duration::from_millis(1500),
+        took >= Duration::from_millis(1500),
         "closed too early after its stream ended"
     );
 
     // Calls every 0.7 s: idle_timeout runs from the last call, so the connection outlives
     // both timeouts counted from its first.
-    let busy = UnixStream::connect(d.socket_path()).unwrap();
-    let busy_probe = OwnedFd::from(busy.try_clone().unwrap());
-    let mut busy_client = Raw::new(
-        channel_from_fd(busy.into())
-            .await
-            .expect("HTTP/2 on a pre-connected socket"),
-    );
+    let (mut busy_client, busy_probe) = probed_client(&d).await;
     for _ in 0..6 {
         first(busy_client.fetch_x509svid(req(pb::X509svidRequest {})))
             .await
