@@ -126,11 +126,16 @@ impl Conn {
     /// Each call moves the deadline later; the timer is moved only when it fires before the
     /// deadline (or the deadline comes earlier), not after every call.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.timer.is_elapsed() {
-            // A fired timer wakes no one; registered before the count is read.
-            self.peer.activity.waiting.register(cx.waker());
-        }
         let Some(deadline) = self.peer.activity.deadline() else {
+            // A request is open. The timer stays armed (a Sleep never polled never fires);
+            // once it has fired it wakes no one again, so the end of the last open request
+            // must, and one that ended before the registration is seen by the re-check.
+            if self.timer.as_mut().poll(cx).is_ready() {
+                self.peer.activity.waiting.register(cx.waker());
+                if self.peer.activity.deadline().is_some() {
+                    cx.waker().wake_by_ref();
+                }
+            }
             return false;
         };
         if deadline < self.timer.deadline() {
