@@ -5,8 +5,7 @@
 use super::names::SdsNames;
 use super::secrets::{self, Secrets, SECRET_TYPE};
 use super::stream::Session;
-use crate::cache::CachedSvid;
-use crate::workload_api::{identities, Caller, WorkloadApi, WorkloadError};
+use crate::workload_api::{identities, WorkloadApi, WorkloadError};
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
@@ -96,15 +95,6 @@ pub(super) fn shown(names: &BTreeSet<String>) -> String {
     }
 }
 
-/// Logs each SVID that `prev` did not hold (first answer or rotation).
-pub(super) fn log_issued(caller: &Caller, prev: &[Arc<CachedSvid>], cur: &[Arc<CachedSvid>]) {
-    for s in cur {
-        if !prev.iter().any(|p| p.chain == s.chain) {
-            caller.issued(WHAT, s.spiffe_id.as_str(), s.not_after);
-        }
-    }
-}
-
 pub(super) fn response(s: Secrets, nonce: String) -> DiscoveryResponse {
     DiscoveryResponse {
         version_info: s.version,
@@ -157,7 +147,7 @@ impl SecretDiscoveryService for Sds {
         let snap = self.api.snapshots.borrow().clone();
         let s = secrets::build(&snap, &caller.selectors, &self.names, &asked)
             .inspect_err(|e| caller.denied(WHAT, &shown(&asked), e))?;
-        log_issued(&caller, &[], &s.svids);
+        caller.issued_new(WHAT, &[], &s.svids);
         // Unary: no stream to acknowledge on, so no nonce.
         Ok(Response::new(response(s, String::new())))
     }

@@ -7,7 +7,7 @@
 
 use super::names::SdsNames;
 use super::secrets;
-use super::service::{check, log_issued, response, shown, truncate, WHAT};
+use super::service::{check, response, shown, truncate, WHAT};
 use super::xds::{Kind, Received, Xds};
 use crate::cache::templates::Demands;
 use crate::cache::{CachedSvid, Snapshot};
@@ -172,7 +172,7 @@ impl Session {
         if !always && !self.xds.wants_push(&s.version) {
             return Ok(None);
         }
-        log_issued(&self.caller, &self.last_svids, &s.svids);
+        self.caller.issued_new(WHAT, &self.last_svids, &s.svids);
         self.last_svids = s.svids.clone();
         let nonce = format!("{:016x}", rand::random::<u64>());
         self.xds.sent(s.version.clone(), nonce.clone());

@@ -97,11 +97,8 @@ impl Content for X509Svids {
     }
 
     fn log_issued(&self, caller: &Caller, prev: Option<&Self>) {
-        for s in &self.svids {
-            if !prev.is_some_and(|p| p.svids.iter().any(|o| o.chain == s.chain)) {
-                caller.issued("X509-SVID", s.spiffe_id.as_str(), s.not_after);
-            }
-        }
+        let prev = prev.map_or(&[][..], |p| &p.svids);
+        caller.issued_new("X509-SVID", prev, &self.svids);
     }
 }
 

@@ -10,7 +10,7 @@ use super::WorkloadError;
 use crate::authority_client::AuthorityClient;
 use crate::cache::jwt::JwtCache;
 use crate::cache::templates::{Demands, Leases};
-use crate::cache::Snapshot;
+use crate::cache::{CachedSvid, Snapshot};
 use crate::metrics::Metrics;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -120,6 +120,15 @@ impl Caller {
             not_after,
             "{what} issued"
         );
+    }
+
+    /// Logs each of `cur`'s SVIDs that `prev` did not hold (first answer or rotation).
+    pub(crate) fn issued_new(&self, what: &str, prev: &[Arc<CachedSvid>], cur: &[Arc<CachedSvid>]) {
+        for s in cur {
+            if !prev.iter().any(|p| p.chain == s.chain) {
+                self.issued(what, s.spiffe_id.as_str(), s.not_after);
+            }
+        }
     }
 
     /// `spiffe_id` is the identity asked for, or "-" when the caller asked for all of its.
