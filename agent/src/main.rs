@@ -198,6 +198,7 @@ async fn dispatch(cmd: Cmd) -> Result<(), BoxError> {
 }
 
 fn main() -> ExitCode {
+    tessera_agent::heap::limit_arenas();
     let cli: Cli = tessera_common::cli::parse_args();
     if !matches!(cli.cmd, Cmd::Run { .. }) {
         tessera_common::cli::die_on_closed_stdout();
