@@ -198,10 +198,12 @@ async fn dispatch(cmd: Cmd) -> Result<(), BoxError> {
 }
 
 fn main() -> ExitCode {
-    tessera_agent::heap::limit_arenas();
     let cli: Cli = tessera_common::cli::parse_args();
-    if !matches!(cli.cmd, Cmd::Run { .. }) {
-        tessera_common::cli::die_on_closed_stdout();
+    match cli.cmd {
+        // Before the runtime's threads; not for the short commands, whose start-up it
+        // would slow (it reads the cgroup's CPU quota).
+        Cmd::Run { .. } => tessera_agent::heap::limit_arenas(),
+        _ => tessera_common::cli::die_on_closed_stdout(),
     }
     tessera_common::cli::run(dispatch(cli.cmd))
 }

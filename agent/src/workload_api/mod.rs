@@ -12,6 +12,7 @@ mod listener;
 mod memo;
 mod responses;
 mod service;
+mod told;
 mod track;
 
 pub use blocking::Attestations;

@@ -5,6 +5,7 @@ use super::blocking::Attestations;
 use super::exit::ExitWatch;
 use super::follow::Stream_;
 use super::responses;
+use super::told::Told;
 use super::track::Peer;
 use super::WorkloadError;
 use crate::authority_client::AuthorityClient;
@@ -59,9 +60,9 @@ pub struct WorkloadApi {
     pub attestations: Arc<Attestations>,
 }
 
-/// Who is calling, as the kernel and /proc tell it: every issuance and denial
-/// log names the pid, uid, binary path and SPIFFE ID, so the journal answers
-/// "who got which identity, when and why".
+/// Who is calling, as the kernel and /proc tell it: every issuance (once per
+/// connection and credential) and every denial log names the pid, uid, binary
+/// path and SPIFFE ID, so the journal answers "who got which identity, when and why".
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub pid: i32,
@@ -72,6 +73,8 @@ pub struct Caller {
     pub process: Arc<PinnedProcess>,
     /// The connection's watch on that process's exit.
     exit: Arc<ExitWatch>,
+    /// What the connection was already logged as issued.
+    told: Arc<Told>,
     /// Keeps the caller's templated SVIDs cached while the call (or stream) lasts.
     pub leases: Leases,
 }
@@ -84,6 +87,7 @@ impl Caller {
             selectors,
             process: peer.process.clone(),
             exit: peer.exit.clone(),
+            told: peer.told.clone(),
             leases: Leases::default(),
         }
     }
@@ -111,7 +115,17 @@ impl Caller {
         self.unix("path").unwrap_or("?")
     }
 
-    pub(crate) fn issued(&self, what: &str, spiffe_id: &str, not_after: i64) {
+    /// False when this connection was already logged as issued `credential` (as `what`)
+    /// under its current attestation: the line would be a copy.
+    pub(crate) fn first_issue(&self, what: &str, credential: &[u8]) -> bool {
+        self.told.first(&self.selectors, what, credential)
+    }
+
+    /// The issuance line for an X.509-SVID (`chain`), once per connection and attestation.
+    pub(crate) fn issued(&self, what: &str, spiffe_id: &str, not_after: i64, chain: &[u8]) {
+        if !self.first_issue(what, chain) {
+            return;
+        }
         tracing::info!(
             pid = self.pid,
             uid = %self.uid(),
@@ -126,7 +140,7 @@ impl Caller {
     pub(crate) fn issued_new(&self, what: &str, prev: &[Arc<CachedSvid>], cur: &[Arc<CachedSvid>]) {
         for s in cur {
             if !prev.iter().any(|p| p.chain == s.chain) {
-                self.issued(what, s.spiffe_id.as_str(), s.not_after);
+                self.issued(what, s.spiffe_id.as_str(), s.not_after, &s.chain);
             }
         }
     }
@@ -309,14 +323,16 @@ impl SpiffeWorkloadApi for WorkloadApi {
                     caller.denied("JWT-SVID", s.spiffe_id.as_str(), &e);
                     e
                 })?;
-            tracing::info!(
-                pid = caller.pid,
-                uid = %caller.uid(),
-                path = %caller.path(),
-                spiffe_id = %s.spiffe_id,
-                audience = ?r.audience,
-                "JWT-SVID issued"
-            );
+            if caller.first_issue("JWT-SVID", token.as_bytes()) {
+                tracing::info!(
+                    pid = caller.pid,
+                    uid = %caller.uid(),
+                    path = %caller.path(),
+                    spiffe_id = %s.spiffe_id,
+                    audience = ?r.audience,
+                    "JWT-SVID issued"
+                );
+            }
             svids.push(wl::Jwtsvid {
                 spiffe_id: s.spiffe_id.to_string(),
                 svid: token,

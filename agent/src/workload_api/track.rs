@@ -6,6 +6,7 @@
 use super::exit::ExitWatch;
 use super::limits::ConnSlot;
 use super::memo::Memo;
+use super::told::Told;
 use futures::task::AtomicWaker;
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
@@ -29,6 +30,8 @@ pub struct Peer {
     pub process: Arc<PinnedProcess>,
     /// The connection's last full attestation.
     pub memo: Arc<Memo>,
+    /// The credentials logged as issued to it under that attestation.
+    pub told: Arc<Told>,
     /// When the pinned process exits, for the connection's streams.
     pub exit: Arc<ExitWatch>,
     activity: Arc<Activity>,
@@ -114,6 +117,7 @@ impl Conn {
                 uid: *slot.key(),
                 process: Arc::new(process),
                 memo: Arc::default(),
+                told: Arc::default(),
                 exit: Arc::default(),
                 activity,
             },

@@ -78,6 +78,61 @@ async fn exec_after_the_first_call_is_attested_again() {
     drop(child);
 }
 
+/// A program exec'd on a connection its parent opened, and entitled to the same identity,
+/// gets its own issuance line: the journal names the binary that holds the SVID now, not
+/// the one that connected.
+#[tokio::test]
+async fn an_exec_is_logged_as_a_new_issuance() {
+    let mut d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
+    let (sh, sleep) = (canonical("sh"), canonical("sleep"));
+    let id = format!("spiffe://{TD}/memo/root");
+    d.create_entry(&id, &["unix:uid:0"], &[])
+        .await
+        .expect("create an entry");
+    d.start_agent().await.expect("start the agent");
+
+    let go = d.dir.join("go");
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; exec {} 60",
+        go.display(),
+        sleep.display()
+    );
+    let shell = sh.to_string_lossy();
+    let (fd, child) = connect_from_child(&d.socket_path(), 0, 0, &shell, &["-c", &script])
+        .expect("connect from a shell");
+    let pid = child.0.id();
+    let mut conn = Raw::new(channel_from_fd(fd).await.expect("HTTP/2 on the socket"));
+    poll(PROPAGATION, "the shell's X.509-SVID", || {
+        let mut c = conn.clone();
+        async move { x509(&mut c).await.ok() }
+    })
+    .await;
+    let lines = |path: &Path| {
+        d.agent_log()
+            .lines()
+            .filter(|l| {
+                l.contains("X509-SVID issued")
+                    && l.contains(&format!("pid={pid} "))
+                    && l.contains(&format!("path={} ", path.display()))
+            })
+            .count()
+    };
+    x509(&mut conn).await.expect("a second call from the shell");
+
+    fs::write(&go, "").expect("write go");
+    wait_exe(pid, &sleep).await;
+    let after = x509(&mut conn).await.expect("sleep is root too: entitled");
+    assert_eq!(ids(&after), vec![id.clone()]);
+    poll(secs(10), "the issuance line naming sleep", || {
+        std::future::ready((lines(&sleep) == 1).then_some(()))
+    })
+    .await;
+    assert_eq!(lines(&sh), 1, "the shell's two calls: one line");
+    drop(child);
+}
+
 async fn wait_exe(pid: u32, want: &Path) {
     poll(
         secs(10),

@@ -71,6 +71,81 @@ async fn issuance_and_denial_logs_name_pid_uid_path_and_spiffe_id() {
     drop(child);
 }
 
+/// A client that asks again on its connection for what it holds writes no second line (the
+/// journal would fill with copies); the same credential on a new connection does.
+#[tokio::test]
+async fn an_issuance_is_logged_once_per_connection_and_credential() {
+    let (d, id) = Deployment::up("tm/once").await.expect("start a deployment");
+    let me = std::process::id();
+    let count = |what: &str| {
+        d.agent_log()
+            .lines()
+            .filter(|l| l.contains(what) && l.contains(&format!("pid={me} ")))
+            .count()
+    };
+    let jwt = |mut c: Raw| async move {
+        within(
+            secs(20),
+            "FetchJWTSVID",
+            c.fetch_jwtsvid(req(pb::JwtsvidRequest {
+                audience: vec!["once".into()],
+                spiffe_id: String::new(),
+            })),
+        )
+        .await
+        .expect("FetchJWTSVID")
+        .into_inner()
+    };
+    let mut raw = d.raw().await.expect("connect to the agent");
+    let svid = wait_x509(&mut raw, &[&id]).await;
+    let token = jwt(raw.clone()).await;
+    poll(secs(10), "the first issuance lines", || {
+        std::future::ready(
+            (count("X509-SVID issued") >= 1 && count("JWT-SVID issued") >= 1).then_some(()),
+        )
+    })
+    .await;
+    let (x0, j0) = (count("X509-SVID issued"), count("JWT-SVID issued"));
+
+    for _ in 0..3 {
+        let again = first(raw.fetch_x509svid(req(pb::X509svidRequest {})))
+            .await
+            .expect("FetchX509SVID again on the connection");
+        assert_eq!(
+            again.svids[0].x509_svid, svid.svids[0].x509_svid,
+            "same SVID"
+        );
+        assert_eq!(
+            jwt(raw.clone()).await.svids[0].svid,
+            token.svids[0].svid,
+            "cached"
+        );
+    }
+    let fresh = d.raw().await.expect("a second connection");
+    first(fresh.clone().fetch_x509svid(req(pb::X509svidRequest {})))
+        .await
+        .expect("FetchX509SVID on a new connection");
+    jwt(fresh).await;
+    // The new connection's lines are written after the repeats': once they show, any
+    // repeat's line would too.
+    poll(secs(10), "the new connection's issuance lines", || {
+        std::future::ready(
+            (count("X509-SVID issued") > x0 && count("JWT-SVID issued") > j0).then_some(()),
+        )
+    })
+    .await;
+    assert_eq!(
+        count("X509-SVID issued"),
+        x0 + 1,
+        "one X.509 line per connection"
+    );
+    assert_eq!(
+        count("JWT-SVID issued"),
+        j0 + 1,
+        "one JWT line per connection"
+    );
+}
+
 #[tokio::test]
 async fn authority_sigterm_ends_open_attest_streams_promptly() {
     let (mut d, _, _) = deployment("server_names = [\"127.0.0.1\"]\n").await;
