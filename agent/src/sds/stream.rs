@@ -148,8 +148,9 @@ impl Session {
 
     async fn on_change(&mut self) -> Step {
         // Without a pidfd to wait on, every update checks that the caller still runs.
-        if self.attestor.check(&self.caller.process).is_err() {
-            return Err(self.gone());
+        if let Err(e) = self.caller.still_attested(&*self.attestor) {
+            self.caller.denied(WHAT, "-", &e);
+            return Err(e.into());
         }
         // A templated entry synced since the stream opened: sign the caller's expansion.
         let snap = self.snapshots.borrow().clone();

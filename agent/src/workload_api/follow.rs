@@ -95,8 +95,9 @@ where
                 changed = self.rx.changed() => if changed.is_err() { return None },
             }
             // Without a pidfd to wait on, every update checks that the caller still runs.
-            if self.attestor.check(&self.caller.process).is_err() {
-                return Some(self.gone());
+            if let Err(e) = self.caller.still_attested(&*self.attestor) {
+                self.caller.denied(self.what, "-", &e);
+                return Some(Err(e.into()));
             }
             let mut snap = self.rx.borrow_and_update().clone();
             // A templated entry synced since the stream opened: sign the caller's expansion.

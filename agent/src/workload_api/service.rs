@@ -75,6 +75,8 @@ pub struct Caller {
     exit: Arc<ExitWatch>,
     /// What the connection was already logged as issued.
     told: Arc<Told>,
+    /// The process's mark when `selectors` were attested (`None`: no cheap way to tell).
+    mark: Option<ProcessMark>,
     /// Keeps the caller's templated SVIDs cached while the call (or stream) lasts.
     pub leases: Leases,
 }
@@ -88,6 +90,7 @@ impl Caller {
             process: peer.process.clone(),
             exit: peer.exit.clone(),
             told: peer.told.clone(),
+            mark: None,
             leases: Leases::default(),
         }
     }
@@ -113,6 +116,24 @@ impl Caller {
 
     pub(crate) fn path(&self) -> &str {
         self.unix("path").unwrap_or("?")
+    }
+
+    /// Ok while the process that connected still runs as it was attested: alive, and (with
+    /// a pidfd) the same executable with the same ids. A stream checks this before each
+    /// update, so a program exec'd on an inherited connection gets nothing its predecessor
+    /// streamed (it must call again, and is attested as itself).
+    pub(crate) fn still_attested(&self, attestor: &dyn Attest) -> Result<(), WorkloadError> {
+        if attestor.check(&self.process).is_err() {
+            return Err(WorkloadError::Attestation(
+                "the connecting process has exited".into(),
+            ));
+        }
+        match self.mark {
+            Some(m) if attestor.mark(&self.process) != Some(m) => Err(WorkloadError::Attestation(
+                "the connecting process ran another executable or changed its ids since the stream opened; call again".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// False when this connection was already logged as issued `credential` (as `what`)
@@ -177,7 +198,7 @@ impl WorkloadApi {
     /// The selectors of the process that connected (never of a later owner of its pid).
     pub(crate) async fn attest<T>(&self, req: &Request<T>) -> Result<Caller, WorkloadError> {
         let peer = self.admit(req)?;
-        let selectors = match self.selectors(&peer).await {
+        let (selectors, mark) = match self.selectors(&peer).await {
             Ok(s) => s,
             Err(e) => {
                 Caller::of(&peer, Arc::from([])).denied("Workload API call", "-", &e);
@@ -185,6 +206,7 @@ impl WorkloadApi {
             }
         };
         let mut caller = Caller::of(&peer, selectors);
+        caller.mark = mark;
         let snap = self.snapshots.borrow().clone();
         caller.leases = self
             .demands
@@ -197,11 +219,14 @@ impl WorkloadApi {
 
     /// The connection's selectors from its last full attestation while the process's mark
     /// is unchanged (it lives, runs the same executable with the same ids); else attested now.
-    async fn selectors(&self, peer: &Peer) -> Result<Arc<[Selector]>, WorkloadError> {
+    async fn selectors(
+        &self,
+        peer: &Peer,
+    ) -> Result<(Arc<[Selector]>, Option<ProcessMark>), WorkloadError> {
         // Read before attesting: a change during the attestation shows at the next call.
         let mark = self.attestor.mark(&peer.process);
         if let Some(s) = mark.and_then(|m| peer.memo.get(m)) {
-            return Ok(s);
+            return Ok((s, mark));
         }
         let attestor = self.attestor.clone();
         let process = peer.process.clone();
@@ -218,7 +243,7 @@ impl WorkloadApi {
         if let Some(m) = mark {
             peer.memo.set(m, &selectors);
         }
-        Ok(selectors)
+        Ok((selectors, mark))
     }
 }
 
@@ -323,7 +348,15 @@ impl SpiffeWorkloadApi for WorkloadApi {
                     caller.denied("JWT-SVID", s.spiffe_id.as_str(), &e);
                     e
                 })?;
-            if caller.first_issue("JWT-SVID", token.as_bytes()) {
+            svids.push(wl::Jwtsvid {
+                spiffe_id: s.spiffe_id.to_string(),
+                svid: token,
+                hint: s.entry.hint.clone(),
+            });
+        }
+        // Once every token is in hand: a call that fails on a later identity hands out none.
+        for s in &svids {
+            if caller.first_issue("JWT-SVID", s.svid.as_bytes()) {
                 tracing::info!(
                     pid = caller.pid,
                     uid = %caller.uid(),
@@ -333,11 +366,6 @@ impl SpiffeWorkloadApi for WorkloadApi {
                     "JWT-SVID issued"
                 );
             }
-            svids.push(wl::Jwtsvid {
-                spiffe_id: s.spiffe_id.to_string(),
-                svid: token,
-                hint: s.entry.hint.clone(),
-            });
         }
         Ok(Response::new(wl::JwtsvidResponse { svids }))
     }

@@ -133,6 +133,67 @@ async fn an_exec_is_logged_as_a_new_issuance() {
     drop(child);
 }
 
+/// A FetchX509SVID stream opened by the shell ends at its next update once the shell has
+/// exec'd another program: the new program gets none of the SVIDs pushed after the exec
+/// (here a second identity of the shell's): the stream ends `Unavailable`, and a call again
+/// attests the new program as itself.
+#[tokio::test]
+async fn a_stream_across_an_exec_ends_before_its_next_update() {
+    let mut d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
+    let (sh, sleep) = (canonical("sh"), canonical("sleep"));
+    let shell_sel = format!("unix:path:{}", sh.display());
+    let id = format!("spiffe://{TD}/memo/stream");
+    d.create_entry(&id, &[&shell_sel], &[])
+        .await
+        .expect("create an entry");
+    d.start_agent().await.expect("start the agent");
+
+    let go = d.dir.join("go");
+    let script = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; exec {} 60",
+        go.display(),
+        sleep.display()
+    );
+    let shell = sh.to_string_lossy();
+    let (fd, child) = connect_from_child(&d.socket_path(), 0, 0, &shell, &["-c", &script])
+        .expect("connect from a shell");
+    let pid = child.0.id();
+    let conn = Raw::new(channel_from_fd(fd).await.expect("HTTP/2 on the socket"));
+    poll(PROPAGATION, "the shell's X.509-SVID", || {
+        let mut c = conn.clone();
+        async move { x509(&mut c).await.ok() }
+    })
+    .await;
+    let mut stream = within(
+        secs(20),
+        "open a FetchX509SVID stream",
+        conn.clone().fetch_x509svid(req(pb::X509svidRequest {})),
+    )
+    .await
+    .expect("FetchX509SVID")
+    .into_inner();
+    let opened = within(secs(20), "the stream's first message", stream.message())
+        .await
+        .expect("first message")
+        .expect("a message");
+    assert_eq!(ids(&opened), vec![id.clone()]);
+
+    fs::write(&go, "").expect("write go");
+    wait_exe(pid, &sleep).await;
+    let second = format!("spiffe://{TD}/memo/stream-second");
+    d.create_entry(&second, &[&shell_sel], &[])
+        .await
+        .expect("create a second entry for the shell");
+    match within(PROPAGATION, "the stream's next item", stream.message()).await {
+        Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+        Ok(Some(m)) => panic!("sleep was streamed the shell's SVIDs: {:?}", ids(&m)),
+        Ok(None) => panic!("the stream ended without an error"),
+    }
+    drop(child);
+}
+
 async fn wait_exe(pid: u32, want: &Path) {
     poll(
         secs(10),

@@ -1,13 +1,15 @@
 //! A cheap reading of what, in a live pinned process, would change its selectors: the
-//! executable it runs (an exec) and its effective ids (a setuid binary, a privilege drop).
-//! Two stat(2)s through the `/proc/<pid>` directory held since pin time and a pidfd poll,
-//! against a full attestation's reads of stat, status, exe, cgroup and the user database: the
-//! Workload API attests a connection once and checks this mark on every later call,
-//! attesting again in full when it changed.
+//! executable it runs (an exec) and its ids (a setuid binary, a privilege drop). A stat(2)
+//! of `exe` through the `/proc/<pid>` directory held since pin time, the ids from the pidfd,
+//! and a pidfd poll, against a full attestation's reads of stat, status, exe, cgroup and the
+//! user database: the Workload API attests a connection once and checks this mark on every
+//! later call, attesting again in full when it changed.
 
 use nix::libc::{self, gid_t, uid_t};
 
 use super::hash_cache::FileKey;
+use super::pidfd::{pidfd_creds, PidfdCreds};
+use super::proc::ProcDir;
 use super::{gone_as_process_gone, PinnedProcess, UnixAttestor, UnixError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,10 +17,17 @@ pub struct ProcessMark {
     /// The executable and its content's identity (an exec of another file, or of the same
     /// file rewritten, changes it).
     exe: FileKey,
-    /// The owner of `/proc/<pid>`: the effective ids (root's when the process is not dumpable,
-    /// which a credential change also toggles).
-    uid: uid_t,
-    gid: gid_t,
+    ids: Ids,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ids {
+    /// Every uid and gid and the cgroup, from the pidfd (Linux 6.13+).
+    Pidfd(PidfdCreds),
+    /// Older kernels: the owner of `/proc/<pid>`, the effective ids (the directory itself is
+    /// the process's euid and egid whether or not it is dumpable, unlike the files in it).
+    /// A change of the real ids alone, or of the cgroup, is not seen.
+    Owner { uid: uid_t, gid: gid_t },
 }
 
 impl UnixAttestor {
@@ -48,9 +57,27 @@ impl UnixAttestor {
 fn read_mark(p: &PinnedProcess) -> Result<ProcessMark, UnixError> {
     let dir = p.dir.as_ref().ok_or(UnixError::ProcessGone)?;
     let exe = dir.exe_key(libc::AT_STATX_DONT_SYNC)?;
+    let ids = match pidfd_ids(p)? {
+        Some(ids) => ids,
+        None => owner_ids(dir)?,
+    };
+    Ok(ProcessMark { exe, ids })
+}
+
+fn pidfd_ids(p: &PinnedProcess) -> Result<Option<Ids>, UnixError> {
+    let Some(fd) = &p.pidfd else { return Ok(None) };
+    let creds = pidfd_creds(fd).map_err(|source| {
+        gone_as_process_gone(UnixError::Io {
+            path: format!("pidfd of {}", p.pid).into(),
+            source,
+        })
+    })?;
+    Ok(creds.map(Ids::Pidfd))
+}
+
+fn owner_ids(dir: &ProcDir) -> Result<Ids, UnixError> {
     let owner = dir.stat_self().map_err(gone_as_process_gone)?;
-    Ok(ProcessMark {
-        exe,
+    Ok(Ids::Owner {
         uid: owner.st_uid,
         gid: owner.st_gid,
     })
@@ -105,6 +132,61 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(matches!(a.mark(&pinned), Err(UnixError::ProcessGone)));
+    }
+
+    /// A root process that drops to nobody without an exec (which also makes it non-dumpable)
+    /// changes its mark, read either way, so the connection it opened as root is attested
+    /// again as nobody.
+    #[test]
+    fn a_privilege_drop_without_exec_changes_the_mark() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("needs root (a process that drops its ids); skipped");
+            return;
+        }
+        let drop = "import os, sys, time\n\
+                    print('ready', flush=True)\n\
+                    sys.stdin.readline()\n\
+                    os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534)\n\
+                    print('dropped', flush=True)\n\
+                    time.sleep(60)\n";
+        let mut child = Command::new("python3")
+            .args(["-c", drop])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut said = || {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+            line.trim().to_string()
+        };
+        // Running python (not the test binary it was forked from) before the first mark.
+        assert_eq!(said(), "ready");
+        let a = UnixAttestor::new();
+        let pinned = a.pin(child.id() as i32).unwrap();
+        let dir = pinned.dir.as_ref().unwrap();
+        let (mark, pidfd, owner) = (
+            a.mark(&pinned).unwrap().unwrap(),
+            pidfd_ids(&pinned).unwrap(),
+            owner_ids(dir).unwrap(),
+        );
+
+        assert_eq!(
+            a.mark(&pinned).unwrap().unwrap(),
+            mark,
+            "stable before the drop"
+        );
+        writeln!(child.stdin.as_mut().unwrap()).unwrap();
+        assert_eq!(said(), "dropped");
+        assert_ne!(a.mark(&pinned).unwrap().unwrap(), mark, "the mark in use");
+        match pidfd {
+            Some(before) => assert_ne!(pidfd_ids(&pinned).unwrap(), Some(before)),
+            None => eprintln!("kernel without PIDFD_GET_INFO: only the fallback checked"),
+        }
+        assert_ne!(owner_ids(dir).unwrap(), owner, "the older kernels' reading");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     /// Once the pinned process has exited and another process has its pid, the mark read

@@ -96,6 +96,83 @@ pub(crate) fn pidfd_open(pid: i32) -> io::Result<Option<OwnedFd>> {
 
 /// A pidfd polls readable once its process has exited (zombie or reaped). Any error counts as
 /// exited: an identity is never handed out on an uncertain answer.
+/// A process's ids and cgroup as its pidfd tells them (`PIDFD_GET_INFO`, Linux 6.13+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PidfdCreds {
+    /// Real, effective, saved and filesystem uids, then the same gids.
+    uids: [u32; 4],
+    gids: [u32; 4],
+    /// The cgroup v2 id; 0 when the kernel gave none.
+    cgroup: u64,
+}
+
+/// `struct pidfd_info` as of its first version (`PIDFD_INFO_SIZE_VER0`), which every kernel
+/// with the ioctl accepts.
+#[repr(C)]
+#[derive(Default)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    pid: u32,
+    tgid: u32,
+    ppid: u32,
+    ruid: u32,
+    rgid: u32,
+    euid: u32,
+    egid: u32,
+    suid: u32,
+    sgid: u32,
+    fsuid: u32,
+    fsgid: u32,
+    spare0: u32,
+}
+
+const PIDFD_INFO_CREDS: u64 = 1 << 1;
+const PIDFD_INFO_CGROUPID: u64 = 1 << 2;
+/// `_IOWR(0xFF, 11, struct pidfd_info)` with the 64-byte first version.
+const PIDFD_GET_INFO: libc::c_ulong =
+    (3 << 30) | ((std::mem::size_of::<PidfdInfo>() as libc::c_ulong) << 16) | (0xFF << 8) | 11;
+const _: () = assert!(std::mem::size_of::<PidfdInfo>() == 64);
+
+/// Set once a kernel has answered that it has no `PIDFD_GET_INFO`: not asked again.
+static NO_PIDFD_INFO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The process's ids and cgroup; `Ok(None)` on a kernel without `PIDFD_GET_INFO`. ESRCH once
+/// the process has been reaped.
+pub(crate) fn pidfd_creds(fd: &OwnedFd) -> io::Result<Option<PidfdCreds>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if NO_PIDFD_INFO.load(Relaxed) {
+        return Ok(None);
+    }
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_CREDS | PIDFD_INFO_CGROUPID,
+        ..PidfdInfo::default()
+    };
+    // SAFETY: the kernel writes at most the size the request encodes, that of `info`.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), PIDFD_GET_INFO as _, &mut info) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOTTY) | Some(libc::EINVAL) => {
+                NO_PIDFD_INFO.store(true, Relaxed);
+                Ok(None)
+            }
+            _ => Err(e),
+        };
+    }
+    if info.mask & PIDFD_INFO_CREDS == 0 {
+        return Err(io::Error::other("PIDFD_GET_INFO returned no credentials"));
+    }
+    Ok(Some(PidfdCreds {
+        uids: [info.ruid, info.euid, info.suid, info.fsuid],
+        gids: [info.rgid, info.egid, info.sgid, info.fsgid],
+        cgroup: match info.mask & PIDFD_INFO_CGROUPID {
+            0 => 0,
+            _ => info.cgroupid,
+        },
+    }))
+}
+
 fn pidfd_exited(fd: &OwnedFd) -> bool {
     let mut pfd = libc::pollfd {
         fd: fd.as_raw_fd(),

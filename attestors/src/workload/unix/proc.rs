@@ -241,7 +241,7 @@ impl ProcDir {
     }
 
     /// stat(2) of the directory itself. Its owner is the process's effective uid and gid
-    /// (root's while it is not dumpable); once the process has exited it reads as root's,
+    /// (dumpable or not, unlike the files in it); once the process has exited it reads as root's,
     /// so only a check that the process still lives makes it mean anything.
     pub fn stat_self(&self) -> Result<FileStat, UnixError> {
         fstat(self.dir.as_raw_fd()).map_err(|e| UnixError::Io {
