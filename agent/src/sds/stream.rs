@@ -147,11 +147,6 @@ impl Session {
     }
 
     async fn on_change(&mut self) -> Step {
-        // Without a pidfd to wait on, every update checks that the caller still runs.
-        if let Err(e) = self.caller.still_attested(&*self.attestor) {
-            self.caller.denied(WHAT, "-", &e);
-            return Err(e.into());
-        }
         // A templated entry synced since the stream opened: sign the caller's expansion.
         let snap = self.snapshots.borrow().clone();
         let c = &mut self.caller;
@@ -167,6 +162,13 @@ impl Session {
         let Some(names) = self.xds.names() else {
             return Ok(None);
         };
+        // Every answer, to a request or an update, goes to the process as attested and still
+        // running (without a pidfd nothing else checks it; a program exec'd on the
+        // connection can send requests on the open stream).
+        if let Err(e) = self.caller.still_attested(&*self.attestor) {
+            self.caller.denied(WHAT, "-", &e);
+            return Err(e.into());
+        }
         let snap = self.snapshots.borrow_and_update().clone();
         let s = secrets::build(&snap, &self.caller.selectors, &self.names, names)
             .inspect_err(|e| self.caller.denied(WHAT, &shown(names), e))?;

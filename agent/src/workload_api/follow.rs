@@ -94,11 +94,6 @@ where
                 }
                 changed = self.rx.changed() => if changed.is_err() { return None },
             }
-            // Without a pidfd to wait on, every update checks that the caller still runs.
-            if let Err(e) = self.caller.still_attested(&*self.attestor) {
-                self.caller.denied(self.what, "-", &e);
-                return Some(Err(e.into()));
-            }
             let mut snap = self.rx.borrow_and_update().clone();
             // A templated entry synced since the stream opened: sign the caller's expansion.
             if self
@@ -107,6 +102,12 @@ where
                 .await
             {
                 snap = self.rx.borrow_and_update().clone();
+            }
+            // Every update checks that the caller still runs (without a pidfd nothing else
+            // does) as it was attested; after the refresh, which may wait on the authority.
+            if let Err(e) = self.caller.still_attested(&*self.attestor) {
+                self.caller.denied(self.what, "-", &e);
+                return Some(Err(e.into()));
             }
             match (self.build)(&snap, &self.caller.selectors) {
                 Ok(content) if content == self.last => {}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use tessera_proto::workload as pb;
 use tonic::Code;
 
-fn canonical(program: &str) -> PathBuf {
+pub(crate) fn canonical(program: &str) -> PathBuf {
     let out = std::process::Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
         .output()
@@ -187,14 +187,20 @@ async fn a_stream_across_an_exec_ends_before_its_next_update() {
         .await
         .expect("create a second entry for the shell");
     match within(PROPAGATION, "the stream's next item", stream.message()).await {
-        Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            assert!(
+                status.message().contains("another executable"),
+                "{status:?}"
+            );
+        }
         Ok(Some(m)) => panic!("sleep was streamed the shell's SVIDs: {:?}", ids(&m)),
         Ok(None) => panic!("the stream ended without an error"),
     }
     drop(child);
 }
 
-async fn wait_exe(pid: u32, want: &Path) {
+pub(crate) async fn wait_exe(pid: u32, want: &Path) {
     poll(
         secs(10),
         &format!("pid {pid} to exec {}", want.display()),

@@ -94,8 +94,6 @@ pub(crate) fn pidfd_open(pid: i32) -> io::Result<Option<OwnedFd>> {
     Ok(Some(unsafe { OwnedFd::from_raw_fd(rc as libc::c_int) }))
 }
 
-/// A pidfd polls readable once its process has exited (zombie or reaped). Any error counts as
-/// exited: an identity is never handed out on an uncertain answer.
 /// A process's ids and cgroup as its pidfd tells them (`PIDFD_GET_INFO`, Linux 6.13+).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PidfdCreds {
@@ -173,6 +171,8 @@ pub(crate) fn pidfd_creds(fd: &OwnedFd) -> io::Result<Option<PidfdCreds>> {
     }))
 }
 
+/// A pidfd polls readable once its process has exited (zombie or reaped). Any error counts as
+/// exited: an identity is never handed out on an uncertain answer.
 fn pidfd_exited(fd: &OwnedFd) -> bool {
     let mut pfd = libc::pollfd {
         fd: fd.as_raw_fd(),
