@@ -11,7 +11,7 @@ use super::service::{check, response, shown, truncate, WHAT};
 use super::xds::{Kind, Received, Xds};
 use crate::cache::templates::Demands;
 use crate::cache::{CachedSvid, Snapshot};
-use crate::workload_api::{stopped, Attest, Caller, RateLimit, WorkloadApi, WorkloadError};
+use crate::workload_api::{stopped, Caller, RateLimit, Recheck, WorkloadApi, WorkloadError};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use std::future::Future;
 use std::pin::Pin;
@@ -31,7 +31,7 @@ pub(super) struct Session {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     shutdown: watch::Receiver<bool>,
     exited: Pin<Box<dyn Future<Output = ()> + Send>>,
-    attestor: Arc<dyn Attest>,
+    recheck: Recheck,
     limiter: Arc<dyn RateLimit>,
     demands: Demands,
     xds: Xds,
@@ -53,7 +53,7 @@ impl Session {
             inbound,
             snapshots: api.snapshots.clone(),
             shutdown: api.shutdown.clone(),
-            attestor: api.attestor.clone(),
+            recheck: api.recheck(),
             limiter: api.limiter.clone(),
             demands: api.demands.clone(),
             xds: Xds::default(),
@@ -82,7 +82,7 @@ impl Session {
                 _ = &mut self.exited => Err(self.gone()),
                 _ = stopped(&mut self.shutdown) => Err(Status::unavailable("agent is shutting down")),
                 msg = self.inbound.message() => match msg {
-                    Ok(Some(req)) => self.on_request(req),
+                    Ok(Some(req)) => self.on_request(req).await,
                     // Envoy closed its side.
                     Ok(None) => return None,
                     // A request over the size limit, or not a request: Envoy is told why.
@@ -107,7 +107,7 @@ impl Session {
         e.into()
     }
 
-    fn on_request(&mut self, req: DiscoveryRequest) -> Step {
+    async fn on_request(&mut self, req: DiscoveryRequest) -> Step {
         check(&req).inspect_err(|e| self.caller.denied(WHAT, "-", e))?;
         let step = self.xds.on_request(Received {
             names: &req.resource_names,
@@ -143,7 +143,7 @@ impl Session {
             c.denied(WHAT, "-", &e);
             return Err(e.into());
         }
-        self.respond(true)
+        self.respond(true).await
     }
 
     async fn on_change(&mut self) -> Step {
@@ -153,19 +153,19 @@ impl Session {
         self.demands
             .refresh(&mut c.leases, &snap, &c.selectors)
             .await;
-        self.respond(false)
+        self.respond(false).await
     }
 
     /// Answers with the subscribed names; unless `always`, only when that
     /// content differs from what was last sent.
-    fn respond(&mut self, always: bool) -> Step {
+    async fn respond(&mut self, always: bool) -> Step {
         let Some(names) = self.xds.names() else {
             return Ok(None);
         };
         // Every answer, to a request or an update, goes to the process as attested and still
         // running (without a pidfd nothing else checks it; a program exec'd on the
         // connection can send requests on the open stream).
-        if let Err(e) = self.caller.still_attested(&*self.attestor) {
+        if let Err(e) = self.caller.still_attested(&self.recheck).await {
             self.caller.denied(WHAT, "-", &e);
             return Err(e.into());
         }

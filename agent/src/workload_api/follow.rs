@@ -5,7 +5,7 @@
 //! it sent last as the snapshot's shared parts (`Content`), not as a copy of the message.
 
 use super::responses::Content;
-use super::service::{stopped, Attest, Caller, WorkloadApi};
+use super::service::{stopped, Caller, Recheck, WorkloadApi};
 use super::WorkloadError;
 use crate::cache::templates::{Demands, Leases};
 use crate::cache::Snapshot;
@@ -27,7 +27,7 @@ struct Follow<C, F> {
     last: C,
     rx: watch::Receiver<Arc<Snapshot>>,
     shutdown: watch::Receiver<bool>,
-    attestor: Arc<dyn Attest>,
+    recheck: Recheck,
     demands: Demands,
     held: Leases,
     exited: Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -62,7 +62,7 @@ impl WorkloadApi {
             last: first,
             rx,
             shutdown: self.shutdown.clone(),
-            attestor: self.attestor.clone(),
+            recheck: self.recheck(),
             demands: self.demands.clone(),
         };
         // After an error the stream ends (state `None`).
@@ -105,7 +105,7 @@ where
             }
             // Every update checks that the caller still runs (without a pidfd nothing else
             // does) as it was attested; after the refresh, which may wait on the authority.
-            if let Err(e) = self.caller.still_attested(&*self.attestor) {
+            if let Err(e) = self.caller.still_attested(&self.recheck).await {
                 self.caller.denied(self.what, "-", &e);
                 return Some(Err(e.into()));
             }

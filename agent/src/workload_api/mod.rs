@@ -20,7 +20,7 @@ pub use error::WorkloadError;
 pub use limits::Limits;
 pub use responses::identities;
 pub use service::{jwtsvid_request, Attest, Caller, RateLimit, WorkloadApi};
-pub(crate) use service::{process_exit, stopped};
+pub(crate) use service::{process_exit, stopped, Recheck};
 
 use crate::cache::{Snapshot, State};
 use crate::sds::{Sds, SdsNames};

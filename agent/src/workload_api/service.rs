@@ -37,6 +37,13 @@ pub trait Attest: Send + Sync + 'static {
     }
 }
 
+/// What a stream needs to check, before each answer, that its process is still as attested.
+#[derive(Clone)]
+pub(crate) struct Recheck {
+    attestor: Arc<dyn Attest>,
+    attestations: Arc<Attestations>,
+}
+
 /// How the handlers limit a uid's calls, before any expensive work.
 pub trait RateLimit: Send + Sync + 'static {
     /// False: the uid is over its rate; answer `ResourceExhausted`.
@@ -119,20 +126,40 @@ impl Caller {
     }
 
     /// Ok while the process that connected still runs as it was attested: alive, and (with
-    /// a pidfd) the same executable with the same ids. A stream checks this before each
-    /// update, so a program exec'd on an inherited connection gets nothing its predecessor
-    /// streamed (it must call again, and is attested as itself).
-    pub(crate) fn still_attested(&self, attestor: &dyn Attest) -> Result<(), WorkloadError> {
-        if attestor.check(&self.process).is_err() {
+    /// a pidfd) either its mark is unchanged or a new attestation gives the same
+    /// selectors (the mark also moves when only the executable's attributes do, as in a
+    /// package upgrade). A stream checks this before each answer, so a program exec'd on
+    /// an inherited connection gets nothing its predecessor was entitled to and it is not.
+    pub(crate) async fn still_attested(&mut self, r: &Recheck) -> Result<(), WorkloadError> {
+        if r.attestor.check(&self.process).is_err() {
             return Err(WorkloadError::Attestation(
                 "the connecting process has exited".into(),
             ));
         }
-        match self.mark {
-            Some(m) if attestor.mark(&self.process) != Some(m) => Err(WorkloadError::Attestation(
+        let Some(was) = self.mark else { return Ok(()) };
+        // Read before attesting again: a change during the attestation shows next time.
+        let now = r.attestor.mark(&self.process);
+        if now == Some(was) {
+            return Ok(());
+        }
+        let changed = || {
+            WorkloadError::Attestation(
                 "the connecting process ran another executable or changed its ids since the stream opened; call again".into(),
-            )),
-            _ => Ok(()),
+            )
+        };
+        let (attestor, process) = (r.attestor.clone(), self.process.clone());
+        let fresh = r
+            .attestations
+            .run(move || attestor.attest(&process))
+            .await
+            .and_then(|a| a)
+            .map_err(WorkloadError::Attestation)?;
+        match now {
+            Some(m) if *fresh == *self.selectors => {
+                self.mark = Some(m);
+                Ok(())
+            }
+            _ => Err(changed()),
         }
     }
 
@@ -180,6 +207,13 @@ impl Caller {
 }
 
 impl WorkloadApi {
+    pub(crate) fn recheck(&self) -> Recheck {
+        Recheck {
+            attestor: self.attestor.clone(),
+            attestations: self.attestations.clone(),
+        }
+    }
+
     /// The connection's pinned peer, once the uid's rate allows another call.
     fn admit<T>(&self, req: &Request<T>) -> Result<Peer, WorkloadError> {
         let Some(peer) = req.extensions().get::<Peer>().cloned() else {

@@ -200,6 +200,61 @@ async fn a_stream_across_an_exec_ends_before_its_next_update() {
     drop(child);
 }
 
+/// A change of the running executable's attributes alone (here a chmod, as a package
+/// upgrade or a relabel would make) moves the process's mark but not its selectors: the
+/// stream is attested again and goes on, and is told of the process's next identity.
+#[tokio::test]
+async fn a_stream_outlives_a_chmod_of_its_executable() {
+    let mut d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
+    let exe = d.dir.join("sleeper");
+    fs::copy(canonical("sleep"), &exe).expect("copy sleep");
+    let sel = format!("unix:path:{}", exe.display());
+    let id = format!("spiffe://{TD}/memo/sleeper");
+    d.create_entry(&id, &[&sel], &[])
+        .await
+        .expect("create an entry");
+    d.start_agent().await.expect("start the agent");
+    let (fd, child) = connect_from_child(&d.socket_path(), 0, 0, &exe.to_string_lossy(), &["60"])
+        .expect("connect from the copy of sleep");
+    wait_exe(child.0.id(), &exe).await;
+    let conn = Raw::new(channel_from_fd(fd).await.expect("HTTP/2 on the socket"));
+    poll(PROPAGATION, "the sleeper's X.509-SVID", || {
+        let mut c = conn.clone();
+        async move { x509(&mut c).await.ok() }
+    })
+    .await;
+    let mut stream = within(
+        secs(20),
+        "open a FetchX509SVID stream",
+        conn.clone().fetch_x509svid(req(pb::X509svidRequest {})),
+    )
+    .await
+    .expect("FetchX509SVID")
+    .into_inner();
+    within(secs(20), "the stream's first message", stream.message())
+        .await
+        .expect("first message")
+        .expect("a message");
+
+    let mut perms = fs::metadata(&exe).expect("stat the copy").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o700);
+    fs::set_permissions(&exe, perms).expect("chmod the running executable");
+    let second = format!("spiffe://{TD}/memo/sleeper-second");
+    d.create_entry(&second, &[&sel], &[])
+        .await
+        .expect("create a second entry");
+    let next = within(PROPAGATION, "the stream's next message", stream.message())
+        .await
+        .expect("the stream goes on")
+        .expect("a message");
+    let mut got = ids(&next);
+    got.sort();
+    assert_eq!(got, vec![id, second]);
+    drop(child);
+}
+
 pub(crate) async fn wait_exe(pid: u32, want: &Path) {
     poll(
         secs(10),

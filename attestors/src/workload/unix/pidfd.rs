@@ -235,4 +235,40 @@ mod tests {
             .map(|v| v.trim().parse::<u32>().unwrap());
         assert_eq!(pid, Some(std::process::id()));
     }
+
+    /// The ids read through the ioctl are the ones status shows, field for field (a wrong
+    /// request number or layout reads nothing or the wrong fields); a kernel from 6.13 on
+    /// must have the ioctl.
+    #[test]
+    fn pidfd_creds_match_status() {
+        let fd = pidfd_open(std::process::id() as i32)
+            .unwrap()
+            .expect("pidfd_open");
+        let release = nix::sys::utsname::uname().unwrap();
+        let mut version = release.release().to_str().unwrap().split(['.', '-']);
+        let major: u32 = version.next().unwrap().parse().unwrap();
+        let minor: u32 = version.next().unwrap().parse().unwrap();
+        let Some(creds) = pidfd_creds(&fd).unwrap() else {
+            assert!(
+                (major, minor) < (6, 13),
+                "Linux {major}.{minor} has PIDFD_GET_INFO"
+            );
+            return;
+        };
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let ids = |key: &str| -> [u32; 4] {
+            let line = status.lines().find_map(|l| l.strip_prefix(key)).unwrap();
+            let v: Vec<u32> = line
+                .split_whitespace()
+                .map(|x| x.parse().unwrap())
+                .collect();
+            [v[0], v[1], v[2], v[3]]
+        };
+        assert_eq!(creds.uids, ids("Uid:"));
+        assert_eq!(creds.gids, ids("Gid:"));
+        let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        if cgroup.lines().any(|l| l.starts_with("0::")) {
+            assert_ne!(creds.cgroup, 0, "a cgroup v2 id");
+        }
+    }
 }
