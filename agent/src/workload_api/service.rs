@@ -125,28 +125,23 @@ impl Caller {
         self.unix("path").unwrap_or("?")
     }
 
-    /// Ok while the process that connected still runs as it was attested: alive, and (with
-    /// a pidfd) either its mark is unchanged or a new attestation gives the same
-    /// selectors (the mark also moves when only the executable's attributes do, as in a
-    /// package upgrade). A stream checks this before each answer, so a program exec'd on
-    /// an inherited connection gets nothing its predecessor was entitled to and it is not.
+    /// Ok while the process that connected still runs as it was attested: alive, and either
+    /// its mark is unchanged or a new attestation gives the same selectors (the mark also
+    /// moves when only the executable's attributes do, e.g. a chmod). Without a mark (no
+    /// pidfd, or one that cannot be read) every check attests in full. A stream checks this
+    /// before each answer, so a program exec'd on an inherited connection gets nothing its
+    /// predecessor was entitled to and it is not.
     pub(crate) async fn still_attested(&mut self, r: &Recheck) -> Result<(), WorkloadError> {
         if r.attestor.check(&self.process).is_err() {
             return Err(WorkloadError::Attestation(
                 "the connecting process has exited".into(),
             ));
         }
-        let Some(was) = self.mark else { return Ok(()) };
         // Read before attesting again: a change during the attestation shows next time.
         let now = r.attestor.mark(&self.process);
-        if now == Some(was) {
+        if now.is_some() && now == self.mark {
             return Ok(());
         }
-        let changed = || {
-            WorkloadError::Attestation(
-                "the connecting process ran another executable or changed its ids since the stream opened; call again".into(),
-            )
-        };
         let (attestor, process) = (r.attestor.clone(), self.process.clone());
         let fresh = r
             .attestations
@@ -154,13 +149,13 @@ impl Caller {
             .await
             .and_then(|a| a)
             .map_err(WorkloadError::Attestation)?;
-        match now {
-            Some(m) if *fresh == *self.selectors => {
-                self.mark = Some(m);
-                Ok(())
-            }
-            _ => Err(changed()),
+        if *fresh != *self.selectors {
+            return Err(WorkloadError::Attestation(
+                "the connecting process ran another executable or changed its ids since the stream opened; call again".into(),
+            ));
         }
+        self.mark = now;
+        Ok(())
     }
 
     /// False when this connection was already logged as issued `credential` (as `what`)
@@ -487,4 +482,63 @@ fn to_value(v: serde_json::Value) -> prost_types::Value {
         serde_json::Value::Object(o) => Kind::StructValue(to_struct(o)),
     };
     prost_types::Value { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use tessera_attestors::workload::unix::UnixAttestor;
+
+    /// An attestor with no mark (as without a pidfd) whose selectors the test sets.
+    #[derive(Default)]
+    struct Unmarked {
+        selectors: Mutex<Vec<Selector>>,
+        attested: AtomicUsize,
+    }
+
+    impl Attest for Unmarked {
+        fn check(&self, _: &PinnedProcess) -> Result<(), String> {
+            Ok(())
+        }
+        fn attest(&self, _: &PinnedProcess) -> Result<Vec<Selector>, String> {
+            self.attested.fetch_add(1, Ordering::SeqCst);
+            Ok(self.selectors.lock().unwrap().clone())
+        }
+    }
+
+    fn runs(path: &str) -> Vec<Selector> {
+        vec![Selector::new("unix", format!("path:{path}"))]
+    }
+
+    /// Without a mark nothing cheap shows an exec, so a stream's every answer attests in
+    /// full: the same selectors go on, others end it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_without_a_mark_is_attested_before_each_answer() {
+        let attestor = Arc::new(Unmarked::default());
+        *attestor.selectors.lock().unwrap() = runs("/usr/bin/envoy");
+        let recheck = Recheck {
+            attestor: attestor.clone(),
+            attestations: Arc::default(),
+        };
+        let me = UnixAttestor::new().pin(std::process::id() as i32).unwrap();
+        let mut caller = Caller {
+            pid: me.pid(),
+            uid: None,
+            selectors: runs("/usr/bin/envoy").into(),
+            process: Arc::new(me),
+            exit: Arc::default(),
+            told: Arc::default(),
+            mark: None,
+            leases: Leases::default(),
+        };
+        caller.still_attested(&recheck).await.unwrap();
+        caller.still_attested(&recheck).await.unwrap();
+        assert_eq!(attestor.attested.load(Ordering::SeqCst), 2);
+
+        *attestor.selectors.lock().unwrap() = runs("/bin/sh");
+        let e = caller.still_attested(&recheck).await.unwrap_err();
+        assert!(e.to_string().contains("another executable"), "{e}");
+    }
 }

@@ -64,15 +64,19 @@ fn read_mark(p: &PinnedProcess) -> Result<ProcessMark, UnixError> {
     Ok(ProcessMark { exe, ids })
 }
 
+/// `None` when the kernel has no `PIDFD_GET_INFO` or refuses it for this process (it
+/// answers ESRCH for a live process whose parent is outside the agent's pid namespace):
+/// then the directory's owner stands in.
 fn pidfd_ids(p: &PinnedProcess) -> Result<Option<Ids>, UnixError> {
     let Some(fd) = &p.pidfd else { return Ok(None) };
-    let creds = pidfd_creds(fd).map_err(|source| {
-        gone_as_process_gone(UnixError::Io {
-            path: format!("pidfd of {}", p.pid).into(),
-            source,
-        })
-    })?;
-    Ok(creds.map(Ids::Pidfd))
+    match pidfd_creds(fd) {
+        Ok(creds) => Ok(creds.map(Ids::Pidfd)),
+        Err(_) if p.exited() => Err(UnixError::ProcessGone),
+        Err(e) => {
+            tracing::debug!(pid = p.pid, error = %e, "PIDFD_GET_INFO refused; the owner of /proc/<pid> stands in");
+            Ok(None)
+        }
+    }
 }
 
 fn owner_ids(dir: &ProcDir) -> Result<Ids, UnixError> {
