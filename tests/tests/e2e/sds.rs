@@ -454,39 +454,17 @@ async fn name_changes_on_a_stream_are_charged_to_the_uid_rate() {
 /// requests on the open stream, and gets an error instead of the shell's secrets.
 #[tokio::test]
 async fn a_request_on_a_stream_across_an_exec_is_refused() {
-    use crate::attest_memo::{canonical, wait_exe};
-    let mut d = Deployment::new(Opts::default())
-        .await
-        .expect("start a deployment");
-    let (sh, sleep) = (canonical("sh"), canonical("sleep"));
+    use crate::attest_memo::ShellThenSleep;
     let id = format!("spiffe://{TD}/sds/shell");
-    d.create_entry(&id, &[&format!("unix:path:{}", sh.display())], &[])
-        .await
-        .expect("create an entry");
-    d.start_agent().await.expect("start the agent");
-    let go = d.dir.join("go");
-    let script = format!(
-        "while [ ! -e {} ]; do sleep 0.05; done; exec {} 60",
-        go.display(),
-        sleep.display()
-    );
-    let (fd, child) = connect_from_child(
-        &d.socket_path(),
-        0,
-        0,
-        &sh.to_string_lossy(),
-        &["-c", &script],
-    )
-    .expect("connect from a shell");
-    let pid = child.0.id();
+    let mut sh = ShellThenSleep::start(&id, None).await;
+    let fd = sh.fd.take().expect("the socket");
     let mut c = Sds::new(channel_from_fd(fd).await.expect("HTTP/2 on the socket"));
     fetch_when_ready(&mut c, &[&id]).await;
     let mut s = Stream::open(&mut c, dreq(&[&id], "", "", None)).await;
     let r = s.next(secs(20), "the shell's secret").await;
     s.ack(&r, &[&id]).await;
 
-    std::fs::write(&go, "").expect("write go");
-    wait_exe(pid, &sleep).await;
+    sh.exec().await;
     s.send(dreq(&[&id, "ROOTCA"], &r.version_info, &r.nonce, None))
         .await;
     match next(&mut s.rx, secs(20), "the answer to sleep's request").await {
@@ -502,5 +480,4 @@ async fn a_request_on_a_stream_across_an_exec_is_refused() {
             got.map_or(0, |r| r.resources.len())
         ),
     }
-    drop(child);
 }
