@@ -15,6 +15,7 @@ pub mod fleet;
 mod grpc;
 mod postgres;
 mod process;
+mod proxy;
 mod readiness;
 mod tpm;
 
@@ -26,6 +27,7 @@ pub use grpc::{
 };
 pub use postgres::{Cluster, Replica};
 pub use process::{bin, child_command, cpu_time, tail, ChildGuard, Daemon};
+pub use proxy::TcpProxy;
 pub use readiness::Readiness;
 pub use tpm::{ek_ca_dir, hex, measure_boot, rhel8_log, swtpm_booted, testdata, tpm_verifier};
 

@@ -401,65 +401,6 @@ async fn data_dir_full_the_agent_keeps_serving_from_memory_and_says_so() {
     assert_state_whole(&data, 0);
 }
 
-/// A TCP proxy to `upstream` that, once `delay_ms` is set, holds every chunk
-/// for that long in each direction: an authority answering slowly.
-struct SlowProxy {
-    port: u16,
-    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl SlowProxy {
-    async fn start(upstream: String) -> SlowProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the proxy");
-        let port = listener.local_addr().expect("proxy address").port();
-        let delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let delay = delay_ms.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let (delay, upstream) = (delay.clone(), upstream.clone());
-                tokio::spawn(async move {
-                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    let (cr, cw) = client.into_split();
-                    let (sr, sw) = server.into_split();
-                    tokio::join!(pipe(cr, sw, delay.clone()), pipe(sr, cw, delay));
-                });
-            }
-        });
-        SlowProxy {
-            port,
-            delay_ms,
-            task,
-        }
-    }
-}
-
-impl Drop for SlowProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn pipe(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = vec![0u8; 16 * 1024];
-    while let Ok(n @ 1..) = from.read(&mut buf).await {
-        let delay = delay_ms.load(std::sync::atomic::Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
 #[tokio::test]
 async fn slow_authority_the_workload_api_answers_from_cache_and_expiry_is_on_time() {
     let mut d = Deployment::new(Opts::default()).await.expect("deployment");
@@ -467,7 +408,9 @@ async fn slow_authority_the_workload_api_answers_from_cache_and_expiry_is_on_tim
         .register_self("faults/slow", &["--x509-ttl", "10s"])
         .await
         .expect("entry");
-    let proxy = SlowProxy::start(format!("127.0.0.1:{}", d.port)).await;
+    let proxy = TcpProxy::start(format!("127.0.0.1:{}", d.port))
+        .await
+        .expect("start the proxy");
     edit_agent_config(
         &d,
         &format!("authority_address = \"127.0.0.1:{}\"", d.port),
@@ -495,9 +438,7 @@ async fn slow_authority_the_workload_api_answers_from_cache_and_expiry_is_on_tim
     let not_after_ms = pki::not_after(&svid(&x509, &id).x509_svid) * 1000;
 
     // From now on every byte to and from the authority takes 60s.
-    proxy
-        .delay_ms
-        .store(60_000, std::sync::atomic::Ordering::SeqCst);
+    proxy.delay(secs(60));
     let started = Instant::now();
     let again = within(secs(1), "FetchX509SVID from cache", fetch(&mut raw))
         .await
