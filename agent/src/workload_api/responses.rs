@@ -2,6 +2,7 @@
 //! pure, so every rule here is unit-tested without a socket.
 
 use super::{Caller, WorkloadError};
+use crate::cache::manager::{Clock, SystemClock};
 use crate::cache::{Bundle, CachedSvid, Snapshot, State};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,7 +10,9 @@ use tessera_common::Selector;
 use tessera_proto::workload as wl;
 
 /// The caller's identities: entry order (so `svids[0]` is stable and default),
-/// with later duplicates of a non-empty hint dropped.
+/// with later duplicates of a non-empty hint dropped. None past its notAfter: the
+/// expiry task takes each out of the snapshot then, but its timer can fire late on
+/// a busy machine, and a call in between must not get it.
 pub fn identities(
     snap: &Snapshot,
     selectors: &[Selector],
@@ -20,9 +23,11 @@ pub fn identities(
         State::Ready => {}
     }
     let mut hints = HashSet::new();
+    let now_ms = SystemClock.now_millis();
     let ids: Vec<_> = snap
         .matching(selectors)
         .into_iter()
+        .filter(|s| s.ms_left(now_ms) > 0)
         .filter(|s| s.entry.hint.is_empty() || hints.insert(s.entry.hint.clone()))
         .collect();
     if ids.is_empty() {
@@ -169,6 +174,10 @@ mod tests {
     use crate::cache::entry::Entry;
 
     fn svid(entry: &str, id: &str, sel: &str, hint: &str) -> Arc<CachedSvid> {
+        svid_until(entry, id, sel, hint, i64::MAX)
+    }
+
+    fn svid_until(entry: &str, id: &str, sel: &str, hint: &str, not_after: i64) -> Arc<CachedSvid> {
         Arc::new(CachedSvid {
             entry: Entry::test(entry, id, vec![Selector::parse(sel).unwrap()], hint),
             spiffe_id: id.parse().unwrap(),
@@ -176,10 +185,36 @@ mod tests {
             chain: vec![1],
             key: vec![2].into(),
             not_before: 0,
-            not_after: i64::MAX,
+            not_after,
             rotate_at: i64::MAX,
             monotonic: None,
         })
+    }
+
+    /// The expiry task late (the snapshot still holds an SVID past its notAfter):
+    /// the call gets the caller's other identity, or none, never the expired one,
+    /// and a later one with the same hint takes its place.
+    #[test]
+    fn an_svid_past_its_not_after_is_not_handed_out_before_the_expiry_task_runs() {
+        let past = tessera_common::unix_now() - 1;
+        let s = snap(
+            State::Ready,
+            vec![
+                svid_until("1", "spiffe://td/old", "unix:uid:0", "web", past),
+                svid("2", "spiffe://td/new", "unix:uid:0", "web"),
+            ],
+        );
+        let got = identities(&s, &uid0()).unwrap();
+        let ids: Vec<String> = got.iter().map(|s| s.spiffe_id.to_string()).collect();
+        assert_eq!(ids, ["spiffe://td/new"]);
+        let alone = snap(
+            State::Ready,
+            vec![svid_until("1", "spiffe://td/old", "unix:uid:0", "", past)],
+        );
+        assert!(matches!(
+            x509_svid(&alone, &uid0()),
+            Err(WorkloadError::NoIdentity)
+        ));
     }
 
     fn snap(state: State, svids: Vec<Arc<CachedSvid>>) -> Snapshot {

@@ -192,17 +192,27 @@ async fn connection_flood_from_one_uid_leaves_others_served() {
     }
     let loaded_median = median(loaded);
     eprintln!("unloaded median {unloaded:?}, loaded median {loaded_median:?}");
+    // Starved, the victim would wait for a slot that a silent flood connection
+    // frees after 1s; the slack is for other tests loading the machine meanwhile.
     assert!(
-        loaded_median <= (unloaded * 4).max(unloaded + Duration::from_millis(100)),
+        loaded_median <= (unloaded * 4).max(unloaded + Duration::from_millis(500)),
         "a flood from another uid slowed the victim from {unloaded:?} to {loaded_median:?}"
     );
     // The flood holds its 3000 sockets; the agent keeps only that uid's share: 64
-    // connections, each a socket, the caller's pidfd and its /proc/<pid> directory.
-    let fds = open_fds(d.agent_pid().expect("agent running"));
-    assert!(
-        fds <= fds_before + 3 * 64 + 8,
-        "the agent holds {fds} descriptors (was {fds_before}): over the per-uid cap of 64"
-    );
+    // connections, each a socket, the caller's pidfd and its /proc/<pid> directory
+    // (once the refused ones it is closing are closed).
+    let pid = d.agent_pid().expect("agent running");
+    let cap = fds_before + 3 * 64 + 8;
+    let fds = poll(
+        secs(10),
+        "the agent's descriptors within the per-uid cap",
+        || {
+            let fds = open_fds(pid);
+            std::future::ready((fds <= cap).then_some(fds))
+        },
+    )
+    .await;
+    eprintln!("the agent holds {fds} descriptors under the flood (was {fds_before})");
     drop(flooder);
 }
 
@@ -336,7 +346,6 @@ async fn silent_and_idle_connections_are_closed() {
     );
 
     // One call, then idle: closed after idle_timeout. One open stream: kept.
-    let (mut idle_client, idle_probe) = probed_client(&d).await;
     let (mut stream_client, stream_probe) = probed_client(&d).await;
     let mut stream = open(
         "a long-lived FetchX509SVID stream",
@@ -344,6 +353,8 @@ async fn silent_and_idle_connections_are_closed() {
     )
     .await;
     next(&mut stream, secs(20), "first message").await.unwrap();
+    // Connected just before its call: a connection silent for 1s is closed.
+    let (mut idle_client, idle_probe) = probed_client(&d).await;
     first(idle_client.fetch_x509svid(req(pb::X509svidRequest {})))
         .await
         .unwrap();

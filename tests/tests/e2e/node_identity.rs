@@ -103,8 +103,9 @@ async fn audit_count(d: &Deployment, agent: &str, kind: &str) -> usize {
 
 #[tokio::test]
 async fn copied_join_token_credential_stops_working_once_the_agent_renews() {
+    // Renewed 8-12s after issuance: time for the thief's first sync on a busy machine.
     let mut d = Deployment::new(Opts {
-        agent_ttl: "6s",
+        agent_ttl: "20s",
         authority_extra: SERVER_NAME.into(),
         ..Opts::default()
     })

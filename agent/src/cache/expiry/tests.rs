@@ -1,10 +1,12 @@
-//! The expiry timer on an injected clock: a fixed Unix base plus the real
-//! time elapsed since the test started (waits are short and real).
+//! The expiry timer on an injected clock: a fixed Unix base plus the time
+//! elapsed since the test started, on tokio's paused clock (a busy machine
+//! cannot make a timer look late) except where the SVID's own monotonic
+//! deadline, on the real clock, is the subject.
 
 use super::*;
 use crate::cache::entry::Entry;
 use crate::cache::{CachedSvid, State};
-use std::time::Instant;
+use tokio::time::Instant;
 
 const BASE_MS: i64 = 1_800_000_000_000;
 
@@ -63,7 +65,7 @@ async fn next(rx: &mut watch::Receiver<Arc<Snapshot>>, clock: &TestClock) -> (Ar
     (rx.borrow_and_update().clone(), clock.elapsed_ms())
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn each_svid_leaves_the_snapshot_at_its_not_after() {
     let clock = Arc::new(TestClock(Instant::now()));
     let (tx, mut rx) = watch::channel(snapshot(vec![svid("a", 1), svid("b", 2)]));
@@ -85,7 +87,7 @@ async fn each_svid_leaves_the_snapshot_at_its_not_after() {
     task.abort();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_new_snapshot_is_watched_and_an_expired_one_cleaned_at_once() {
     let clock = Arc::new(TestClock(Instant::now()));
     let (tx, mut rx) = watch::channel(snapshot(Vec::new()));
@@ -104,7 +106,7 @@ async fn a_new_snapshot_is_watched_and_an_expired_one_cleaned_at_once() {
     task.abort();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn nothing_is_republished_while_every_svid_is_valid() {
     let clock = Arc::new(TestClock(Instant::now()));
     let (tx, mut rx) = watch::channel(snapshot(vec![svid("a", 60)]));

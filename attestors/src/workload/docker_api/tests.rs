@@ -201,12 +201,14 @@ async fn concurrent_attestations_share_one_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_daemon_costs_at_most_the_timeout() {
     let d = FakeDaemon::start(Reply::Hang);
-    let timeout = Duration::from_millis(300);
+    let timeout = Duration::from_secs(1);
     let api = d.api(timeout);
     let (sels, took) = attest(&api).await;
     assert!(has_kernel_selectors(&sels), "{sels:?}");
     assert!(enriched(&sels).is_empty());
-    assert!(took < timeout + Duration::from_millis(400), "took {took:?}");
+    // Under twice the timeout (one timeout per step would reach it), with room
+    // for a busy machine.
+    assert!(took < timeout * 19 / 10, "took {took:?}");
     // The abandoned request's connection is closed, not left hanging on the daemon.
     let deadline = Instant::now() + Duration::from_secs(2);
     while !d.hung_closed.load(Ordering::SeqCst) {

@@ -185,9 +185,11 @@ impl Watch {
             .map(|s| s.messages.load(Relaxed))
             .collect();
         let fewest = counts.iter().copied().min().unwrap_or(0);
-        // The agent renews 40-60% into what is left of an SVID's lifetime, so
-        // consecutive SVIDs are at most 0.6 × ttl apart.
-        let expected = 1 + (ran.as_secs_f64() / (0.6 * ttl.as_secs_f64())).floor() as u64;
+        // The agent renews 40-60% into what is left of an SVID's lifetime, at
+        // its next round (every 0.5s) once signed, so consecutive SVIDs are at
+        // most 0.6 × ttl apart plus a round and its signing (1s, busy or not).
+        let apart = 0.6 * ttl.as_secs_f64() + 1.0;
+        let expected = 1 + (ran.as_secs_f64() / apart).floor() as u64;
         let mut problems = self.problems();
         if fewest < expected {
             problems.push(format!(

@@ -68,7 +68,7 @@ async fn swtpm_killed_and_restarted_no_identity_without_it_and_the_agent_reattes
     let window = Instant::now();
     while window.elapsed() < down {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let resp = within(secs(2), "FetchX509SVID from cache", async {
+        let resp = within(secs(5), "FetchX509SVID from cache", async {
             first_msg(&mut raw).await
         })
         .await
