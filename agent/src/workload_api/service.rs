@@ -132,15 +132,17 @@ impl Caller {
     /// before each answer, so a program exec'd on an inherited connection gets nothing its
     /// predecessor was entitled to and it is not.
     pub(crate) async fn still_attested(&mut self, r: &Recheck) -> Result<(), WorkloadError> {
+        // Read before attesting again: a change during the attestation shows next time. A
+        // mark is read through the pinned process's pidfd and directory and only while it
+        // lives, so an unchanged one needs no look-up of the pid (a read of its `stat`).
+        let now = r.attestor.mark(&self.process);
+        if now.is_some() && now == self.mark {
+            return Ok(());
+        }
         if r.attestor.check(&self.process).is_err() {
             return Err(WorkloadError::Attestation(
                 "the connecting process has exited".into(),
             ));
-        }
-        // Read before attesting again: a change during the attestation shows next time.
-        let now = r.attestor.mark(&self.process);
-        if now.is_some() && now == self.mark {
-            return Ok(());
         }
         let (attestor, process) = (r.attestor.clone(), self.process.clone());
         let fresh = r
@@ -506,6 +508,63 @@ mod tests {
             self.attested.fetch_add(1, Ordering::SeqCst);
             Ok(self.selectors.lock().unwrap().clone())
         }
+    }
+
+    /// The real attestor, counting its look-ups of the pid.
+    #[derive(Default)]
+    struct Counted {
+        unix: UnixAttestor,
+        checks: AtomicUsize,
+    }
+
+    impl Attest for Counted {
+        fn check(&self, p: &PinnedProcess) -> Result<(), String> {
+            self.checks.fetch_add(1, Ordering::SeqCst);
+            Attest::check(&self.unix, p)
+        }
+        fn attest(&self, p: &PinnedProcess) -> Result<Vec<Selector>, String> {
+            Attest::attest(&self.unix, p)
+        }
+        fn mark(&self, p: &PinnedProcess) -> Option<ProcessMark> {
+            Attest::mark(&self.unix, p)
+        }
+    }
+
+    /// An unchanged mark is answer enough while the process lives (no read of its `stat`);
+    /// once it has exited the stream ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_marked_stream_goes_on_without_a_look_up_and_ends_at_exit() {
+        let attestor = Arc::new(Counted::default());
+        let recheck = Recheck {
+            attestor: attestor.clone(),
+            attestations: Arc::default(),
+        };
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let process = Arc::new(attestor.unix.pin(child.id() as i32).unwrap());
+        let Some(mark) = Attest::mark(attestor.as_ref(), &process) else {
+            eprintln!("no pidfd on this kernel: nothing to test");
+            return;
+        };
+        let mut caller = Caller {
+            pid: process.pid(),
+            uid: None,
+            selectors: Attest::attest(attestor.as_ref(), &process).unwrap().into(),
+            process,
+            exit: Arc::default(),
+            told: Arc::default(),
+            mark: Some(mark),
+            leases: Leases::default(),
+        };
+        caller.still_attested(&recheck).await.unwrap();
+        assert_eq!(attestor.checks.load(Ordering::SeqCst), 0);
+
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let e = caller.still_attested(&recheck).await.unwrap_err();
+        assert!(e.to_string().contains("exited"), "{e}");
     }
 
     fn runs(path: &str) -> Vec<Selector> {
