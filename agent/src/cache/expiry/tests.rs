@@ -8,7 +8,11 @@ use crate::cache::entry::Entry;
 use crate::cache::{CachedSvid, State};
 use tokio::time::Instant;
 
-const BASE_MS: i64 = 1_800_000_000_000;
+/// 300 ms into a second: notAfter, in whole seconds, then falls 700 ms after a
+/// whole second from the start, where a timer stepping by `MAX_WAIT` would miss it.
+const BASE_MS: i64 = 1_800_000_000_300;
+/// From the start to the first whole second.
+const TO_SECOND: i64 = 700;
 
 struct TestClock(Instant);
 
@@ -27,7 +31,7 @@ impl Clock for TestClock {
     }
 }
 
-/// An SVID that expires `secs` after the test's start.
+/// An SVID that expires `secs` whole seconds after the test's start's second.
 fn svid(name: &str, secs: i64) -> Arc<CachedSvid> {
     Arc::new(CachedSvid {
         entry: Entry::test(name, &format!("spiffe://td/{name}"), Vec::new(), ""),
@@ -73,16 +77,18 @@ async fn each_svid_leaves_the_snapshot_at_its_not_after() {
     let task = tokio::spawn(drop_expired(tx.clone(), clock.clone()));
     let (snap, at) = next(&mut rx, &clock).await;
     assert_eq!(names(&snap), ["b"]);
+    let due = TO_SECOND;
     assert!(
-        (1000..1300).contains(&at),
-        "dropped at {at} ms, notAfter 1000 ms"
+        (due..due + 300).contains(&at),
+        "dropped at {at} ms, notAfter {due} ms"
     );
     assert_eq!(snap.state, State::Ready, "only the SVID goes");
     let (snap, at) = next(&mut rx, &clock).await;
     assert!(snap.svids.is_empty());
+    let due = TO_SECOND + 1000;
     assert!(
-        (2000..2300).contains(&at),
-        "dropped at {at} ms, notAfter 2000 ms"
+        (due..due + 300).contains(&at),
+        "dropped at {at} ms, notAfter {due} ms"
     );
     task.abort();
 }
@@ -102,7 +108,11 @@ async fn a_new_snapshot_is_watched_and_an_expired_one_cleaned_at_once() {
     assert!(at < 300, "the expired one went at once, not at {at} ms");
     let (snap, at) = next(&mut rx, &clock).await;
     assert!(snap.svids.is_empty());
-    assert!((1000..1300).contains(&at), "dropped at {at} ms");
+    let due = TO_SECOND;
+    assert!(
+        (due..due + 300).contains(&at),
+        "dropped at {at} ms, notAfter {due} ms"
+    );
     task.abort();
 }
 
