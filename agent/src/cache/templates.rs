@@ -131,6 +131,7 @@ impl Demands {
     pub async fn ensure(&self, snap: &Snapshot, selectors: &[Selector]) -> Result<Leases, String> {
         let mut leases = Vec::new();
         let mut waits = Vec::new();
+        let now_ms = self.usage.clock.now_millis();
         for t in &snap.templates {
             let id = match t.expansion(selectors) {
                 None => continue,
@@ -148,7 +149,7 @@ impl Demands {
             if !snap
                 .svids
                 .iter()
-                .any(|s| s.entry.id == key.0 && s.spiffe_id == key.1)
+                .any(|s| s.entry.id == key.0 && s.spiffe_id == key.1 && s.ms_left(now_ms) > 0)
             {
                 let (reply, rx) = oneshot::channel();
                 self.tx

@@ -123,3 +123,22 @@ async fn failed_signing_answers_the_caller() {
     assert!(got[0].is_err(), "{got:?}");
     assert!(ids(&rx, &caller("a.service")).is_empty());
 }
+
+/// A snapshot can still hold an expansion past its notAfter (the expiry task has not run
+/// yet): that is no identity, and the caller waits for a new one.
+#[tokio::test]
+async fn an_expired_expansion_in_the_snapshot_is_signed_anew() {
+    let (mut m, rx, fake, clock) = setup(vec![templated("t", "spiffe://td/svc/{systemd:unit}")]);
+    m.step().await.unwrap();
+    let a = caller("a.service");
+    ensure_all(&mut m, &rx, std::slice::from_ref(&a)).await;
+    let first = rx.borrow().matching(&a)[0].chain.clone();
+    clock.0.fetch_add(1001, Ordering::SeqCst);
+    let ask = ensure_all(&mut m, &rx, std::slice::from_ref(&a));
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), ask)
+        .await
+        .expect("the caller asks the manager for the expired expansion");
+    assert!(got[0].is_ok(), "{got:?}");
+    assert_eq!(fake.signed.load(Ordering::SeqCst), 2);
+    assert_ne!(rx.borrow().matching(&a)[0].chain, first);
+}
