@@ -27,6 +27,7 @@ use exe_fs::Trust;
 use hash_cache::{sha256_reader, FileKey, DEFAULT_CAPACITY};
 pub use mark::ProcessMark;
 use names::Names;
+use pidfd::PeerPidfd;
 pub use pidfd::PinnedProcess;
 use proc::{is_gone, ProcDir, Status};
 
@@ -112,7 +113,7 @@ impl UnixAttestor {
     }
 
     /// Pins the process that connected the Unix socket `sock` (call at accept): SO_PEERPIDFD
-    /// where the kernel has it, else a pidfd opened now for the SO_PEERCRED pid.
+    /// where the kernel has it, else the SO_PEERCRED pid as it is now.
     pub fn pin_peer(&self, sock: BorrowedFd<'_>) -> Result<PinnedProcess, UnixError> {
         let io = |source| UnixError::Io {
             path: PathBuf::from("<socket peer>"),
@@ -123,14 +124,36 @@ impl UnixAttestor {
         if pid <= 0 {
             return Err(UnixError::InvalidPid(pid));
         }
-        let pidfd = match self.use_pidfd {
-            true => match pidfd::peer_pidfd(sock).map_err(io)? {
-                Some(fd) => Some(fd),
-                None => self.open_pidfd(pid)?,
-            },
-            false => None,
+        if self.use_pidfd {
+            match pidfd::peer_pidfd(sock).map_err(io)? {
+                PeerPidfd::Pinned(fd) => return self.pin_with(pid, Some(fd)),
+                PeerPidfd::Gone => return Ok(PinnedProcess::gone(pid)),
+                PeerPidfd::Unsupported => {}
+            }
+        }
+        self.pin_connected(pid, cred.uid())
+    }
+
+    /// Pins `pid`, looked up only now, as the process that connected with effective uid
+    /// `uid`. It may have exited since and its pid gone to another process: one running
+    /// with another uid is not the peer (a process that changed its uid after connecting
+    /// is refused too). Another of the same uid cannot be told apart without SO_PEERPIDFD.
+    pub(crate) fn pin_connected(&self, pid: i32, uid: u32) -> Result<PinnedProcess, UnixError> {
+        let pinned = self.pin(pid)?;
+        let Some(dir) = &pinned.dir else {
+            return Ok(pinned);
         };
-        self.pin_with(pid, pidfd)
+        let now = match dir.status().map_err(gone_as_process_gone) {
+            Ok(status) => status.euid,
+            Err(UnixError::ProcessGone) => return Ok(PinnedProcess::gone(pid)),
+            Err(e) => return Err(e),
+        };
+        if now != uid {
+            tracing::warn!(pid, connected_uid = uid, uid = now,
+                "Workload API peer's pid now runs with another uid (exited and taken by another process, or changed its ids): treated as gone");
+            return Ok(PinnedProcess::gone(pid));
+        }
+        Ok(pinned)
     }
 
     /// Pins process `pid` as it is now.
@@ -163,12 +186,7 @@ impl UnixAttestor {
         pid: i32,
         pidfd: Option<std::os::fd::OwnedFd>,
     ) -> Result<PinnedProcess, UnixError> {
-        let gone = PinnedProcess {
-            pid,
-            start_time: None,
-            pidfd: None,
-            dir: None,
-        };
+        let gone = PinnedProcess::gone(pid);
         let read = ProcDir::open(&self.proc_root, pid).and_then(|d| Ok((d.stat()?, d)));
         let (stat, dir) = match read {
             Ok((st, dir)) if !st.exited() => (st, dir),
@@ -441,5 +459,7 @@ fn checked(kind: &str, value: String) -> Option<Selector> {
     }
 }
 
+#[cfg(test)]
+mod peer_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -34,6 +34,16 @@ pub struct PinnedProcess {
 }
 
 impl PinnedProcess {
+    /// A process that had exited when it was pinned.
+    pub(crate) fn gone(pid: i32) -> Self {
+        PinnedProcess {
+            pid,
+            start_time: None,
+            pidfd: None,
+            dir: None,
+        }
+    }
+
     pub fn pid(&self) -> i32 {
         self.pid
     }
@@ -50,9 +60,20 @@ impl PinnedProcess {
     }
 }
 
+/// What the kernel tells of the process that connected a socket.
+#[derive(Debug)]
+pub(crate) enum PeerPidfd {
+    /// A pidfd for that very process (already exited, from Linux 6.16, if it was reaped).
+    Pinned(OwnedFd),
+    /// Reaped before it was asked for (Linux 6.5 to 6.15 answer EINVAL): its pid may already
+    /// be another process's, so nothing may be looked up by it.
+    Gone,
+    /// A kernel without SO_PEERPIDFD (before 6.5).
+    Unsupported,
+}
+
 /// A pidfd for the process that connected `sock`, as the kernel pinned it at connect(2).
-/// `Ok(None)` on kernels without SO_PEERPIDFD.
-pub(crate) fn peer_pidfd(sock: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
+pub(crate) fn peer_pidfd(sock: BorrowedFd<'_>) -> io::Result<PeerPidfd> {
     let mut fd: libc::c_int = -1;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `fd` and `len` are valid for writes of the sizes passed; `sock` is a live fd.
@@ -66,17 +87,23 @@ pub(crate) fn peer_pidfd(sock: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
         )
     };
     if rc != 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENOPROTOOPT) | Some(libc::EINVAL) => Ok(None),
-            _ => Err(e),
-        };
+        return peer_pidfd_refused(io::Error::last_os_error());
     }
     if fd < 0 {
         return Err(io::Error::other("SO_PEERPIDFD returned no descriptor"));
     }
     // SAFETY: the kernel just installed `fd` in our table; nothing else owns it.
-    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+    Ok(PeerPidfd::Pinned(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// What SO_PEERPIDFD's error means (net/core/sock.c: an unknown option is ENOPROTOOPT;
+/// `pidfd_prepare` refuses a pid without a task with EINVAL).
+fn peer_pidfd_refused(e: io::Error) -> io::Result<PeerPidfd> {
+    match e.raw_os_error() {
+        Some(libc::ENOPROTOOPT) => Ok(PeerPidfd::Unsupported),
+        Some(libc::EINVAL) => Ok(PeerPidfd::Gone),
+        _ => Err(e),
+    }
 }
 
 /// pidfd_open(2). `Ok(None)` on kernels without it.
@@ -221,7 +248,7 @@ mod tests {
         let l = UnixListener::bind(&path).unwrap();
         let _c = UnixStream::connect(&path).unwrap();
         let (server, _) = l.accept().unwrap();
-        let Some(fd) = peer_pidfd(server.as_fd()).unwrap() else {
+        let PeerPidfd::Pinned(fd) = peer_pidfd(server.as_fd()).unwrap() else {
             eprintln!("kernel without SO_PEERPIDFD; nothing to check");
             return;
         };
@@ -234,6 +261,19 @@ mod tests {
             .find_map(|l| l.strip_prefix("Pid:"))
             .map(|v| v.trim().parse::<u32>().unwrap());
         assert_eq!(pid, Some(std::process::id()));
+    }
+
+    /// A reaped peer on a kernel that cannot hand out its pidfd is gone, never a reason to
+    /// look its pid up again (which may name another process by then).
+    #[test]
+    fn a_peer_the_kernel_cannot_pin_is_gone_and_an_unknown_option_unsupported() {
+        let refused = |errno| peer_pidfd_refused(io::Error::from_raw_os_error(errno));
+        assert!(matches!(refused(libc::EINVAL), Ok(PeerPidfd::Gone)));
+        assert!(matches!(
+            refused(libc::ENOPROTOOPT),
+            Ok(PeerPidfd::Unsupported)
+        ));
+        assert!(refused(libc::EBADF).is_err());
     }
 
     /// The ids read through the ioctl are the ones status shows, field for field (a wrong

@@ -42,6 +42,8 @@ impl Stat {
 pub(crate) struct Status {
     /// Real uid (first field of `Uid:`).
     pub uid: u32,
+    /// Effective uid (second field of `Uid:`): the one SO_PEERCRED records at connect(2).
+    pub euid: u32,
     /// Real gid (first field of `Gid:`).
     pub gid: u32,
     /// Supplementary gids (`Groups:`).
@@ -93,17 +95,19 @@ pub(crate) fn parse_status(s: &str) -> Result<Status, String> {
             .collect::<Result<Vec<u32>, String>>()?;
         *slot = Some(ids);
     }
-    let first = |ids: Option<Vec<u32>>, key: &str| -> Result<u32, String> {
+    // real, effective, saved, filesystem
+    let four = |ids: Option<Vec<u32>>, key: &str| -> Result<[u32; 4], String> {
         match ids.as_deref() {
-            // real, effective, saved, filesystem
-            Some([real, _, _, _]) => Ok(*real),
+            Some(&[real, effective, saved, fs]) => Ok([real, effective, saved, fs]),
             Some(_) => Err(format!("{key}: does not have 4 fields")),
             None => Err(format!("no {key}: line")),
         }
     };
+    let [uid, euid, ..] = four(uid, "Uid")?;
     Ok(Status {
-        uid: first(uid, "Uid")?,
-        gid: first(gid, "Gid")?,
+        uid,
+        euid,
+        gid: four(gid, "Gid")?[0],
         groups: groups.ok_or("no Groups: line")?,
     })
 }
@@ -340,6 +344,7 @@ mod tests {
             st,
             Status {
                 uid: 1000,
+                euid: 0,
                 gid: 100,
                 groups: vec![4, 24, 27]
             }

@@ -18,7 +18,7 @@ pub(crate) fn values(sels: &[Selector], kind: &str, prefix: &str) -> Vec<String>
         .collect()
 }
 
-fn one(sels: &[Selector], kind: &str, prefix: &str) -> String {
+pub(crate) fn one(sels: &[Selector], kind: &str, prefix: &str) -> String {
     let v = values(sels, kind, prefix);
     assert_eq!(v.len(), 1, "expected one {kind}:{prefix} in {sels:?}");
     v.into_iter().next().unwrap()
