@@ -59,7 +59,6 @@ pub async fn start_telemetry(cfg: &Config, probes: AgentProbes) -> Result<(), Bo
         return Ok(());
     };
     let listener = telemetry::bind(listen).await?;
-    tracing::info!(listen = %listen, "telemetry listening (/metrics, /live, /ready)");
     tokio::spawn(telemetry::serve(
         listener,
         Arc::new(probes),

@@ -47,12 +47,19 @@ pub fn encode(registry: &prometheus::Registry) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Parses and binds `[telemetry] listen`; errors name the field.
+/// Parses and binds `[telemetry] listen`; errors name the field. Says where it listens (a
+/// log line and `STATUS=telemetry on <addr>`): for port 0 the kernel picks the port.
 pub async fn bind(listen: &str) -> Result<TcpListener, String> {
     let addr = parse_listen(listen)?;
-    TcpListener::bind(addr)
+    let listener = TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("telemetry.listen {addr}: {e}"))
+        .map_err(|e| format!("telemetry.listen {addr}: {e}"))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("telemetry.listen {addr}: {e}"))?;
+    tracing::info!(listen = %bound, "telemetry listening (/metrics, /live, /ready)");
+    crate::systemd::status(&format!("telemetry on {bound}"));
+    Ok(listener)
 }
 
 /// `host:port` with an IP address, as config validation wants it.

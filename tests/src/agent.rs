@@ -94,6 +94,14 @@ impl Deployment {
     }
 
     /// The running agent's pid.
+    /// The running agent's telemetry `host:port` (see [`Daemon::telemetry`]).
+    pub fn agent_telemetry(&mut self) -> Result<String> {
+        self.agent
+            .as_mut()
+            .ok_or_else(|| anyhow!("the agent is not running"))?
+            .telemetry()
+    }
+
     pub fn agent_pid(&self) -> Result<u32> {
         self.agent
             .as_ref()

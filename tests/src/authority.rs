@@ -57,6 +57,14 @@ impl Deployment {
     }
 
     /// Runs `tessera-authority <args> --admin-socket <this deployment's>`.
+    /// The running authority's telemetry `host:port` (see [`Daemon::telemetry`]).
+    pub fn authority_telemetry(&mut self) -> Result<String> {
+        self.authority
+            .as_mut()
+            .ok_or_else(|| anyhow!("the authority is not running"))?
+            .telemetry()
+    }
+
     pub fn authority_pid(&self) -> Result<u32> {
         self.authority
             .as_ref()

@@ -33,6 +33,9 @@ pub use tpm::{ek_ca_dir, hex, measure_boot, rhel8_log, swtpm_booted, testdata, t
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// A `[telemetry]` section on a port the kernel picks: read it back from the running
+/// daemon (`Deployment::agent_telemetry`, `authority_telemetry`, `Daemon::telemetry`).
+pub const TELEMETRY: &str = "\n[telemetry]\nlisten = \"127.0.0.1:0\"\n";
 pub const TD: &str = "example.org";
 /// How bundles are keyed on the Workload API.
 pub const TD_KEY: &str = "spiffe://example.org";

@@ -191,6 +191,19 @@ impl Daemon {
         self.readiness.statuses().to_vec()
     }
 
+    /// `host:port` of an authority's gRPC listener, as it reported binding it.
+    pub fn listening(&mut self) -> Result<String> {
+        crate::readiness::listening_on(self.readiness.statuses()).map(|a| a.to_string())
+    }
+
+    /// `host:port` of its `[telemetry] listen`, as it reported binding it (before READY=1):
+    /// configured with port 0, so no other process can take the port first.
+    pub fn telemetry(&mut self) -> Result<String> {
+        crate::readiness::reported(self.readiness.statuses(), "telemetry on")
+            .map(|a| a.to_string())
+            .with_context(|| format!("{}'s telemetry address", self.name))
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

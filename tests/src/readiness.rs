@@ -122,13 +122,18 @@ fn drain(sock: UnixDatagram, tx: mpsc::UnboundedSender<String>, stop: Arc<Atomic
 
 /// The address in the authority's `STATUS=listening on <addr>`.
 pub(crate) fn listening_on(statuses: &[String]) -> Result<std::net::SocketAddr> {
+    reported(statuses, "listening on")
+}
+
+/// The address in the last `STATUS=<what> <addr>`.
+pub(crate) fn reported(statuses: &[String], what: &str) -> Result<std::net::SocketAddr> {
     let Some(addr) = statuses
         .iter()
         .rev()
-        .find_map(|s| s.strip_prefix("listening on "))
+        .find_map(|s| s.strip_prefix(what)?.strip_prefix(' '))
     else {
-        bail!("no `STATUS=listening on <addr>` among {statuses:?}");
+        bail!("no `STATUS={what} <addr>` among {statuses:?}");
     };
     addr.parse()
-        .with_context(|| format!("STATUS=listening on {addr:?}: not an address"))
+        .with_context(|| format!("STATUS={what} {addr:?}: not an address"))
 }

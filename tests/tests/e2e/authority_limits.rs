@@ -430,16 +430,11 @@ fn soft_nofile(pid: u32) -> Option<u64> {
 #[tokio::test]
 async fn the_authority_raises_its_open_files_limit_to_the_hard_limit() {
     let tmp = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let cfg = tmp.path().join("authority.toml");
     std::fs::write(
         &cfg,
         format!(
-            "trust_domain = \"{TD}\"\nlisten_address = \"127.0.0.1:{port}\"\n\
+            "trust_domain = \"{TD}\"\nlisten_address = \"127.0.0.1:0\"\n\
              admin_socket_path = \"{}\"\ndata_dir = \"{}\"\n",
             tmp.path().join("admin.sock").display(),
             tmp.path().join("data").display()
@@ -448,7 +443,7 @@ async fn the_authority_raises_its_open_files_limit_to_the_hard_limit() {
     .unwrap();
     let authority = bin("tessera-authority").expect("binary built");
     // prlimit execs the authority with soft 256, hard 4096.
-    let daemon = Daemon::spawn(
+    let mut daemon = Daemon::spawn(
         "authority",
         Path::new("/usr/bin/prlimit"),
         &[
@@ -463,10 +458,10 @@ async fn the_authority_raises_its_open_files_limit_to_the_hard_limit() {
     )
     .expect("start a daemon");
     let pid = daemon.pid();
-    poll(secs(20), "the authority's listener", || {
-        std::future::ready(std::net::TcpStream::connect(("127.0.0.1", port)).ok())
-    })
-    .await;
+    daemon
+        .wait_ready(secs(20))
+        .await
+        .expect("the authority ready");
     assert_eq!(
         soft_nofile(pid),
         Some(4096),

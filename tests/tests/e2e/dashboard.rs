@@ -211,12 +211,14 @@ fn dashboard_is_a_grafana_dashboard_on_a_prometheus_datasource_variable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_metric_is_exported_by_a_live_daemon() {
-    let (mut d, auth, agent) = deployment("").await;
+    let mut d = deployment("").await;
+    let auth = d.authority_telemetry().expect("the authority's telemetry");
     let (id, _) = d
         .register_self("dashboard/w", &[])
         .await
         .expect("register an entry");
     d.start_agent().await.expect("start the agent");
+    let agent = d.agent_telemetry().expect("the agent's telemetry");
     wait_x509(&mut d.raw().await.expect("connect to the agent"), &[&id]).await;
     // An admin call the authority refuses: its RPC errors are counted.
     let out = d

@@ -19,16 +19,11 @@ fn dir_with_mode(p: &Path, m: u32) {
 
 /// An authority config in `dir` with `data_dir`.
 fn authority_config(dir: &Path, data_dir: &Path) -> std::path::PathBuf {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let cfg = dir.join("authority.toml");
     fs::write(
         &cfg,
         format!(
-            "trust_domain = \"{TD}\"\nlisten_address = \"127.0.0.1:{port}\"\n\
+            "trust_domain = \"{TD}\"\nlisten_address = \"127.0.0.1:0\"\n\
              admin_socket_path = \"{}\"\ndata_dir = \"{}\"\n",
             dir.join("admin.sock").display(),
             data_dir.display()

@@ -81,11 +81,6 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn free_listen() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("127.0.0.1:{}", l.local_addr().unwrap().port())
-}
-
 /// HTTP status of `GET path` on the telemetry endpoint.
 async fn http_status(addr: &str, path: &str) -> u16 {
     let exchange = async {
@@ -157,13 +152,10 @@ async fn closed_after(probe: &OwnedFd, what: &str) -> Duration {
 
 #[tokio::test]
 async fn connection_flood_from_one_uid_leaves_others_served() {
-    let tel = free_listen();
     let mut d = Deployment::new(Opts {
         // The silent flood connections the agent accepts outlive the test, so only the
         // agent's own closing of those it refuses can bring its descriptors under the cap.
-        agent_extra: format!(
-            "\n[telemetry]\nlisten = \"{tel}\"\n[workload_api]\nfirst_request_timeout = \"60s\"\n"
-        ),
+        agent_extra: format!("{TELEMETRY}[workload_api]\nfirst_request_timeout = \"60s\"\n"),
         ..Opts::default()
     })
     .await
@@ -173,6 +165,7 @@ async fn connection_flood_from_one_uid_leaves_others_served() {
         .await
         .expect("register an entry");
     d.start_agent().await.expect("start the agent");
+    let tel = d.agent_telemetry().expect("the agent's telemetry");
     let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     drop(raw);

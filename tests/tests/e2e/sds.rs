@@ -5,7 +5,7 @@
 
 use crate::harness::*;
 use crate::pki;
-use crate::telemetry::{at_least, free_listen, scrape};
+use crate::telemetry::{at_least, scrape};
 use envoy_types::pb::envoy::config::core::v3::{data_source::Specifier, DataSource, Node};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
@@ -157,9 +157,8 @@ impl Stream {
 
 #[tokio::test]
 async fn fetch_serves_each_kind_of_name_and_denies_the_rest() {
-    let listen = free_listen();
     let mut d = Deployment::new(Opts {
-        agent_extra: format!("\n[telemetry]\nlisten = \"{listen}\"\n"),
+        agent_extra: TELEMETRY.into(),
         ..Opts::default()
     })
     .await
@@ -173,6 +172,7 @@ async fn fetch_serves_each_kind_of_name_and_denies_the_rest() {
         .await
         .expect("register an entry");
     d.start_agent().await.expect("start the agent");
+    let listen = d.agent_telemetry().expect("the agent's telemetry");
     let bundle = pki::pem_certs(d.bundle_pem().expect("read bundle.pem").as_bytes());
     let mut c = Sds::new(d.channel().await.expect("connect to the agent"));
     fetch_when_ready(&mut c, &["spiffe://example.org/sds/b"]).await;

@@ -49,9 +49,8 @@ async fn restart(d: &mut Deployment, seen: &Mutex<Seen>, kills: usize) {
 
 #[tokio::test]
 async fn authority_killed_mid_sync_again_and_again_the_agent_converges() {
-    let agent_telemetry = crate::telemetry::free_listen();
     let mut d = Deployment::new(Opts {
-        agent_extra: format!("\n[telemetry]\nlisten = \"{agent_telemetry}\"\n"),
+        agent_extra: TELEMETRY.into(),
         ..Opts::default()
     })
     .await
@@ -80,6 +79,7 @@ async fn authority_killed_mid_sync_again_and_again_the_agent_converges() {
         .await
         .expect("create the load entries");
     d.start_agent().await.expect("start the agent");
+    let agent_telemetry = d.agent_telemetry().expect("the agent's telemetry");
     let mut raw = d.raw().await.expect("raw client");
     let want: Vec<&str> = load.iter().map(String::as_str).collect();
     let t0 = Instant::now();

@@ -4,13 +4,14 @@ use super::*;
 
 #[tokio::test]
 async fn agent_is_ready_only_once_attested_and_synced() {
-    let (mut d, _auth, agent) = deployment("").await;
+    let mut d = deployment("").await;
     d.register_self("tm/ready", &[])
         .await
         .expect("register an entry");
     // No authority: the agent serves its socket but cannot attest.
     d.stop_authority().await.expect("stop the authority");
     d.start_agent().await.expect("start the agent");
+    let agent = d.agent_telemetry().expect("the agent's telemetry");
     let (status, _) = get_when_up(&agent, "/live").await;
     assert_eq!(status, 200, "/live of a working (unattested) agent");
     let (status, body) = get(&agent, "/ready").await;
@@ -43,7 +44,8 @@ async fn agent_is_ready_only_once_attested_and_synced() {
 
 #[tokio::test]
 async fn authority_ready_live_and_healthcheck_exit_codes() {
-    let (mut d, auth, _) = deployment("").await;
+    let mut d = deployment("").await;
+    let auth = d.authority_telemetry().expect("the authority's telemetry");
     let (status, body) = get_when_up(&auth, "/ready").await;
     assert_eq!((status, body.trim()), (200, "ready"));
     assert_eq!(get(&auth, "/live").await.0, 200);
@@ -59,8 +61,12 @@ async fn authority_ready_live_and_healthcheck_exit_codes() {
 
     let cfg = d.authority_config();
     let cfg = cfg.to_str().unwrap();
+    // The healthcheck asks the port the config names: the one the authority got.
+    let text = fs::read_to_string(cfg)
+        .unwrap()
+        .replace("127.0.0.1:0", &auth);
+    fs::write(cfg, &text).unwrap();
     // Without [telemetry] the healthcheck asks the admin socket instead.
-    let text = fs::read_to_string(cfg).unwrap();
     let (top, _) = text
         .split_once("[telemetry]")
         .expect("config has [telemetry]");

@@ -148,7 +148,7 @@ async fn an_issuance_is_logged_once_per_connection_and_credential() {
 
 #[tokio::test]
 async fn authority_sigterm_ends_open_attest_streams_promptly() {
-    let (mut d, _, _) = deployment("server_names = [\"127.0.0.1\"]\n").await;
+    let mut d = deployment("server_names = [\"127.0.0.1\"]\n").await;
     let tls = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(
             d.bundle_pem().expect("read bundle.pem"),

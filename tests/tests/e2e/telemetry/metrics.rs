@@ -4,12 +4,14 @@ use super::*;
 
 #[tokio::test]
 async fn live_scrape_of_both_daemons_passes_promtool_and_counts_calls() {
-    let (mut d, auth, agent) = deployment("").await;
+    let mut d = deployment("").await;
+    let auth = d.authority_telemetry().expect("the authority's telemetry");
     let (id, _) = d
         .register_self("tm/scrape", &[])
         .await
         .expect("register an entry");
     d.start_agent().await.expect("start the agent");
+    let agent = d.agent_telemetry().expect("the agent's telemetry");
     let mut raw = d.raw().await.expect("connect to the agent");
     wait_x509(&mut raw, &[&id]).await;
     let jwt = within(

@@ -17,23 +17,16 @@ use tessera_proto::workload as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
-pub fn free_listen() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    format!("127.0.0.1:{}", l.local_addr().unwrap().port())
-}
-
-/// A deployment whose authority and agent both serve telemetry. Returns the
-/// deployment and the (authority, agent) telemetry addresses.
-pub(crate) async fn deployment(authority_top: &str) -> (Deployment, String, String) {
-    let (auth, agent) = (free_listen(), free_listen());
-    let d = Deployment::new(Opts {
-        authority_extra: format!("{authority_top}[telemetry]\nlisten = \"{auth}\"\n"),
-        agent_extra: format!("\n[telemetry]\nlisten = \"{agent}\"\n"),
+/// A deployment whose authority and agent both serve telemetry, each on a port it picks
+/// (`authority_telemetry()`, and `agent_telemetry()` once the agent runs).
+pub(crate) async fn deployment(authority_top: &str) -> Deployment {
+    Deployment::new(Opts {
+        authority_extra: format!("{authority_top}{TELEMETRY}"),
+        agent_extra: TELEMETRY.into(),
         ..Opts::default()
     })
     .await
-    .expect("start a deployment");
-    (d, auth, agent)
+    .expect("start a deployment")
 }
 
 /// One raw HTTP/1.1 exchange: (status, head, body). Err if nothing listens.

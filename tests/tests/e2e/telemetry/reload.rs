@@ -8,7 +8,7 @@ fn debug_lines(log: &str) -> usize {
 
 #[tokio::test]
 async fn agent_sighup_sets_log_level_syncs_now_and_names_restart_fields() {
-    let (mut d, _auth, agent) = deployment("").await;
+    let mut d = deployment("").await;
     let (a, _) = d
         .register_self("tm/hup-a", &[])
         .await
@@ -21,7 +21,7 @@ async fn agent_sighup_sets_log_level_syncs_now_and_names_restart_fields() {
     fs::write(&cfg_path, format!("{base}\n[log]\nlevel = \"info\"\n")).unwrap();
     // TESSERA_LOG empty: the config's level rules (the harness sets it otherwise).
     let log = d.dir.join("agent-hup.log");
-    let daemon = Daemon::spawn(
+    let mut daemon = Daemon::spawn(
         "agent-hup",
         &bin("tessera-agent").expect("binary built"),
         &[
@@ -34,6 +34,8 @@ async fn agent_sighup_sets_log_level_syncs_now_and_names_restart_fields() {
     )
     .expect("start a daemon");
     let pid = daemon.pid();
+    daemon.wait_ready(STARTUP).await.expect("the agent ready");
+    let agent = daemon.telemetry().expect("the agent's telemetry");
     d.extra.push(daemon);
     poll(PROPAGATION, "agent /ready", || {
         let agent = agent.clone();
@@ -105,9 +107,9 @@ async fn knock(addr: &str) {
 
 #[tokio::test]
 async fn authority_sighup_sets_log_level_and_names_restart_fields() {
-    let (d, _auth, _) = deployment("").await;
+    let d = deployment("").await;
     // A second authority, without TESSERA_LOG, on its own port, socket and data.
-    let port = free_listen();
+    let port = "127.0.0.1:0";
     let cfg = d.dir.join("authority2.toml");
     let base = format!(
         "trust_domain = \"{TD}\"\nlisten_address = \"{port}\"\nadmin_socket_path = \"{}\"\n\
@@ -125,11 +127,11 @@ async fn authority_sighup_sets_log_level_and_names_restart_fields() {
         &[("TESSERA_LOG", "")],
     )
     .expect("start a daemon");
-    poll(secs(20), "second authority to listen", || {
-        let port = port.clone();
-        async move { tokio::net::TcpStream::connect(&port).await.ok().map(|_| ()) }
-    })
-    .await;
+    daemon
+        .wait_ready(STARTUP)
+        .await
+        .expect("the second authority ready");
+    let port = daemon.listening().expect("the second authority's address");
     knock(&port).await;
     assert_eq!(debug_lines(&fs::read_to_string(&log).unwrap()), 0);
     fs::write(
