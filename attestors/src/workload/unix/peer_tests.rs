@@ -70,13 +70,19 @@ fn spawn_connected(
     cmd.spawn().expect("spawn the connecting process")
 }
 
-/// A listener that `nobody` may connect to.
-fn listener(dir: &Path) -> (UnixListener, PathBuf) {
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = dir.join("s");
+/// A listener that `nobody` may connect to, in a directory removed on drop; None (and
+/// nothing to test) unless this is root, which connecting as another uid needs.
+fn listener() -> Option<(tempfile::TempDir, UnixListener, PathBuf)> {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("not root: cannot connect as another uid; nothing to test");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("s");
     let l = UnixListener::bind(&path).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
-    (l, path)
+    Some((dir, l, path))
 }
 
 fn peer(s: &UnixStream) -> (i32, u32) {
@@ -85,7 +91,7 @@ fn peer(s: &UnixStream) -> (i32, u32) {
 }
 
 /// Starts `sleep` as root under `pid` (the next pid handed out is ns_last_pid + 1); None
-/// when another process took it first, or this is not root.
+/// when another process took it first.
 fn spawn_at(pid: i32) -> Option<Child> {
     std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).ok()?;
     let mut child = Command::new("sleep").arg("60").spawn().ok()?;
@@ -99,12 +105,9 @@ fn spawn_at(pid: i32) -> Option<Child> {
 
 #[test]
 fn a_pid_taken_between_connect_and_accept_is_not_the_peer() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("not root: cannot connect as another uid or choose a pid; nothing to test");
+    let Some((_dir, l, path)) = listener() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (l, path) = listener(dir.path());
+    };
     let a = UnixAttestor::new();
     for _ in 0..20 {
         let mut attacker = spawn_connected(&path, NOBODY, NOBODY, "true", &[]);
@@ -137,12 +140,9 @@ fn a_pid_taken_between_connect_and_accept_is_not_the_peer() {
 
 #[test]
 fn by_pid_a_live_peer_is_pinned_unless_it_changed_its_uid() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("not root: cannot connect as another uid; nothing to test");
+    let Some((_dir, l, path)) = listener() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (l, path) = listener(dir.path());
+    };
     let a = UnixAttestor::new();
     for (connect_uid, run_uid) in [(NOBODY, NOBODY), (0, NOBODY)] {
         let mut child = spawn_connected(&path, connect_uid, run_uid, "sleep", &["60"]);
