@@ -61,19 +61,25 @@ CONF
   echo "No /dev/tpmrm0: using a fresh swtpm ($tcti) with its EK CA as the trusted manufacturer" >&2
 fi
 
-port=$(free_port)
+# Port 0: the authority binds a free port itself and logs which.
 cat > "$work/authority.toml" <<TOML
 trust_domain = "example.org"
-listen_address = "127.0.0.1:$port"
+listen_address = "127.0.0.1:0"
 admin_socket_path = "$work/admin.sock"
 data_dir = "$work/authority"
 [tpm]
 ek_ca_dir = "$ek_ca_dir"
 TOML
-"$bin/tessera-authority" run --config "$work/authority.toml" 2>"$work/authority.log" &
+TESSERA_LOG=info "$bin/tessera-authority" run --config "$work/authority.toml" 2>"$work/authority.log" &
 pids+=($!)
 admin=(--admin-socket "$work/admin.sock")
-for _ in $(seq 100); do [ -S "$work/admin.sock" ] && break; sleep 0.1; done
+port=
+for _ in $(seq 100); do
+  port=$(sed -n 's/.* authority ready listen=127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$work/authority.log")
+  [ -n "$port" ] && break
+  sleep 0.1
+done
+[ -n "$port" ] || { echo "the authority did not start:" >&2; cat "$work/authority.log" >&2; exit 1; }
 "$bin/tessera-authority" bundle show --format pem "${admin[@]}" > "$work/bundle.pem"
 
 # Every host whose EK certificate chains to a trusted manufacturer is a
