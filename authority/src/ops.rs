@@ -164,13 +164,17 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
 
 /// `tessera-authority healthcheck`: exit 0 when the authority is ready. With
 /// `[telemetry] listen` it asks `/ready` (listeners up, datastore answering);
-/// without, it asks the admin socket for one audit event, which also needs the
+/// without, or on port 0 (a port the kernel picked, which the config cannot
+/// name), it asks the admin socket for one audit event, which also needs the
 /// datastore (and root or the authority's user).
 pub async fn healthcheck(config: &Path) -> Result<(), BoxError> {
     let cfg = Config::load(config)?;
-    match &cfg.telemetry.listen {
-        Some(listen) => {
-            let addr = telemetry::parse_listen(listen)?;
+    let telemetry = match &cfg.telemetry.listen {
+        Some(listen) => Some(telemetry::parse_listen(listen)?),
+        None => None,
+    };
+    match telemetry.filter(|a| a.port() != 0) {
+        Some(addr) => {
             // An unspecified bind address is reached on loopback.
             let addr = match addr.ip() {
                 ip if ip.is_unspecified() && addr.is_ipv4() => {

@@ -93,7 +93,6 @@ impl Deployment {
         Ok(())
     }
 
-    /// The running agent's pid.
     /// The running agent's telemetry `host:port` (see [`Daemon::telemetry`]).
     pub fn agent_telemetry(&mut self) -> Result<String> {
         self.agent
@@ -102,6 +101,7 @@ impl Deployment {
             .telemetry()
     }
 
+    /// The running agent's pid.
     pub fn agent_pid(&self) -> Result<u32> {
         self.agent
             .as_ref()

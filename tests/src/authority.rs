@@ -56,7 +56,6 @@ impl Deployment {
         Ok(())
     }
 
-    /// Runs `tessera-authority <args> --admin-socket <this deployment's>`.
     /// The running authority's telemetry `host:port` (see [`Daemon::telemetry`]).
     pub fn authority_telemetry(&mut self) -> Result<String> {
         self.authority
@@ -65,6 +64,7 @@ impl Deployment {
             .telemetry()
     }
 
+    /// The running authority's pid.
     pub fn authority_pid(&self) -> Result<u32> {
         self.authority
             .as_ref()
@@ -72,6 +72,7 @@ impl Deployment {
             .ok_or_else(|| anyhow!("the authority is not running"))
     }
 
+    /// Runs `tessera-authority <args> --admin-socket <this deployment's>`.
     pub async fn admin(&self, args: &[&str]) -> Result<CmdOut> {
         admin_at(&self.admin_socket(), args).await
     }

@@ -124,14 +124,28 @@ impl UnixAttestor {
         if pid <= 0 {
             return Err(UnixError::InvalidPid(pid));
         }
-        if self.use_pidfd {
-            match pidfd::peer_pidfd(sock).map_err(io)? {
-                PeerPidfd::Pinned(fd) => return self.pin_with(pid, Some(fd)),
-                PeerPidfd::Gone => return Ok(PinnedProcess::gone(pid)),
-                PeerPidfd::Unsupported => {}
+        let peer = match self.use_pidfd {
+            true => pidfd::peer_pidfd(sock).map_err(io)?,
+            false => PeerPidfd::Unsupported,
+        };
+        self.pin_reported(pid, cred.uid(), peer)
+    }
+
+    /// Pins the peer the kernel reported as pid `pid`, effective uid `uid`, and `peer`.
+    fn pin_reported(
+        &self,
+        pid: i32,
+        uid: u32,
+        peer: PeerPidfd,
+    ) -> Result<PinnedProcess, UnixError> {
+        match peer {
+            PeerPidfd::Pinned(fd) => self.pin_with(pid, Some(fd)),
+            PeerPidfd::Gone => {
+                tracing::debug!(pid, "Workload API peer reaped before accept: gone");
+                Ok(PinnedProcess::gone(pid))
             }
+            PeerPidfd::Unsupported => self.pin_connected(pid, uid),
         }
-        self.pin_connected(pid, cred.uid())
     }
 
     /// Pins `pid`, looked up only now, as the process that connected with effective uid
@@ -148,8 +162,9 @@ impl UnixAttestor {
             Err(UnixError::ProcessGone) => return Ok(PinnedProcess::gone(pid)),
             Err(e) => return Err(e),
         };
+        // Debug, as the listener's other refusals: any user can cause it at will.
         if now != uid {
-            tracing::warn!(pid, connected_uid = uid, uid = now,
+            tracing::debug!(pid, connected_uid = uid, uid = now,
                 "Workload API peer's pid now runs with another uid (exited and taken by another process, or changed its ids): treated as gone");
             return Ok(PinnedProcess::gone(pid));
         }
@@ -162,23 +177,24 @@ impl UnixAttestor {
             return Err(UnixError::InvalidPid(pid));
         }
         let pidfd = match self.use_pidfd {
-            true => self.open_pidfd(pid)?,
+            true => match pidfd::pidfd_open(pid) {
+                Ok(fd) => fd,
+                // Exited already: still pinned (as gone), so its connection is answered
+                // `Unavailable` per request rather than dropped at accept, and never
+                // looked up by the pid, which another process may take at any moment.
+                Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => {
+                    return Ok(PinnedProcess::gone(pid))
+                }
+                Err(source) => {
+                    return Err(UnixError::Io {
+                        path: PathBuf::from(format!("pidfd of {pid}")),
+                        source,
+                    })
+                }
+            },
             false => None,
         };
         self.pin_with(pid, pidfd)
-    }
-
-    /// A process that has exited is still pinned (as gone): its connection is answered
-    /// `Unavailable` per request rather than dropped at accept.
-    fn open_pidfd(&self, pid: i32) -> Result<Option<std::os::fd::OwnedFd>, UnixError> {
-        match pidfd::pidfd_open(pid) {
-            Ok(fd) => Ok(fd),
-            Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => Ok(None),
-            Err(source) => Err(UnixError::Io {
-                path: PathBuf::from(format!("pidfd of {pid}")),
-                source,
-            }),
-        }
     }
 
     fn pin_with(

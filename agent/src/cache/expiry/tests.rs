@@ -144,8 +144,9 @@ async fn a_wall_clock_step_back_does_not_extend_an_svid() {
     let task = tokio::spawn(drop_expired(tx.clone(), clock.clone()));
     let (snap, at) = next(&mut rx, &clock).await;
     assert!(snap.svids.is_empty());
+    // On the real clock: room for a busy machine, far from the 61 s notAfter shows.
     assert!(
-        (1000..1300).contains(&at),
+        (1000..2500).contains(&at),
         "dropped at {at} ms, 1s after it arrived"
     );
     task.abort();

@@ -93,7 +93,8 @@ fn peer(s: &UnixStream) -> (i32, u32) {
 /// Starts `sleep` as root under `pid` (the next pid handed out is ns_last_pid + 1); None
 /// when another process took it first.
 fn spawn_at(pid: i32) -> Option<Child> {
-    std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).ok()?;
+    std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+        .expect("write /proc/sys/kernel/ns_last_pid (root in the initial pid namespace)");
     let mut child = Command::new("sleep").arg("60").spawn().ok()?;
     if child.id() as i32 == pid {
         return Some(child);
@@ -162,4 +163,17 @@ fn by_pid_a_live_peer_is_pinned_unless_it_changed_its_uid() {
         child.kill().unwrap();
         child.wait().unwrap();
     }
+}
+
+/// A peer the kernel reports reaped (EINVAL from SO_PEERPIDFD on Linux 6.5-6.15) is gone,
+/// even while its pid names a live process of the same uid.
+#[test]
+fn a_peer_reported_reaped_is_gone_whoever_has_its_pid() {
+    let a = UnixAttestor::new();
+    let me = std::process::id() as i32;
+    let uid = nix::unistd::Uid::effective().as_raw();
+    assert!(!a.pin_connected(me, uid).unwrap().exited(), "this process");
+    let pinned = a.pin_reported(me, uid, PeerPidfd::Gone).unwrap();
+    assert!(pinned.exited());
+    assert!(a.attest_pinned(&pinned).is_err());
 }

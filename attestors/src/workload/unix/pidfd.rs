@@ -97,11 +97,11 @@ pub(crate) fn peer_pidfd(sock: BorrowedFd<'_>) -> io::Result<PeerPidfd> {
 }
 
 /// What SO_PEERPIDFD's error means (net/core/sock.c: an unknown option is ENOPROTOOPT;
-/// `pidfd_prepare` refuses a pid without a task with EINVAL).
+/// `pidfd_prepare` refuses a pid without a task with EINVAL, and some kernels with ESRCH).
 fn peer_pidfd_refused(e: io::Error) -> io::Result<PeerPidfd> {
     match e.raw_os_error() {
         Some(libc::ENOPROTOOPT) => Ok(PeerPidfd::Unsupported),
-        Some(libc::EINVAL) => Ok(PeerPidfd::Gone),
+        Some(libc::EINVAL | libc::ESRCH) => Ok(PeerPidfd::Gone),
         _ => Err(e),
     }
 }
@@ -269,6 +269,7 @@ mod tests {
     fn a_peer_the_kernel_cannot_pin_is_gone_and_an_unknown_option_unsupported() {
         let refused = |errno| peer_pidfd_refused(io::Error::from_raw_os_error(errno));
         assert!(matches!(refused(libc::EINVAL), Ok(PeerPidfd::Gone)));
+        assert!(matches!(refused(libc::ESRCH), Ok(PeerPidfd::Gone)));
         assert!(matches!(
             refused(libc::ENOPROTOOPT),
             Ok(PeerPidfd::Unsupported)

@@ -59,14 +59,21 @@ async fn authority_ready_live_and_healthcheck_exit_codes() {
     assert_eq!(status, 405, "{head}");
     assert_eq!(get(&auth, "/admin").await.0, 404);
 
+    // The deployment's config asks for telemetry on port 0, which the healthcheck
+    // cannot ask: it asks the admin socket, as without [telemetry]; a config that
+    // names the port the authority got is asked on /ready.
     let cfg = d.authority_config();
     let cfg = cfg.to_str().unwrap();
-    // The healthcheck asks the port the config names: the one the authority got.
-    let text = fs::read_to_string(cfg)
-        .unwrap()
-        .replace("127.0.0.1:0", &auth);
-    fs::write(cfg, &text).unwrap();
-    // Without [telemetry] the healthcheck asks the admin socket instead.
+    let text = fs::read_to_string(cfg).unwrap();
+    let any_port = "listen = \"127.0.0.1:0\"";
+    assert!(text.contains(any_port), "{text}");
+    let named = d.dir.join("authority-named-telemetry.toml");
+    fs::write(
+        &named,
+        text.replace(any_port, &format!("listen = \"{auth}\"")),
+    )
+    .unwrap();
+    let named = named.to_str().unwrap();
     let (top, _) = text
         .split_once("[telemetry]")
         .expect("config has [telemetry]");
@@ -74,7 +81,7 @@ async fn authority_ready_live_and_healthcheck_exit_codes() {
     fs::write(&no_telemetry, top).unwrap();
     let no_telemetry = no_telemetry.to_str().unwrap();
     let authority = bin("tessera-authority").expect("binary built");
-    for c in [cfg, no_telemetry] {
+    for c in [cfg, named, no_telemetry] {
         let out = run_cmd(&authority, &["healthcheck", "--config", c], None, &[])
             .await
             .expect("run a command");
@@ -85,7 +92,7 @@ async fn authority_ready_live_and_healthcheck_exit_codes() {
         assert!(out.stdout.contains("healthy"), "{out:?}");
     }
     d.stop_authority().await.expect("stop the authority");
-    for c in [cfg, no_telemetry] {
+    for c in [cfg, named, no_telemetry] {
         let out = run_cmd(&authority, &["healthcheck", "--config", c], None, &[])
             .await
             .expect("run a command");
