@@ -52,18 +52,11 @@ impl Probes for AgentProbes {
     }
 }
 
-/// Binds `[telemetry] listen` (if set) and serves until the process exits, so
-/// `/ready` says "shutting down" while connections drain.
+/// Starts telemetry if `[telemetry] listen` is set.
 pub async fn start_telemetry(cfg: &Config, probes: AgentProbes) -> Result<(), BoxError> {
-    let Some(listen) = &cfg.telemetry.listen else {
-        return Ok(());
-    };
-    let listener = telemetry::bind(listen).await?;
-    tokio::spawn(telemetry::serve(
-        listener,
-        Arc::new(probes),
-        std::future::pending(),
-    ));
+    if let Some(listen) = &cfg.telemetry.listen {
+        telemetry::start(listen, Arc::new(probes)).await?;
+    }
     Ok(())
 }
 

@@ -47,9 +47,20 @@ pub fn encode(registry: &prometheus::Registry) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Parses and binds `[telemetry] listen`; errors name the field. Says where it listens (a
-/// log line and `STATUS=telemetry on <addr>`): for port 0 the kernel picks the port.
-pub async fn bind(listen: &str) -> Result<TcpListener, String> {
+/// A daemon's telemetry: binds `[telemetry] listen`, says where (a log line and
+/// `STATUS=telemetry on <addr>`, since for port 0 the kernel picks the port) and serves
+/// until the process exits, so `/ready` says "shutting down" while connections drain.
+pub async fn start(listen: &str, probes: Arc<dyn Probes>) -> Result<(), String> {
+    let (listener, bound) = bind(listen).await?;
+    tracing::info!(listen = %bound, "telemetry listening (/metrics, /live, /ready)");
+    crate::systemd::status(&format!("telemetry on {bound}"));
+    tokio::spawn(serve(listener, probes, std::future::pending()));
+    Ok(())
+}
+
+/// Parses and binds `[telemetry] listen`; errors name the field. No notification: tests
+/// bind too, and the notification socket is process-wide.
+async fn bind(listen: &str) -> Result<(TcpListener, SocketAddr), String> {
     let addr = parse_listen(listen)?;
     let listener = TcpListener::bind(addr)
         .await
@@ -57,9 +68,7 @@ pub async fn bind(listen: &str) -> Result<TcpListener, String> {
     let bound = listener
         .local_addr()
         .map_err(|e| format!("telemetry.listen {addr}: {e}"))?;
-    tracing::info!(listen = %bound, "telemetry listening (/metrics, /live, /ready)");
-    crate::systemd::status(&format!("telemetry on {bound}"));
-    Ok(listener)
+    Ok((listener, bound))
 }
 
 /// `host:port` with an IP address, as config validation wants it.
@@ -344,8 +353,7 @@ mod tests {
     }
 
     async fn server() -> (SocketAddr, Arc<Fake>, tokio::sync::oneshot::Sender<()>) {
-        let l = bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
+        let (l, addr) = bind("127.0.0.1:0").await.unwrap();
         let fake = Arc::new(Fake {
             ready: AtomicBool::new(false),
         });
