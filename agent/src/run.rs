@@ -16,6 +16,7 @@ use tessera_attestors::node::tpm::evidence::TpmEvidence;
 use tessera_attestors::node::NodeEvidence;
 use tessera_attestors::workload::docker_api::DockerApi;
 use tessera_attestors::workload::unix::UnixAttestor;
+use tessera_common::shutdown::Shutdown;
 use tessera_common::{fsutil, systemd, tls, x509};
 use tokio::sync::watch;
 
@@ -134,7 +135,8 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
 
     let evidence = timed_evidence(evidence(&cfg).await?, metrics.clone());
     // Ready once serving (callers get Unavailable until attested) and the TPM
-    // is open; the SIGTERM handler is installed by the select! just below.
+    // is open; a stop from then on is a clean one.
+    let mut shutdown = Shutdown::install().map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
     systemd::spawn_watchdog();
     systemd::ready();
     systemd::status("serving the Workload API; attesting the node");
@@ -155,7 +157,7 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
     let resume = matches!(cfg.node_attestation, NodeAttestation::JoinToken(_));
     let credential = tokio::select! {
         c = keeper.start(resume) => c?,
-        _ = shutdown_signal() => return stop(&cfg, &stop_tx, server).await,
+        _ = shutdown.requested() => return stop(&cfg, &stop_tx, server).await,
         _ = &mut server => return Err("the Workload API server stopped".into()),
     };
     systemd::status(&format!(
@@ -170,7 +172,7 @@ pub async fn run(cfg: Config) -> Result<(), BoxError> {
     tokio::spawn(keeper.run());
     tracing::info!("agent ready");
     tokio::select! {
-        _ = shutdown_signal() => stop(&cfg, &stop_tx, server).await,
+        _ = shutdown.requested() => stop(&cfg, &stop_tx, server).await,
         r = &mut server => Err(format!("the Workload API server stopped: {r:?}").into()),
     }
 }
@@ -194,21 +196,6 @@ async fn stop(
 
 async fn wait_stop(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 /// The workload attestor, enriched from the container runtime's API when one is configured.

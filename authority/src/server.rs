@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tessera_attestors::node::tpm::ekcert::EkCaStore;
 use tessera_attestors::node::tpm::verifier::TpmVerifier;
+use tessera_common::shutdown::Shutdown;
 use tessera_common::tls::{server_config, RotatingCert};
 use tessera_common::{fsutil, unix_now};
 use tessera_proto::authority::admin_server::AdminServer;
@@ -109,7 +110,6 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
     };
     ops::start_telemetry(&config, probes).await?;
 
-    let shutdown = shutdown_signal();
     let node = tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_STREAMS)
         .layer(metrics.grpc_layer("node"))
@@ -130,10 +130,12 @@ pub async fn run(config: Config) -> Result<(), BoxError> {
     let node = tokio::spawn(node);
     let admin = tokio::spawn(admin);
     listening.store(true, Ordering::SeqCst);
+    // A stop from READY on is a clean one.
+    let mut shutdown = Shutdown::install().map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
     tessera_common::systemd::spawn_watchdog();
     tessera_common::systemd::status(&format!("listening on {bound}"));
     tessera_common::systemd::ready();
-    shutdown.await;
+    shutdown.requested().await;
     tracing::info!("shutting down");
     tessera_common::systemd::stopping();
     listening.store(false, Ordering::SeqCst);
@@ -188,18 +190,6 @@ fn tpm_verifier(
 
 async fn wait_stop(mut rx: tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
 
 async fn rotate_server_cert(authority: Arc<Authority>, certs: Arc<RotatingCert>) {

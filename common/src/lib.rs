@@ -10,6 +10,7 @@ pub mod limits;
 pub mod logging;
 pub mod secret;
 pub mod selector;
+pub mod shutdown;
 pub mod spiffe_id;
 pub mod spiffe_template;
 pub mod systemd;

@@ -201,14 +201,14 @@ async fn concurrent_attestations_share_one_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_daemon_costs_at_most_the_timeout() {
     let d = FakeDaemon::start(Reply::Hang);
-    let timeout = Duration::from_secs(1);
+    let timeout = Duration::from_secs(2);
     let api = d.api(timeout);
     let (sels, took) = attest(&api).await;
     assert!(has_kernel_selectors(&sels), "{sels:?}");
     assert!(enriched(&sels).is_empty());
     // Under twice the timeout (one timeout per step would reach it), with room
     // for a busy machine.
-    assert!(took < timeout * 19 / 10, "took {took:?}");
+    assert!(took < timeout * 7 / 4, "took {took:?}");
     // The abandoned request's connection is closed, not left hanging on the daemon.
     let deadline = Instant::now() + Duration::from_secs(2);
     while !d.hung_closed.load(Ordering::SeqCst) {
@@ -280,7 +280,7 @@ async fn label_count_is_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_socket_adds_nothing() {
     let d = FakeDaemon::start(Reply::Json(good()));
-    let mut api = d.api(Duration::from_secs(2));
+    let mut api = d.api(Duration::from_secs(5));
     Arc::get_mut(&mut api.inner).unwrap().config.socket_path =
         d.socket.with_file_name("absent.sock");
     let (sels, took) = attest(&api).await;
@@ -288,7 +288,8 @@ async fn missing_socket_adds_nothing() {
         has_kernel_selectors(&sels) && enriched(&sels).is_empty(),
         "{sels:?}"
     );
-    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // Not waiting for the timeout; the rest is room for a busy machine.
+    assert!(took < Duration::from_secs(3), "took {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -171,6 +171,34 @@ async fn agent_exits_promptly_on_sigterm_with_open_stream() {
     );
 }
 
+/// systemd may stop a daemon the moment it says READY=1: that is a clean stop (exit 0,
+/// "stopped"), not death by the default action of SIGTERM.
+#[tokio::test]
+async fn a_sigterm_right_after_ready_is_a_clean_stop() {
+    let mut d = Deployment::new(Opts::default())
+        .await
+        .expect("start a deployment");
+    d.register_self("life/sigterm-at-ready", &[])
+        .await
+        .expect("register an entry");
+    // Repeated: the window the stop must not fall into is short.
+    for round in 0..5 {
+        d.stop_authority()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e:#}"));
+        d.start_authority().await.expect("start the authority");
+        d.stop_authority()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}, right after READY: {e:#}"));
+        d.start_authority().await.expect("start the authority");
+        d.start_agent().await.expect("start the agent");
+        d.stop_agent_cleanly()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}, right after READY: {e:#}"));
+    }
+    assert_eq!(d.agent_log().matches("stopped").count(), 5, "agent stops");
+}
+
 #[tokio::test]
 async fn agent_serves_cached_svids_while_authority_down_and_recovers() {
     let (mut d, id) = Deployment::up("life/authority-down")

@@ -92,7 +92,8 @@ impl Swtpm {
 
     /// Starts swtpm again after [`Swtpm::crash`] on the same state and ports
     /// (a TPM Reset: PCRs zero, reset count up, persistent objects and NV kept).
-    /// Retried for a few seconds: the killed one's sockets may linger.
+    /// Retried for 30 s: the killed one's sockets may linger, and while it was down a
+    /// loopback connection elsewhere may have been given one of its ports as its source.
     pub fn start_again(&mut self) -> io::Result<()> {
         let _serial = super::super::SWTPM_START
             .lock()
@@ -104,7 +105,7 @@ impl Swtpm {
                     self.child = child;
                     return Ok(());
                 }
-                Err(e) if tries >= 10 => return Err(e),
+                Err(e) if tries >= 100 => return Err(e),
                 Err(_) => std::thread::sleep(Duration::from_millis(300)),
             }
             tries += 1;

@@ -201,7 +201,7 @@ async fn garbage_or_silence_fails_the_call_and_the_next_call_starts_a_new_helper
     ));
 
     let silent = fake_helper(dir.path(), OPENED, true);
-    let tpm = start(silent, Duration::from_millis(300)).await.unwrap();
+    let tpm = start(silent, Duration::from_secs(2)).await.unwrap();
     let pid = tpm.pid().await.unwrap();
     assert_ne!(pid, first);
     let e = tpm.endorsement().await.unwrap_err();
